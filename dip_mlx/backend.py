@@ -1,0 +1,110 @@
+"""The MLX implementation of dip_core.backend.Backend."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from dip_core.backend import Device, DeviceUnavailable
+from dip_core.config import SkipConfig, check_size
+from dip_core.weights import Weights, check_weights
+from dip_mlx.skip import SkipNet
+
+
+def _resolve(device: Device) -> mx.Device:
+    has_gpu = mx.is_available(mx.gpu)
+    if device is Device.GPU:
+        if not has_gpu:
+            raise DeviceUnavailable("the mlx backend found no GPU (Metal or CUDA); use --device cpu")
+        return mx.gpu
+    if device is Device.AUTO and has_gpu:
+        return mx.gpu
+    return mx.cpu
+
+
+def to_mlx_layout(w: np.ndarray) -> np.ndarray:
+    """Canonical (out, in, kh, kw) convolution weights to MLX's (out, kh, kw, in)."""
+    return np.ascontiguousarray(w.transpose(0, 2, 3, 1)) if w.ndim == 4 else w
+
+
+def to_canonical_layout(w: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(w.transpose(0, 3, 1, 2)) if w.ndim == 4 else w
+
+
+def mse(out: mx.array, target: mx.array) -> mx.array:
+    return mx.mean(mx.square(out - target))
+
+
+class MLXBackend:
+    name = "mlx"
+
+    def __init__(self, device: Device = Device.AUTO) -> None:
+        self.mx_device = _resolve(Device(device))
+        mx.set_default_device(self.mx_device)
+        self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
+
+    # numpy (H, W, C) <-> mlx (1, H, W, C)
+    @staticmethod
+    def to_array(x: np.ndarray) -> mx.array:
+        return mx.array(np.asarray(x, dtype=np.float32)[None])
+
+    @staticmethod
+    def to_numpy(a: mx.array) -> np.ndarray:
+        return np.array(a[0], copy=True)
+
+    def build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
+        check_weights(cfg, weights)
+        net = SkipNet(cfg)
+        expected = {name for name, _ in tree_flatten(net.parameters())}
+        if expected != set(weights):  # guards the name mapping itself, not user input
+            diverging = sorted(expected ^ set(weights))
+            raise RuntimeError(f"MLX parameter names diverge from the canonical layout: {diverging}")
+        arrays = [(name, mx.array(to_mlx_layout(np.asarray(w, np.float32)))) for name, w in weights.items()]
+        net.update(tree_unflatten(arrays))
+        mx.eval(net.parameters())
+        return net
+
+    def get_weights(self, net: SkipNet) -> Weights:
+        return {name: to_canonical_layout(np.array(p)) for name, p in tree_flatten(net.parameters())}
+
+    def forward(self, net: SkipNet, x: np.ndarray) -> np.ndarray:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        out = net(self.to_array(x))
+        mx.eval(out)
+        return self.to_numpy(out)
+
+    def block_outputs(self, net: SkipNet, x: np.ndarray) -> dict[str, np.ndarray]:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        taps: dict[str, mx.array] = {}
+        net(self.to_array(x), taps)
+        mx.eval(taps)
+        return {name: self.to_numpy(a) for name, a in taps.items()}
+
+    def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        loss_fn = nn.value_and_grad(net, lambda model, z, y: mse(model(z), y))
+        loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
+        mx.eval(loss, grads)
+        return float(loss), {name: to_canonical_layout(np.array(g)) for name, g in tree_flatten(grads)}
+
+    def adam_steps(
+        self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
+    ) -> tuple[list[float], np.ndarray]:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        opt = optim.Adam(learning_rate=lr, bias_correction=True)  # torch's Adam always corrects
+        loss_fn = nn.value_and_grad(net, lambda model, z, y: mse(model(z), y))
+        z, y = self.to_array(x), self.to_array(target)
+        losses = []
+        for noise in noises:
+            loss, grads = loss_fn(net, z + self.to_array(noise), y)
+            opt.update(net, grads)
+            mx.eval(loss, net.parameters(), opt.state)
+            losses.append(float(loss))
+        return losses, self.forward(net, x)
+
+
+def create(device: Device | str = Device.AUTO) -> MLXBackend:
+    return MLXBackend(Device(device))

@@ -1,0 +1,1 @@
+"""The PyTorch reference backend (CPU, CUDA, MPS)."""

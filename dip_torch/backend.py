@@ -1,0 +1,92 @@
+"""The PyTorch implementation of dip_core.backend.Backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dip_core.backend import Device, DeviceUnavailable
+from dip_core.config import SkipConfig, check_size
+from dip_core.weights import Weights, check_weights
+from dip_torch.skip import SkipNet
+
+
+def _resolve(device: Device) -> torch.device:
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = torch.device("cuda")
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        gpu = torch.device("mps")
+    if device is Device.GPU:
+        if gpu is None:
+            raise DeviceUnavailable("the torch backend found no GPU (neither CUDA nor MPS); use --device cpu")
+        return gpu
+    if device is Device.AUTO and gpu is not None:
+        return gpu
+    return torch.device("cpu")
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, device: Device = Device.AUTO) -> None:
+        self.torch_device = _resolve(Device(device))
+        self.device = self.torch_device.type
+
+    # numpy (H, W, C) <-> torch (1, C, H, W)
+    def to_tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).permute(2, 0, 1)[None].to(self.torch_device)
+
+    @staticmethod
+    def to_numpy(t: torch.Tensor) -> np.ndarray:
+        return t.detach()[0].permute(1, 2, 0).cpu().numpy()
+
+    def build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
+        check_weights(cfg, weights)
+        net = SkipNet(cfg)
+        state = {name: torch.from_numpy(np.asarray(w, dtype=np.float32)) for name, w in weights.items()}
+        net.load_state_dict(state, strict=True)
+        return net.to(self.torch_device)
+
+    def get_weights(self, net: SkipNet) -> Weights:
+        return {name: p.detach().cpu().numpy().copy() for name, p in net.named_parameters()}
+
+    def forward(self, net: SkipNet, x: np.ndarray) -> np.ndarray:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        with torch.no_grad():
+            return self.to_numpy(net(self.to_tensor(x)))
+
+    def block_outputs(self, net: SkipNet, x: np.ndarray) -> dict[str, np.ndarray]:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        taps: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            net(self.to_tensor(x), taps)
+        return {name: self.to_numpy(t) for name, t in taps.items()}
+
+    def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        net.zero_grad(set_to_none=True)
+        loss = F.mse_loss(net(self.to_tensor(x)), self.to_tensor(target))
+        loss.backward()
+        grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in net.named_parameters()}
+        return float(loss.detach()), grads
+
+    def adam_steps(
+        self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
+    ) -> tuple[list[float], np.ndarray]:
+        check_size(net.cfg, x.shape[0], x.shape[1])
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        z, y = self.to_tensor(x), self.to_tensor(target)
+        losses = []
+        for noise in noises:
+            opt.zero_grad(set_to_none=True)
+            loss = F.mse_loss(net(z + self.to_tensor(noise)), y)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        return losses, self.forward(net, x)
+
+
+def create(device: Device | str = Device.AUTO) -> TorchBackend:
+    return TorchBackend(Device(device))

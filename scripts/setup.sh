@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create .venv and install dip with both backends (MLX and PyTorch) and the test tools.
+#   PYTHON=python3.12 bash scripts/setup.sh    to pick the interpreter
+#   TORCH_SPEC="torch"  bash scripts/setup.sh  to pick the torch build
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+# Linux: MLX's CPU wheel bundles a slow reference BLAS; dip loads OpenBLAS in its
+# place when the system has it (see dip_mlx/blas.py). Best effort: root + apt only.
+if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        { apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null; } \
+            || echo "setup: could not install OpenBLAS; MLX will use its bundled (slow) BLAS" >&2
+    else
+        echo "setup: for fast MLX on Linux install OpenBLAS (e.g. sudo apt-get install libopenblas0-pthread)" >&2
+    fi
+fi
+
+# PyTorch: on Linux x86-64 pin the release whose CPU wheel is at hand (a bare
+# 'torch' can pull a multi-GB CUDA build); elsewhere the platform's default.
+if [ -z "${TORCH_SPEC:-}" ]; then
+    if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then TORCH_SPEC="torch==2.13.0"; else TORCH_SPEC="torch"; fi
+fi
+"${PIP[@]}" install "$TORCH_SPEC"
+"${PIP[@]}" install -e ".[mlx,torch,dev]"
+echo "setup: done (.venv/bin/dip)"

@@ -1,0 +1,72 @@
+"""The cross-check: both backends compute the same outputs, gradients and Adam trajectory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from dip_core.config import NETS
+from dip_core.crosscheck import FORWARD_TARGET, GRAD_TARGET, LOSS_TARGET, CrossCheckCase, crosscheck, first_divergence
+from tests.conftest import BOTH
+
+pytestmark = BOTH
+
+
+@pytest.mark.parametrize("net, size", [("tiny", (64, 64)), ("tiny", (41, 57)), ("small", (48, 33))])
+def test_small_networks_meet_the_targets(mlx_backend, torch_backend, net, size):
+    """Forward and gradients meet their targets outright; the 20-step trajectory, which
+    Adam makes chaotic, meets its target or stays within twice the fp32 noise floor."""
+    case = CrossCheckCase(NETS[net], height=size[0], width=size[1], steps=20)
+    report = crosscheck(mlx_backend, torch_backend, case, floor_samples=3)
+    r, floor = report.result, report.noise_floor
+    assert r.forward_max_abs_diff <= FORWARD_TARGET
+    assert r.grad_max_rel_diff <= GRAD_TARGET, r.grad_worst_param
+    assert r.loss_max_rel_diff <= max(LOSS_TARGET, 2 * floor.loss_max_rel_diff)
+    assert len(r.loss_rel_diff) == 20
+
+
+def test_a_wrong_backend_is_caught(mlx_backend, torch_backend, monkeypatch):
+    """The check is not blind: MLX's Adam without bias correction (its default) fails it."""
+    import mlx.optimizers as optim
+
+    real = optim.Adam
+    monkeypatch.setattr(optim, "Adam", lambda learning_rate, bias_correction: real(learning_rate))
+    case = CrossCheckCase(NETS["tiny"], height=40, width=40, steps=5)
+    report = crosscheck(mlx_backend, torch_backend, case, floor_samples=2)
+    assert report.result.loss_max_rel_diff > 10 * max(LOSS_TARGET, report.noise_floor.loss_max_rel_diff)
+    assert report.verdict == "disagree"
+
+
+@pytest.fixture(scope="module")
+def default_report():
+    """`dip crosscheck --json` on the paper's default network at 64x64."""
+    result = CliRunner().invoke(app, ["crosscheck", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_default_network_forward_and_parameter_count(default_report):
+    assert default_report["params"] == {"mlx": 2_217_831, "torch": 2_217_831, "layout": 2_217_831}
+    assert default_report["forward_max_abs_diff"] <= FORWARD_TARGET
+    for key in ("params", "forward_max_abs_diff", "grad_max_rel_diff", "loss_max_rel_diff", "steps"):
+        assert key in default_report
+    assert default_report["steps"] == 20 and len(default_report["losses"]["mlx"]) == 20
+
+
+def test_default_network_agrees_within_the_fp32_noise_floor(default_report):
+    """At 64x64 the default net's deepest BatchNorm sees 2x2 maps and amplifies rounding:
+    the torch backend differs from itself by as much when its weights move by one ulp.
+    MLX must stay within twice that floor (or under the target)."""
+    for row in default_report["targets"].values():
+        assert row["noise_floor"] is not None
+        assert row["value"] <= max(row["target"], 2 * row["noise_floor"])
+    assert default_report["within_noise_floor"]
+
+
+def test_divergence_locator():
+    diffs = {"a": 1e-7, "b": 2e-7, "c": 5e-6, "d": 1e-5}
+    assert first_divergence(diffs) == "c"
+    assert first_divergence({"a": 1e-7, "b": 3e-7}) is None

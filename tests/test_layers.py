@@ -1,0 +1,110 @@
+"""Every layer type of the skip network: MLX against PyTorch, values and input gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dip_core.config import Act, Downsample, Pad, Upsample
+
+mx = pytest.importorskip("mlx.core")
+torch = pytest.importorskip("torch")
+import dip_mlx.layers as ml  # noqa: E402
+import dip_torch.layers as tl  # noqa: E402
+
+ATOL = 1e-5
+
+
+def run_torch(fn, x_nhwc: np.ndarray, ct_nhwc_shape_fn=None, seed: int = 0):
+    x = torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    out = fn(x)
+    ct = np.random.default_rng(seed).standard_normal(tuple(out.shape)).astype(np.float32)
+    (out * torch.from_numpy(ct)).sum().backward()
+    return out.detach().numpy().transpose(0, 2, 3, 1), x.grad.numpy().transpose(0, 2, 3, 1), ct.transpose(0, 2, 3, 1)
+
+
+def run_mlx(fn, x_nhwc: np.ndarray, ct_nhwc: np.ndarray):
+    out = fn(mx.array(x_nhwc))
+    grad = mx.grad(lambda a: mx.sum(fn(a) * mx.array(ct_nhwc)))(mx.array(x_nhwc))
+    return np.array(out), np.array(grad)
+
+
+def assert_same(fn_mlx, fn_torch, x: np.ndarray, atol: float = ATOL):
+    out_t, grad_t, ct = run_torch(fn_torch, x)
+    out_m, grad_m = run_mlx(fn_mlx, x, ct)
+    assert out_m.shape == out_t.shape
+    np.testing.assert_allclose(out_m, out_t, atol=atol, rtol=1e-5)
+    np.testing.assert_allclose(grad_m, grad_t, atol=atol, rtol=1e-5)
+
+
+SIZES = [(8, 8), (7, 9), (5, 6)]
+
+
+@pytest.fixture
+def x(request, rng):
+    h, w = request.param
+    return rng.standard_normal((1, h, w, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("x", SIZES, indirect=True)
+@pytest.mark.parametrize("mode", list(Pad))
+@pytest.mark.parametrize("amount", [1, 2])
+def test_padding(x, mode, amount):
+    assert_same(lambda a: ml.pad(a, amount, mode), lambda a: tl.pad(a, amount, mode), x)
+
+
+@pytest.mark.parametrize("x", SIZES, indirect=True)
+@pytest.mark.parametrize("mode", list(Upsample))
+def test_upsampling(x, mode):
+    assert_same(lambda a: ml.upsample(a, mode), lambda a: tl.upsample(a, mode), x)
+
+
+@pytest.mark.parametrize("x", SIZES, indirect=True)
+@pytest.mark.parametrize("mode", [Downsample.AVG, Downsample.MAX])
+def test_pooling_rounds_odd_sides_up(x, mode):
+    assert_same(lambda a: ml.downsample(a, mode), lambda a: tl.downsample(a, mode), x)
+    out = np.array(ml.downsample(mx.array(x), mode))
+    assert out.shape[1:3] == (-(-x.shape[1] // 2), -(-x.shape[2] // 2))
+
+
+@pytest.mark.parametrize("x", SIZES, indirect=True)
+@pytest.mark.parametrize("act", list(Act))
+def test_activations(x, act):
+    assert_same(lambda a: ml.activation(a, act), lambda a: tl.activation(a, act), x)
+
+
+def test_leaky_relu_slope_is_the_papers(rng):
+    out = np.array(ml.activation(mx.array(np.array([-1.0, 2.0], np.float32)), Act.LEAKY_RELU))
+    np.testing.assert_allclose(out, [-0.2, 2.0])
+
+
+@pytest.mark.parametrize("x", SIZES, indirect=True)
+def test_batchnorm_uses_batch_statistics(x, rng):
+    w = rng.standard_normal(3).astype(np.float32)
+    b = rng.standard_normal(3).astype(np.float32)
+    bn_m, bn_t = ml.BatchNorm(3), tl.BatchNorm(3)
+    bn_m.weight, bn_m.bias = mx.array(w), mx.array(b)
+    with torch.no_grad():
+        bn_t.weight.copy_(torch.from_numpy(w))
+        bn_t.bias.copy_(torch.from_numpy(b))
+    assert_same(bn_m, bn_t, x * 3 + 1, atol=1e-4)
+    out = np.array(bn_m(mx.array(x)))
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), b, atol=1e-5)
+
+
+@pytest.mark.parametrize("x", SIZES, indirect=True)
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+@pytest.mark.parametrize("pad_mode", list(Pad))
+@pytest.mark.parametrize("halve", [None, *Downsample])
+def test_convolution(x, kernel, pad_mode, halve, rng):
+    if pad_mode is Pad.REFLECTION and kernel == 5 and min(x.shape[1:3]) < 3:
+        pytest.skip("reflection needs a side larger than the padding")
+    w = (rng.standard_normal((4, 3, kernel, kernel)) / kernel).astype(np.float32)  # canonical OIHW
+    b = rng.standard_normal(4).astype(np.float32)
+    conv_m = ml.Conv(3, 4, kernel, bias=True, pad=pad_mode, halve=halve)
+    conv_m.weight, conv_m.bias = mx.array(w.transpose(0, 2, 3, 1)), mx.array(b)
+    conv_t = tl.Conv(3, 4, kernel, bias=True, pad=pad_mode, halve=halve)
+    with torch.no_grad():
+        conv_t.weight.copy_(torch.from_numpy(w))
+        conv_t.bias.copy_(torch.from_numpy(b))
+    assert_same(conv_m, conv_t, x, atol=1e-4)
