@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from PIL import Image as PILImage
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from dip_core.backend import BackendName, BackendUnavailable, Device, DeviceUnavailable, available_backends, get_backend
 from dip_core.config import NETS, load_config, min_size
 from dip_core.errors import UserError
+from dip_core.fit import StepInfo
+from dip_core.inputs import InputKind
 from dip_core.params import count_params
 
 app = typer.Typer(
@@ -23,8 +32,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+def _out() -> Console:
+    """Standard output (made per call, so that the terminal's width is read when printing)."""
+    return Console()
+
+
+def _err() -> Console:
+    return Console(stderr=True)
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,7 +54,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _err().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -85,36 +101,446 @@ def crosscheck(
 def _print_crosscheck(data: dict[str, Any]) -> None:
     a, b = data["backends"]
     h, w = data["size"]
-    console.print(
+    _out().print(
         f"[bold]{a}[/] ({data['devices'][0]}) vs [bold]{b}[/] ({data['devices'][1]}), {h}x{w}, "
         f"{data['steps']} Adam steps, lr {data['lr']}, seed {data['seed']}"
     )
     p = data["params"]
-    console.print(f"parameters: {a} {p[a]:,}, {b} {p[b]:,} (layout {p['layout']:,})")
+    _out().print(f"parameters: {a} {p[a]:,}, {b} {p[b]:,} (layout {p['layout']:,})")
     table = Table("check", "difference", "target", "fp32 noise floor", "met")
     for key, row in data["targets"].items():
         floor = f"{row['noise_floor']:.2e}" if row["noise_floor"] is not None else "-"
         table.add_row(key, f"{row['value']:.2e}", f"{row['target']:.0e}", floor, "yes" if row["met"] else "[red]no[/]")
-    console.print(table)
-    console.print(f"largest gradient difference: {data['grad_worst_param']}")
+    _out().print(table)
+    _out().print(f"largest gradient difference: {data['grad_worst_param']}")
     if data["diverges_at"]:
-        console.print(f"forward differences first grow at: {data['diverges_at']}")
+        _out().print(f"forward differences first grow at: {data['diverges_at']}")
     verdict = data["verdict"]
     if verdict == "met":
-        console.print("[green]all targets met[/]")
+        _out().print("[green]all targets met[/]")
     elif verdict == "noise":
-        console.print(
+        _out().print(
             "[yellow]targets not all met, but every difference is within 2x the fp32 noise floor:[/] "
             "the backends agree as closely as float32 allows for this network and size"
         )
     elif verdict == "above-noise":
-        console.print(
+        _out().print(
             f"[yellow]differences reach {data['excess']:.1f}x the larger of target and fp32 noise floor:[/] "
             "rounding amplified by ill-conditioned layers (see where differences first grow); "
             "a bug lands far higher"
         )
     else:
-        console.print(f"[red]the backends disagree: {data['excess']:.0f}x beyond target and fp32 noise floor[/]")
+        _out().print(f"[red]the backends disagree: {data['excess']:.0f}x beyond target and fp32 noise floor[/]")
+
+
+class TaskName(str, Enum):
+    DENOISE = "denoise"
+    JPEG = "jpeg"
+    INPAINT = "inpaint"
+    RESTORE = "restore"
+    SR = "sr"
+    DEBLUR = "deblur"
+
+
+class Keep(str, Enum):
+    BEST = "best"
+    LAST = "last"
+
+
+BackendOpt = Annotated[BackendName, typer.Option("--backend", "-b", help="Framework to run on.")]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: list[Path], inputs: list[Path], force: bool) -> None:
+    """Refuse to overwrite an input, an existing file without --force, or write into a missing folder."""
+    for out in outputs:
+        for inp in inputs:
+            if _same_file(out, inp):
+                raise UsageError(f"refusing to overwrite the input {inp}: choose another --out")
+        if not out.parent.is_dir():
+            raise UsageError(f"cannot write {out}: directory {out.parent} does not exist")
+        if out.is_dir():
+            raise UsageError(f"cannot write {out}: it is a directory")
+        if out.exists() and not force:
+            raise UsageError(f"{out} exists; add --force to overwrite it")
+    if len({o.resolve() for o in outputs}) != len(outputs):
+        raise UsageError("two outputs would be written to the same file")
+
+
+class UsageError(UserError):
+    """A bad combination of options or paths."""
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[speed]}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[psnr]}"),
+        TimeRemainingColumn(),
+        console=_err(),
+        transient=False,
+    )
+
+
+@app.command()
+@user_errors
+def run(
+    task: Annotated[TaskName, typer.Argument(help="What to restore.")],
+    image: Annotated[Path, typer.Argument(help="The corrupted image (for sr: the low-resolution one).")],
+    backend: BackendOpt = BackendName.MLX,
+    device: DeviceOpt = Device.AUTO,
+    mask: Annotated[Path | None, typer.Option(help="inpaint/restore: mask image, white = known.")] = None,
+    drop: Annotated[
+        float | None, typer.Option(help="restore: drop this fraction of the pixels of a clean IMAGE first.")
+    ] = None,
+    factor: Annotated[int | None, typer.Option(help="sr: upscaling factor, 2, 4 or 8.")] = None,
+    kernel: Annotated[
+        str | None, typer.Option(help="deblur: gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or a kernel image.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Named preset (see `dip presets`); default: the task's.")] = None,
+    iters: Annotated[int | None, typer.Option(help="Iterations (preset's by default).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate.")] = None,
+    reg_noise: Annotated[float | None, typer.Option(help="Std of the noise added to z at every step.")] = None,
+    ema: Annotated[float | None, typer.Option(help="EMA weight of outputs in [0, 1); 0 turns it off.")] = None,
+    backtrack: Annotated[bool | None, typer.Option("--backtrack/--no-backtrack", help="Roll back on collapse.")] = None,
+    net: Annotated[str | None, typer.Option(help=f"Network: {', '.join(NETS)} or a JSON file.")] = None,
+    input_kind: Annotated[InputKind | None, typer.Option("--input", help="Network input z.")] = None,
+    input_channels: Annotated[int | None, typer.Option(help="Channels of z.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights, z and the input noise.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output image (default IMAGE_stem.TASK.png).")] = None,
+    reference: Annotated[
+        Path | None, typer.Option(help="Clean image: PSNR/SSIM, and the best iteration by PSNR.")
+    ] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a JSON report here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG of curves and images here.")] = None,
+    save_every: Annotated[int, typer.Option(min=0, help="Also write the result so far every K iterations.")] = 0,
+    keep: Annotated[
+        Keep, typer.Option(help="best: by PSNR with --reference, by output variance without; last.")
+    ] = Keep.BEST,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Restore IMAGE with Deep Image Prior and write the result beside it."""
+    from dip_core.api import bicubic_baseline, resolve_preset, restore
+    from dip_core.atomic import write_json
+    from dip_core.image import Image, load_image, output_format, save_image
+
+    out = out or image.with_name(f"{image.stem}.{task.value}.png")
+    output_format(out)
+    outputs = [out] + [p for p in (report, plot) if p is not None]
+    baseline = out.with_name(f"{out.stem}.bicubic{out.suffix}") if task is TaskName.SR else None
+    if baseline is not None:
+        outputs.append(baseline)
+    inputs = [p for p in (image, mask, reference) if p is not None]
+    if kernel and Path(kernel).exists():
+        inputs.append(Path(kernel))
+    check_outputs(outputs, inputs, force)
+    img = load_image(image)
+    overrides = {
+        "iters": iters,
+        "lr": lr,
+        "reg_noise_std": reg_noise,
+        "exp_weight": ema,
+        "backtrack": backtrack,
+        "net": net,
+        "input": input_kind,
+        "input_channels": input_channels,
+    }
+    progress = None if quiet else _progress()
+    bar = None
+
+    def on_step(info: StepInfo) -> None:
+        rate = info.i / max(time.perf_counter() - started, 1e-9)
+        psnr_text = f"PSNR {info.psnr:.2f} dB" if info.psnr is not None else f"fit {info.psnr_input:.1f} dB"
+        progress.update(bar, completed=info.i, speed=f"{rate:.1f} it/s", loss=f"{info.loss:.2e}", psnr=psnr_text)
+
+    started = time.perf_counter()
+    with _handle_sigterm(), progress or contextlib.nullcontext():
+        if progress is not None:
+            planned = resolve_preset(task.value, preset, factor, **overrides).iters
+            bar = progress.add_task(task.value, total=planned, speed="", loss="-", psnr="")
+        result = restore(
+            task.value,
+            img,
+            backend=backend,
+            device=device,
+            mask=load_image(mask) if mask else None,
+            factor=factor,
+            kernel=kernel,
+            drop=drop,
+            reference=load_image(reference) if reference else None,
+            seed=seed,
+            preset=preset,
+            keep=keep.value,
+            on_step=on_step if progress is not None else None,
+            save_every=save_every,
+            save_to=out if save_every else None,
+            **overrides,
+        )
+    save_image(out, result.image)
+    written = [out]
+    if baseline is not None:
+        save_image(baseline, Image(bicubic_baseline(result.problem), img.mode, img.bit_depth, None, img.source_mode))
+        written.append(baseline)
+    rep = result.report
+    rep["output"] = str(out)
+    if report is not None:
+        write_json(report, rep)
+        written.append(report)
+    if plot is not None:
+        from dip_core.plot import plot_run
+
+        plot_run(plot, rep, result.problem.corrupted, result.image.pixels, result.reference)
+        written.append(plot)
+    _summary(rep, written)
+    if rep["interrupted"]:
+        _err().print(f"interrupted after {rep['iters']} iterations: the result so far was written")
+        raise typer.Exit(130)
+
+
+def _summary(rep: dict[str, Any], written: list[Path]) -> None:
+    line = f"{rep['task']} on {rep['backend']} ({rep['device']}): {rep['iters']} iterations"
+    line += f", {rep['ms_per_iter']:.1f} ms/iter"
+    if rep.get("psnr") is not None:
+        line += (
+            f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB "
+            f"(best {rep['best_psnr']:.2f} dB at {rep['best_iter']}), SSIM {rep['ssim']:.3f}"
+        )
+    else:
+        line += f"; result from iteration {rep['result_iter']} ({rep['selection']})"
+    _out().print(line, highlight=False)
+    for path in written:
+        _out().print(f"  wrote {path}", highlight=False)
+
+
+@contextlib.contextmanager
+def _handle_sigterm() -> Iterator[None]:
+    """SIGTERM ends a run like Ctrl-C: the best result so far is still written."""
+
+    def raise_interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command()
+@user_errors
+def presets() -> None:
+    """List the paper's per-task settings (every value can be overridden on `dip run`)."""
+    from dip_core.presets import DEFAULT_PRESET, PRESETS
+
+    table = Table("preset", "task", "net", "input", "iters", "lr", "reg-noise", "EMA", "backtrack", "note")
+    defaults = set(DEFAULT_PRESET.values())
+    for name, p in PRESETS.items():
+        label = f"{name} *" if name in defaults else name
+        table.add_row(
+            label,
+            p.task.value,
+            p.net,
+            f"{p.input.value} {p.input_channels}",
+            str(p.iters),
+            f"{p.lr:g}",
+            f"{p.reg_noise_std:.3g}",
+            f"{p.exp_weight:g}" if p.exp_weight else "-",
+            "yes" if p.backtrack else "-",
+            p.note,
+        )
+    _out().print(table)
+    _out().print("* the task's default (sr: the one of --factor)")
+
+
+@app.command()
+@user_errors
+def degrade(
+    task: Annotated[TaskName, typer.Argument(help="Which corruption to simulate.")],
+    clean: Annotated[Path, typer.Argument(help="A clean image.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the corrupted image (and mask).")],
+    sigma: Annotated[float, typer.Option(help="denoise: noise std on the 0-255 scale; deblur: added noise.")] = 25.0,
+    drop: Annotated[float, typer.Option(help="restore: fraction of pixels dropped.")] = 0.5,
+    factor: Annotated[int, typer.Option(help="sr: downscaling factor, 2, 4 or 8.")] = 4,
+    kernel: Annotated[str, typer.Option(help="deblur: blur kernel spec or image.")] = "gaussian:2",
+    quality: Annotated[int, typer.Option(help="jpeg: JPEG quality 1-95.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed of the noise / dropped pixels / text.")] = 0,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing files.")] = False,
+) -> None:
+    """Corrupt a clean image, to run experiments with a known ground truth."""
+    from dip_core import degrade as dg
+    from dip_core.image import Image, load_image, save_image
+    from dip_core.metrics import psnr
+
+    if not out.is_dir():
+        raise UsageError(f"--out must be an existing folder: {out}")
+    img = load_image(clean)
+    x, stem = img.pixels, clean.stem
+    files: dict[Path, Image] = {}
+    if task is TaskName.DENOISE:
+        files[out / f"{stem}_noisy{sigma:g}.png"] = img.with_pixels(dg.add_noise(x, sigma, seed))
+    elif task is TaskName.JPEG:
+        files[out / f"{stem}_q{quality}.jpg"] = img.with_pixels(dg.jpeg_compress(x, quality))
+    elif task is TaskName.INPAINT:
+        mask = dg.text_mask(img.height, img.width, seed)
+        files[out / f"{stem}_text.png"] = img.with_pixels(x * mask + (1 - mask))
+        files[out / f"{stem}_text_mask.png"] = Image(mask, "L")
+    elif task is TaskName.RESTORE:
+        mask = dg.drop_mask(img.height, img.width, drop, seed)
+        name = f"{stem}_drop{round(drop * 100)}"
+        files[out / f"{name}.png"] = img.with_pixels(x * mask)
+        files[out / f"{name}_mask.png"] = Image(mask, "L")
+    elif task is TaskName.SR:
+        if factor not in dg.SR_FACTORS:
+            dg.check_factor(factor, factor, factor)
+        h, w = img.height - img.height % factor, img.width - img.width % factor
+        hr = img if (h, w) == (img.height, img.width) else _crop(img, h, w)
+        if hr is not img:
+            files[out / f"{stem}_gt.png"] = hr
+        lr = dg.resize(hr.pixels, h // factor, w // factor, PILImage.Resampling.LANCZOS)
+        files[out / f"{stem}_lr{factor}.png"] = Image(lr, img.mode, img.bit_depth, None, img.source_mode)
+    else:
+        blurred = dg.blur(x, dg.parse_kernel(kernel))
+        if sigma:
+            blurred = dg.add_noise(blurred, sigma, seed)
+        files[out / f"{stem}_blur.png"] = img.with_pixels(blurred)
+    check_outputs(list(files), [clean], force)
+    for path, image in files.items():
+        save_image(path, image)
+        same = image.pixels.shape == x.shape and "mask" not in path.stem
+        note = f"  (PSNR {psnr(image.pixels, x):.2f} dB against the clean image)" if same else ""
+        _out().print(f"wrote {path}{note}", highlight=False)
+
+
+def _crop(img: Any, height: int, width: int) -> Any:
+    from dip_core.image import Image
+
+    alpha = None if img.alpha is None else img.alpha[:height, :width]
+    return Image(img.pixels[:height, :width], img.mode, img.bit_depth, alpha, img.source_mode, img.path)
+
+
+@app.command()
+@user_errors
+def batch(
+    task: Annotated[TaskName, typer.Argument(help="What to restore.")],
+    input_dir: Annotated[Path, typer.Argument(help="Folder of corrupted images (masks: STEM_mask.png beside them).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results and reports (created).")],
+    backend: BackendOpt = BackendName.MLX,
+    device: DeviceOpt = Device.AUTO,
+    factor: Annotated[int | None, typer.Option(help="sr: upscaling factor, 2, 4 or 8.")] = None,
+    kernel: Annotated[str | None, typer.Option(help="deblur: blur kernel spec or image.")] = None,
+    drop: Annotated[float | None, typer.Option(help="restore: drop this fraction of clean images' pixels.")] = None,
+    preset: Annotated[str | None, typer.Option(help="Named preset (see `dip presets`).")] = None,
+    iters: Annotated[int | None, typer.Option(help="Iterations (preset's by default).")] = None,
+    net: Annotated[str | None, typer.Option(help="Network name or JSON file.")] = None,
+    input_channels: Annotated[int | None, typer.Option(help="Channels of z.")] = None,
+    references: Annotated[Path | None, typer.Option(help="Folder of clean images with the same stems.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for every image.")] = 0,
+) -> None:
+    """Restore every image of a folder; resumable (finished outputs are skipped), a bad file does not stop it."""
+    from dip_core.api import restore
+    from dip_core.atomic import write_json
+    from dip_core.image import IMAGE_SUFFIXES, load_image, save_image
+
+    if not input_dir.is_dir():
+        raise UsageError(f"{input_dir} is not a folder")
+    if references is not None and not references.is_dir():
+        raise UsageError(f"--references {references} is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    images = sorted(
+        p for p in input_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.stem.endswith("_mask")
+    )
+    if not images:
+        raise UsageError(f"no images in {input_dir}")
+    overrides = {"iters": iters, "net": net, "input_channels": input_channels}
+    rows: list[dict[str, Any]] = []
+    for path in images:
+        target = out / f"{path.stem}.{task.value}.png"
+        row: dict[str, Any] = {"image": path.name, "output": target.name}
+        if target.exists():
+            rows.append({**row, "status": "skipped (done)"})
+            continue
+        try:
+            mask = _sibling(path, "_mask")
+            ref = _sibling(references / path.name, "") if references is not None else None
+            _out().print(f"[bold]{path.name}[/]", highlight=False)
+            with _handle_sigterm():
+                result = restore(
+                    task.value,
+                    load_image(path),
+                    backend=backend,
+                    device=device,
+                    mask=load_image(mask) if mask else None,
+                    factor=factor,
+                    kernel=kernel,
+                    drop=drop,
+                    reference=load_image(ref) if ref else None,
+                    seed=seed,
+                    preset=preset,
+                    **overrides,
+                )
+            if result.report["interrupted"]:
+                raise KeyboardInterrupt
+            save_image(target, result.image)
+            write_json(target.with_suffix(".json"), result.report)
+            rep = result.report
+            rows.append(
+                {
+                    **row,
+                    "status": "done",
+                    "iters": rep["iters"],
+                    "seconds": rep["seconds"],
+                    "psnr_input": rep.get("psnr_input"),
+                    "psnr": rep.get("psnr_result"),
+                }
+            )
+        except UserError as exc:
+            _err().print(f"[red]skipped {path.name}:[/] {exc}", highlight=False)
+            rows.append({**row, "status": f"error: {exc}"})
+        except KeyboardInterrupt:
+            rows.append({**row, "status": "interrupted"})
+            _batch_summary(rows, out)
+            raise typer.Exit(130) from None
+    _batch_summary(rows, out)
+    if all(r["status"].startswith("error") for r in rows):
+        raise typer.Exit(1)
+
+
+def _sibling(path: Path, suffix: str) -> Path | None:
+    """PATH's sibling STEM{suffix}.EXT with an image extension, if any."""
+    from dip_core.image import IMAGE_SUFFIXES
+
+    for ext in IMAGE_SUFFIXES:
+        candidate = path.with_name(f"{path.stem}{suffix}{ext}")
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _batch_summary(rows: list[dict[str, Any]], out: Path) -> None:
+    from dip_core.atomic import write_json
+
+    table = Table("image", "status", "iters", "seconds", "PSNR input", "PSNR result")
+    formats = {"iters": "{}", "seconds": "{:.1f}", "psnr_input": "{:.2f}", "psnr": "{:.2f}"}
+    for r in rows:
+        cells = [fmt.format(r[k]) if r.get(k) is not None else "-" for k, fmt in formats.items()]
+        table.add_row(r["image"], r["status"], *cells)
+    _out().print(table)
+    write_json(out / "summary.json", rows)
+    _out().print(f"wrote {out / 'summary.json'}", highlight=False)
 
 
 @app.command()
@@ -125,7 +551,7 @@ def nets() -> None:
     for name, cfg in NETS.items():
         chans = " / ".join(_channels(c) for c in (cfg.channels_down, cfg.channels_up, cfg.channels_skip))
         table.add_row(name, str(cfg.depth), chans, str(cfg.in_channels), f"{count_params(cfg):,}", str(min_size(cfg)))
-    console.print(table)
+    _out().print(table)
 
 
 def _channels(per_scale: tuple[int, ...]) -> str:
@@ -158,7 +584,7 @@ def backends() -> None:
 
             note = f"BLAS: {BLAS.name}"
         table.add_row(name.value, "[green]ok[/]", b.device, note)
-    console.print(table)
+    _out().print(table)
 
 
 def main() -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from dip_core.config import SkipConfig
+from dip_core.degrade import Operator
 from dip_core.errors import UserError
 from dip_core.weights import Weights
 
@@ -32,6 +34,43 @@ class BackendUnavailable(UserError):
 
 class DeviceUnavailable(UserError):
     """The requested device does not exist on this machine for this backend."""
+
+
+@dataclass(frozen=True)
+class SessionSpec:
+    """Everything a backend needs to run the DIP loss: numpy arrays and settings only."""
+
+    cfg: SkipConfig
+    weights: Weights  # initial weights, canonical layout
+    z: np.ndarray  # (H, W, in_channels) network input
+    observed: np.ndarray  # y: (h, w, C) the corrupted image the loss compares A(out) with
+    op: Operator  # the degradation A
+    lr: float
+    reg_noise_std: float
+    seed: int  # seeds the backend's noise stream
+
+
+@runtime_checkable
+class Session(Protocol):
+    """One network being fitted: Adam steps on MSE(A(net(z + noise)), y)."""
+
+    def step(self) -> tuple[float, np.ndarray]:
+        """One optimisation step: its loss and the (H, W, C) output it was computed from."""
+        ...
+
+    def output(self) -> np.ndarray:
+        """net(z) with no input noise."""
+        ...
+
+    def snapshot(self) -> Any:
+        """Parameters, optimizer state and noise stream, to come back to."""
+        ...
+
+    def restore(self, snap: Any) -> None: ...
+
+    def set_lr(self, lr: float) -> None: ...
+
+    def weights(self) -> Weights: ...
 
 
 @runtime_checkable
@@ -64,6 +103,14 @@ class Backend(Protocol):
 
     def loss_and_grads(self, net: Any, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
         """MSE(net(x), target) and its gradient for every parameter."""
+        ...
+
+    def memory_available(self) -> int | None:
+        """Bytes free on the device (None when unknown)."""
+        ...
+
+    def session(self, spec: SessionSpec) -> Session:
+        """Start fitting a network (the backend's loop.py)."""
         ...
 
     def adam_steps(

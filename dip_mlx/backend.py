@@ -8,9 +8,11 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from dip_core.backend import Device, DeviceUnavailable
+from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
+from dip_core.memory import available_bytes
 from dip_core.weights import Weights, check_weights
+from dip_mlx.loop import MLXSession
 from dip_mlx.skip import SkipNet
 
 
@@ -89,6 +91,13 @@ class MLXBackend:
         loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
         mx.eval(loss, grads)
         return float(loss), {name: to_canonical_layout(np.array(g)) for name, g in tree_flatten(grads)}
+
+    def memory_available(self) -> int | None:
+        return available_bytes()  # unified memory on Apple silicon; host memory on the CPU
+
+    def session(self, spec: SessionSpec) -> MLXSession:
+        check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])
+        return MLXSession(self, spec)
 
     def adam_steps(
         self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float

@@ -6,9 +6,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dip_core.backend import Device, DeviceUnavailable
+from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
+from dip_core.memory import available_bytes
 from dip_core.weights import Weights, check_weights
+from dip_torch.loop import TorchSession
 from dip_torch.skip import SkipNet
 
 
@@ -71,6 +73,15 @@ class TorchBackend:
         loss.backward()
         grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in net.named_parameters()}
         return float(loss.detach()), grads
+
+    def memory_available(self) -> int | None:
+        if self.torch_device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.torch_device)[0])
+        return available_bytes()  # CPU, and MPS's unified memory
+
+    def session(self, spec: SessionSpec) -> TorchSession:
+        check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])
+        return TorchSession(self, spec)
 
     def adam_steps(
         self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float

@@ -1,0 +1,223 @@
+"""The Python API: `restore(task, image, backend="mlx", **overrides) -> Result`."""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from dip_core.backend import BackendName, Device, SessionSpec, get_backend
+from dip_core.config import ConfigError, check_size, load_config
+from dip_core.degrade import parse_kernel, resize
+from dip_core.fit import FitResult, FitSettings, StepInfo, fit
+from dip_core.image import Image, from_array, load_image, save_image
+from dip_core.inputs import make_input
+from dip_core.memory import check_memory
+from dip_core.metrics import psnr, ssim
+from dip_core.params import count_params
+from dip_core.presets import Preset, Task, preset_for
+from dip_core.tasks import Problem, ProblemError, make_problem
+from dip_core.weights import init_weights
+
+ImageLike = str | Path | np.ndarray | Image
+
+
+@dataclass
+class Result:
+    image: Image  # the restored image, in the input's mode (alpha carried through)
+    report: dict[str, Any]  # everything measured and every setting used
+    fit: FitResult
+    problem: Problem
+    reference: np.ndarray | None = None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        return self.image.pixels
+
+
+def as_image(value: ImageLike, what: str = "image") -> Image:
+    if isinstance(value, Image):
+        return value
+    if isinstance(value, (str, Path)):
+        return load_image(value)
+    if isinstance(value, np.ndarray):
+        return from_array(value)
+    raise ProblemError(f"{what} must be a path, a numpy array or a dip Image, got {type(value).__name__}")
+
+
+def resolve_preset(task: Task | str, preset: str | None = None, factor: int | None = None, **overrides: Any) -> Preset:
+    """The task's preset (or the named one) with overrides applied; None values are ignored."""
+    base = preset_for(task, preset, factor)
+    if factor is not None:
+        overrides["factor"] = factor
+    return base.override(**overrides)
+
+
+def restore(
+    task: Task | str,
+    image: ImageLike,
+    *,
+    backend: BackendName | str = BackendName.MLX,
+    device: Device | str = Device.AUTO,
+    mask: ImageLike | None = None,
+    factor: int | None = None,
+    kernel: str | np.ndarray | None = None,
+    drop: float | None = None,
+    reference: ImageLike | None = None,
+    seed: int = 0,
+    preset: str | None = None,
+    keep: str = "best",
+    on_step: Callable[[StepInfo], None] | None = None,
+    save_every: int = 0,
+    save_to: str | Path | None = None,
+    **overrides: Any,
+) -> Result:
+    """Restore one image with Deep Image Prior.
+
+    `task` is one of denoise, jpeg, inpaint, restore, sr, deblur. The paper's preset
+    for the task is used unless `preset` names another; any preset field
+    (iters, lr, reg_noise_std, exp_weight, backtrack, net, input, ...) can be
+    overridden by keyword. With `save_every` and `save_to`, the result so far is
+    written there every `save_every` iterations.
+    """
+    task = Task(task)
+    img = as_image(image)
+    settings = resolve_preset(task, preset, factor, **overrides)
+    mask_img = as_image(mask, "mask") if mask is not None else None
+    blur = parse_kernel(kernel) if isinstance(kernel, str) else kernel
+    problem = make_problem(
+        task, img, mask=mask_img, factor=settings.factor if task is Task.SR else None, kernel=blur, drop=drop, seed=seed
+    )
+    ref = _reference(reference, problem)
+    cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
+    h, w = problem.out_height, problem.out_width
+    try:
+        check_size(cfg, h, w)
+    except ConfigError as exc:
+        raise ProblemError(f"{exc}; choose a smaller network with --net small or tiny") from None
+    be = get_backend(backend, device)
+    check_memory(cfg, h, w, be)
+    weights = init_weights(cfg, seed)
+    z = make_input(settings.input, settings.input_channels, h, w, seed=seed + 1)
+    spec = SessionSpec(cfg, weights, z, problem.observed, problem.op, settings.lr, settings.reg_noise_std, seed)
+    session = be.session(spec)
+    fit_settings = FitSettings(
+        iters=settings.iters,
+        exp_weight=settings.exp_weight,
+        backtrack=settings.backtrack,
+        backtrack_db=settings.backtrack_db,
+        check_every=settings.check_every,
+        lr=settings.lr,
+        keep=keep,
+    )
+    callback = on_step
+    if save_every and save_to is not None:
+
+        def callback(info: StepInfo) -> None:
+            if info.i % save_every == 0:
+                save_image(save_to, output_image(img, info.current(), problem))
+            if on_step is not None:
+                on_step(info)
+
+    result = fit(session, fit_settings, reference=ref, on_step=callback)
+    out_image = output_image(img, result.result, problem)
+    report = _report(task, be, cfg, settings, seed, keep, problem, result, ref, out_image)
+    return Result(out_image, report, result, problem, ref)
+
+
+def _reference(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:
+    if reference is None:
+        if problem.task is Task.RESTORE and problem.image is not None and _simulated(problem):
+            return problem.image.pixels  # --drop: the clean input is the ground truth
+        return None
+    ref = as_image(reference, "reference")
+    if (ref.height, ref.width) != (problem.out_height, problem.out_width):
+        raise ProblemError(
+            f"the reference is {ref.width}x{ref.height} but the result will be "
+            f"{problem.out_width}x{problem.out_height}; they must match"
+        )
+    pixels = ref.pixels
+    c = problem.image.channels
+    if pixels.shape[2] != c:
+        pixels = pixels.mean(axis=2, keepdims=True) if c == 1 else np.repeat(pixels, 3, axis=2)
+    return pixels
+
+
+def _simulated(problem: Problem) -> bool:
+    return problem.mask is not None and not np.array_equal(problem.observed, problem.image.pixels)
+
+
+def output_image(img: Image, pixels: np.ndarray, problem: Problem) -> Image:
+    """The result as an Image in the input's mode (alpha resized along for super-resolution)."""
+    if (problem.out_height, problem.out_width) == (img.height, img.width):
+        return img.with_pixels(pixels)
+    alpha = None
+    if img.alpha is not None:  # super-resolution: the alpha channel is resized with it
+        im = PILImage.fromarray(img.alpha).resize((problem.out_width, problem.out_height), PILImage.Resampling.BICUBIC)
+        alpha = np.asarray(im)
+    return Image(pixels.astype(np.float32), img.mode, img.bit_depth, alpha, img.source_mode, img.path)
+
+
+def bicubic_baseline(problem: Problem) -> np.ndarray:
+    """The low-resolution input upscaled by bicubic interpolation (super-resolution only)."""
+    return resize(problem.image.pixels, problem.out_height, problem.out_width)
+
+
+def _report(
+    task: Task,
+    be: Any,
+    cfg: Any,
+    settings: Preset,
+    seed: int,
+    keep: str,
+    problem: Problem,
+    result: FitResult,
+    ref: np.ndarray | None,
+    out: Image,
+) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "task": task.value,
+        "backend": be.name,
+        "device": be.device,
+        "iters": result.iters_done,
+        "iters_planned": settings.iters,
+        "seed": seed,
+        "params": count_params(cfg),
+        "ms_per_iter": result.ms_per_iter,
+        "seconds": result.seconds,
+        "interrupted": result.interrupted,
+        "rollbacks": result.rollbacks,
+        "keep": keep,
+        "selection": result.selection,
+        "result_iter": result.result_iter,
+        "input": {"path": str(problem.image.path) if problem.image.path else None, "mode": problem.image.source_mode},
+        "size": [problem.out_height, problem.out_width],
+        "preset": settings.to_dict(),
+        "net": cfg.to_dict(),
+        "platform": platform.platform(),
+        "loss_curve": result.loss_curve,
+    }
+    if result.variance_curve:
+        report["variance_curve"] = result.variance_curve
+    if ref is not None:
+        report.update(
+            {
+                "psnr_input": psnr(problem.corrupted, ref),
+                "psnr": psnr(result.final, ref),
+                "psnr_ema": psnr(result.ema, ref) if result.ema is not None else None,
+                "psnr_result": psnr(out.pixels, ref),
+                "best_psnr": result.best_psnr,
+                "best_iter": result.result_iter if result.selection == "psnr" else None,
+                "ssim": ssim(out.pixels, ref),
+                "psnr_curve": result.psnr_curve,
+                "psnr_ema_curve": result.psnr_ema_curve,
+            }
+        )
+        if task is Task.SR:
+            report["psnr_bicubic"] = psnr(bicubic_baseline(problem), ref)
+    return report

@@ -1,0 +1,132 @@
+"""The paper's per-task settings (design.md §3), as named presets."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from enum import Enum
+from typing import Any
+
+from dip_core.errors import UserError
+from dip_core.inputs import InputKind
+
+
+class Task(str, Enum):
+    DENOISE = "denoise"
+    JPEG = "jpeg"
+    INPAINT = "inpaint"
+    RESTORE = "restore"
+    SR = "sr"
+    DEBLUR = "deblur"
+
+
+class PresetError(UserError):
+    """An unknown preset or an invalid override."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Everything the loop needs besides the image; every field can be overridden."""
+
+    task: Task
+    net: str = "default"  # a name of dip_core.config.NETS or a JSON file
+    input: InputKind = InputKind.NOISE  # z: noise or meshgrid
+    input_channels: int = 32  # channels of z (2 for meshgrid)
+    iters: int = 3000  # optimisation steps
+    lr: float = 0.01  # Adam learning rate
+    reg_noise_std: float = 1.0 / 30.0  # std of the noise added to z at every step
+    exp_weight: float = 0.0  # EMA of outputs: ema = w * ema + (1 - w) * out; 0 = off
+    backtrack: bool = False  # roll back when PSNR against the input drops > backtrack_db
+    backtrack_db: float = 5.0
+    check_every: int = 100  # iterations between backtracking checks
+    factor: int = 1  # super-resolution factor
+    note: str = ""  # where the values come from
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "task", Task(self.task))
+        object.__setattr__(self, "input", InputKind(self.input))
+        if self.iters < 1 or self.iters > 1_000_000:
+            raise PresetError(f"iterations must be between 1 and 1,000,000, got {self.iters}")
+        if not self.lr > 0 or self.lr > 10:
+            raise PresetError(f"learning rate must be in (0, 10], got {self.lr}")
+        if self.reg_noise_std < 0:
+            raise PresetError(f"reg-noise std must be >= 0, got {self.reg_noise_std}")
+        if not 0 <= self.exp_weight < 1:
+            raise PresetError(f"EMA weight must be in [0, 1), got {self.exp_weight}")
+        if self.check_every < 1:
+            raise PresetError(f"check interval must be >= 1, got {self.check_every}")
+        if self.input is InputKind.MESHGRID and self.input_channels != 2:
+            object.__setattr__(self, "input_channels", 2)
+        if self.input_channels < 1:
+            raise PresetError(f"input channels must be >= 1, got {self.input_channels}")
+
+    def override(self, **changes: Any) -> Preset:
+        """A copy with the given (non-None) settings changed and validated."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise PresetError(f"unknown setting(s): {', '.join(unknown)}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        try:
+            return replace(self, **changes)
+        except ValueError as exc:
+            raise PresetError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["task"] = self.task.value
+        d["input"] = self.input.value
+        return d
+
+
+PRESETS: dict[str, Preset] = {
+    "denoise": Preset(
+        Task.DENOISE, exp_weight=0.99, backtrack=True, note="paper: F16, sigma=25 (1/20 reg-noise for sigma=50)"
+    ),
+    "jpeg": Preset(
+        Task.JPEG, net="jpeg", input_channels=3, iters=2400, exp_weight=0.99, backtrack=True, note="paper: snail.jpg"
+    ),
+    "inpaint": Preset(
+        Task.INPAINT, net="inpaint-text", iters=6001, reg_noise_std=0.03, note="paper: kate, text overlay"
+    ),
+    "inpaint-hole": Preset(
+        Task.INPAINT,
+        net="inpaint-hole",
+        input=InputKind.MESHGRID,
+        input_channels=2,
+        iters=5001,
+        reg_noise_std=0.03,
+        note="paper: vase, large hole",
+    ),
+    "inpaint-region": Preset(
+        Task.INPAINT, net="inpaint-region", input_channels=1, iters=3001, reg_noise_std=0.0, note="paper: library"
+    ),
+    "restore": Preset(
+        Task.RESTORE, iters=11000, lr=0.001, reg_noise_std=0.03, backtrack=True, note="paper: barbara, 50% pixels"
+    ),
+    "sr2": Preset(Task.SR, iters=2000, reg_noise_std=0.03, factor=2, note="x2 is not in the paper; x4 settings"),
+    "sr4": Preset(Task.SR, iters=2000, reg_noise_std=0.03, factor=4, note="paper: zebra x4"),
+    "sr8": Preset(Task.SR, iters=4000, reg_noise_std=0.05, factor=8, note="paper: zebra x8"),
+    "deblur": Preset(Task.DEBLUR, exp_weight=0.99, note="not in the paper's code: the denoising settings"),
+}
+
+DEFAULT_PRESET = {
+    Task.DENOISE: "denoise",
+    Task.JPEG: "jpeg",
+    Task.INPAINT: "inpaint",
+    Task.RESTORE: "restore",
+    Task.SR: "sr4",
+    Task.DEBLUR: "deblur",
+}
+
+
+def preset_for(task: Task | str, name: str | None = None, factor: int | None = None) -> Preset:
+    """The named preset, or the task's default (for sr: the one of the factor)."""
+    task = Task(task)
+    if name is None:
+        name = f"sr{factor}" if task is Task.SR and factor in (2, 4, 8) else DEFAULT_PRESET[task]
+    if name not in PRESETS:
+        raise PresetError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if preset.task is not task:
+        raise PresetError(f"preset {name!r} is for {preset.task.value}, not {task.value}")
+    return preset

@@ -1,0 +1,99 @@
+"""From a task and the user's files to the problem the loop solves: y, A and the output size."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dip_core.degrade import (
+    DegradationError,
+    Operator,
+    OpKind,
+    check_factor,
+    drop_mask,
+    resize,
+)
+from dip_core.errors import UserError
+from dip_core.image import Image
+from dip_core.presets import Task
+
+# A mask pixel is "known" above this grey level; anything between the two
+# tolerances is neither black nor white.
+MASK_TOLERANCE = 0.05
+
+
+class ProblemError(UserError):
+    """Inputs that do not make a problem (mask of another size, missing option...)."""
+
+
+@dataclass
+class Problem:
+    task: Task
+    image: Image  # the user's input: its mode and alpha decide how the result is written
+    observed: np.ndarray  # y, the corrupted image the loss compares A(out) with
+    op: Operator
+    out_height: int
+    out_width: int
+    corrupted: np.ndarray  # the input as seen at the output size (PSNR of the input, plots)
+    mask: np.ndarray | None = None  # (H, W, 1), 1 = known
+
+
+def mask_from_image(mask: Image, height: int, width: int) -> np.ndarray:
+    """A binary (H, W, 1) mask from a black-and-white image (white = known)."""
+    if (mask.height, mask.width) != (height, width):
+        raise ProblemError(f"the mask is {mask.width}x{mask.height} but the image is {width}x{height}; they must match")
+    grey = mask.pixels.mean(axis=2)
+    between = (grey > MASK_TOLERANCE) & (grey < 1 - MASK_TOLERANCE)
+    if between.any():
+        share = 100.0 * between.mean()
+        raise ProblemError(f"the mask must be black and white only ({share:.1f}% of its pixels are grey)")
+    known = (grey >= 0.5).astype(np.float32)[..., None]
+    if not known.any():
+        raise ProblemError("the mask has no known (white) pixels: there is nothing to fit")
+    return known
+
+
+def make_problem(
+    task: Task | str,
+    image: Image,
+    *,
+    mask: Image | None = None,
+    factor: int | None = None,
+    kernel: np.ndarray | None = None,
+    drop: float | None = None,
+    seed: int = 0,
+) -> Problem:
+    """Describe the loss for `task` on `image` (the corrupted input, or the clean one with `drop`)."""
+    task = Task(task)
+    x, h, w = image.pixels, image.height, image.width
+    if task in (Task.DENOISE, Task.JPEG):
+        return Problem(task, image, x, Operator(OpKind.IDENTITY), h, w, x)
+    if task in (Task.INPAINT, Task.RESTORE):
+        if mask is not None and drop is not None:
+            raise ProblemError("give either --mask or --drop, not both")
+        if mask is not None:
+            m = mask_from_image(mask, h, w)
+        elif drop is not None and task is Task.RESTORE:
+            try:
+                m = drop_mask(h, w, drop, seed)
+            except DegradationError as exc:
+                raise ProblemError(str(exc)) from None
+        else:
+            need = "--mask (white = known)" + (" or --drop FRACTION" if task is Task.RESTORE else "")
+            raise ProblemError(f"{task.value} needs {need}")
+        y = x * m
+        return Problem(task, image, y, Operator(OpKind.MASK, mask=m), h, w, y, mask=m)
+    if task is Task.SR:
+        if factor is None:
+            raise ProblemError("sr needs --factor 2, 4 or 8")
+        check_factor(factor, h * factor, w * factor)
+        hr_h, hr_w = h * factor, w * factor
+        return Problem(task, image, x, Operator(OpKind.DOWNSAMPLE, factor=factor), hr_h, hr_w, resize(x, hr_h, hr_w))
+    if task is Task.DEBLUR:
+        if kernel is None:
+            raise ProblemError("deblur needs --kernel (gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or an image)")
+        if kernel.shape[0] > h or kernel.shape[1] > w:
+            raise ProblemError(f"the blur kernel ({kernel.shape[1]}x{kernel.shape[0]}) is larger than the image")
+        return Problem(task, image, x, Operator(OpKind.BLUR, kernel=kernel), h, w, x)
+    raise ProblemError(f"unknown task {task!r}")

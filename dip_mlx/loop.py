@@ -1,0 +1,83 @@
+"""One optimisation step after another, in MLX: the backend half of the DIP loop."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_map
+
+from dip_core.backend import SessionSpec
+from dip_core.weights import Weights
+from dip_mlx.ops import MLXOperator
+from dip_mlx.skip import SkipNet
+
+
+class MLXSession:
+    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device.
+
+    The whole step (input noise, forward, loss, backward, Adam) is one
+    `mx.compile`d function whose state includes the random state, so a seed
+    reproduces a run exactly.
+    """
+
+    def __init__(self, backend: Any, spec: SessionSpec) -> None:
+        self.backend = backend
+        mx.random.seed(spec.seed)
+        self.net: SkipNet = backend.build(spec.cfg, spec.weights)
+        self.opt = optim.Adam(learning_rate=spec.lr, bias_correction=True)  # torch's Adam always corrects
+        self.opt.init(self.net.trainable_parameters())
+        self.z = backend.to_array(spec.z)
+        self.y = backend.to_array(spec.observed)
+        op = MLXOperator(spec.op)
+        std = spec.reg_noise_std
+        loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y))
+        state = [self.net.state, self.opt.state, mx.random.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(z: mx.array) -> tuple[mx.array, mx.array]:
+            x = z + std * mx.random.normal(z.shape) if std > 0 else z
+            (loss, out), grads = loss_and_grad(self.net, x)
+            self.opt.update(self.net, grads)
+            return loss, out
+
+        self._step = step
+        self._state = state
+
+    def step(self) -> tuple[float, np.ndarray]:
+        """One Adam step; returns its loss and the output it was computed from."""
+        loss, out = self._step(self.z)
+        mx.eval(loss, out, self._state)
+        return float(loss), self.backend.to_numpy(out)
+
+    def output(self) -> np.ndarray:
+        """net(z) without input noise."""
+        out = self.net(self.z)
+        mx.eval(out)
+        return self.backend.to_numpy(out)
+
+    def snapshot(self) -> Any:
+        # MLX arrays are immutable: keeping references is a copy.
+        return (self.net.parameters(), tree_map(lambda a: a, self.opt.state), mx.random.state[0])
+
+    def restore(self, snap: Any) -> None:
+        params, opt_state, key = snap
+        self.net.update(params)
+        for key, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
+            self.opt.state[key] = value
+        mx.random.state[0] = key
+
+    def set_lr(self, lr: float) -> None:
+        self.opt.learning_rate = lr
+
+    def weights(self) -> Weights:
+        return self.backend.get_weights(self.net)
+
+
+def _loss(net: SkipNet, op: MLXOperator, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+    out = net(x)
+    return mx.mean(mx.square(op(out) - y)), out

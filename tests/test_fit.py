@@ -1,0 +1,114 @@
+"""The loop: seeded reproducibility, EMA, backtracking, divergence, interruption, ES-WMV."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dip_core.api import restore
+from dip_core.degrade import add_noise
+from dip_core.fit import FitSettings, fit
+from dip_core.stopping import WindowVariance
+from tests.conftest import BACKENDS
+from tests.images import synthetic
+
+SMALL = {"net": "tiny", "input_channels": 4}
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    return add_noise(synthetic(40, 36), 25, 0)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_same_seed_same_output(name, noisy):
+    a = restore("denoise", noisy, backend=name, device="cpu", iters=12, seed=3, **SMALL)
+    b = restore("denoise", noisy, backend=name, device="cpu", iters=12, seed=3, **SMALL)
+    c = restore("denoise", noisy, backend=name, device="cpu", iters=12, seed=4, **SMALL)
+    assert np.array_equal(a.pixels, b.pixels)
+    assert a.fit.loss_curve == b.fit.loss_curve
+    assert not np.array_equal(a.pixels, c.pixels)
+
+
+def test_window_variance_matches_direct_computation():
+    rng = np.random.default_rng(0)
+    xs = rng.random((30, 5, 4, 3)).astype(np.float32)
+    wv = WindowVariance(window=7)
+    for t, x in enumerate(xs):
+        v = wv.push(x)
+        if t < 6:
+            assert v is None
+        else:
+            win = xs[t - 6 : t + 1].reshape(7, -1).astype(np.float64)
+            direct = np.mean(np.sum((win - win.mean(0)) ** 2, axis=1)) / win.shape[1]
+            assert np.isclose(v, direct, rtol=1e-6)
+
+
+class FakeSession:
+    """A session whose losses follow a script: lets the loop's decisions be tested exactly."""
+
+    def __init__(self, losses):
+        self.losses = list(losses)
+        self.t = 0
+        self.restored = 0
+        self.lr = None
+
+    def step(self):
+        loss = self.losses[self.t]
+        self.t += 1
+        return loss, np.full((4, 4, 1), self.t / 100, np.float32)
+
+    def output(self):
+        return np.zeros((4, 4, 1), np.float32)
+
+    def snapshot(self):
+        return self.t
+
+    def restore(self, snap):
+        self.restored += 1
+
+    def set_lr(self, lr):
+        self.lr = lr
+
+    def weights(self):
+        return {}
+
+
+def test_backtracking_rolls_back_on_a_collapse():
+    # loss 1e-2 (20 dB) then a collapse to 1.0 (0 dB) at the check of iteration 4
+    session = FakeSession([1e-2, 1e-2, 1e-2, 1.0, 1e-2, 1e-2])
+    result = fit(session, FitSettings(iters=6, backtrack=True, check_every=2, lr=0.01))
+    assert result.rollbacks == 1 and session.restored == 1
+    session = FakeSession([1e-2] * 6)
+    assert fit(session, FitSettings(iters=6, backtrack=True, check_every=2)).rollbacks == 0
+
+
+def test_nan_rolls_back_and_halves_the_learning_rate():
+    session = FakeSession([1e-2, float("nan"), 1e-2])
+    result = fit(session, FitSettings(iters=3, lr=0.01))
+    assert result.rollbacks == 1 and session.lr == 0.005
+    assert np.isnan(result.loss_curve[1])
+
+
+def test_interrupt_keeps_the_best_so_far(noisy):
+    clean = synthetic(40, 36)
+
+    def stop(info):
+        if info.i == 8:
+            raise KeyboardInterrupt
+
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=50, reference=clean, on_step=stop, **SMALL)
+    assert r.report["interrupted"] and r.report["iters"] == 8
+    assert r.pixels.shape == noisy.shape and np.isfinite(r.pixels).all()
+
+
+def test_no_reference_choice_uses_the_variance_window(noisy):
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=130, exp_weight=0.0, **SMALL)
+    assert r.report["selection"] == "wmv"
+    assert len(r.report["variance_curve"]) == 130 - 100 + 1
+    assert 100 <= r.report["result_iter"] <= 130
+
+
+def test_keep_last(noisy):
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=5, keep="last", **SMALL)
+    assert r.report["selection"] == "last" and r.report["result_iter"] == 5

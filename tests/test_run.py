@@ -1,0 +1,255 @@
+"""`dip run`, `dip degrade`, `dip batch` and `dip presets` through the CLI, on both backends."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from cli import app
+from dip_core.degrade import add_noise, blur, drop_mask, parse_kernel, resize, text_mask
+from dip_core.metrics import psnr
+from tests.conftest import BACKENDS
+from tests.images import synthetic, to_u8
+
+runner = CliRunner()
+FAST = ["--net", "tiny", "--input-channels", "4", "-q"]
+
+
+def save(path, x):
+    PILImage.fromarray(to_u8(x)).save(path)
+    return path
+
+
+@pytest.fixture
+def scene(tmp_path):
+    """Corrupted inputs for every task, made from one clean image of odd size."""
+    clean = synthetic(37, 45)
+    files = {"clean": save(tmp_path / "clean.png", clean)}
+    files["denoise"] = save(tmp_path / "noisy.png", add_noise(clean, 25, 0))
+    jpg = tmp_path / "q.jpg"
+    PILImage.fromarray(to_u8(clean)).save(jpg, quality=10)
+    files["jpeg"] = jpg
+    m = text_mask(37, 45, 0)
+    files["inpaint"] = save(tmp_path / "text.png", clean * m + (1 - m))
+    files["inpaint_mask"] = save(tmp_path / "text_mask.png", m)
+    d = drop_mask(37, 45, 0.5, 0)
+    files["restore"] = save(tmp_path / "drop.png", clean * d)
+    files["restore_mask"] = save(tmp_path / "drop_mask.png", d)
+    big = synthetic(74, 90)
+    files["sr_clean"] = save(tmp_path / "big.png", big)
+    files["sr"] = save(tmp_path / "small.png", resize(big, 37, 45, PILImage.Resampling.LANCZOS))
+    big4 = synthetic(96, 96, seed=3)
+    files["sr4_clean"] = save(tmp_path / "big4.png", big4)
+    files["sr4"] = save(tmp_path / "small4.png", resize(big4, 24, 24, PILImage.Resampling.LANCZOS))
+    files["deblur"] = save(tmp_path / "blur.png", blur(clean, parse_kernel("gaussian:1")))
+    return files
+
+
+TASK_ARGS = {
+    "denoise": [],
+    "jpeg": [],
+    "inpaint": ["--mask", "{inpaint_mask}"],
+    "restore": ["--mask", "{restore_mask}"],
+    "sr": ["--factor", "2"],
+    "deblur": ["--kernel", "gaussian:1"],
+}
+
+
+def task_args(task, scene):
+    return [a.format(**{k: str(v) for k, v in scene.items()}) for a in TASK_ARGS[task]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("task", list(TASK_ARGS))
+def test_every_task_runs_and_keeps_size_and_mode(tmp_path, scene, backend, task):
+    image = scene[task]
+    report = tmp_path / "r.json"
+    args = ["run", task, str(image), "-b", backend, "--device", "cpu", "--iters", "6", "--report", str(report)]
+    result = runner.invoke(app, args + task_args(task, scene) + FAST)
+    assert result.exit_code == 0, result.output
+    out = image.with_name(f"{image.stem}.{task}.png")
+    got, src = PILImage.open(out), PILImage.open(image)
+    factor = 2 if task == "sr" else 1
+    assert got.size == (src.size[0] * factor, src.size[1] * factor) and got.mode == "RGB"
+    rep = json.loads(report.read_text())
+    for key in (
+        "task",
+        "backend",
+        "device",
+        "iters",
+        "seed",
+        "params",
+        "ms_per_iter",
+        "seconds",
+        "preset",
+        "loss_curve",
+    ):
+        assert key in rep
+    assert rep["backend"] == backend and rep["iters"] == 6 and len(rep["loss_curve"]) == 6
+    if task == "sr":
+        assert out.with_name(f"{out.stem}.bicubic.png").exists()
+
+
+@pytest.mark.parametrize(
+    "task, iters, clean_key",
+    [("denoise", 150, "clean"), ("restore", 150, "clean"), ("inpaint", 150, "clean"), ("sr", 300, "sr4_clean")],
+)
+def test_restoration_beats_the_corrupted_input(tmp_path, scene, task, iters, clean_key):
+    """A modest run improves PSNR over the input (for sr x4: over bicubic upscaling)."""
+    report = tmp_path / f"{task}.json"
+    image = scene["sr4" if task == "sr" else task]
+    args = ["run", task, str(image), "-b", BACKENDS[0], "--device", "cpu", "--iters", str(iters)]
+    args += ["--reference", str(scene[clean_key]), "--report", str(report), "--net", "small", "--input-channels", "8"]
+    extra = ["--factor", "4"] if task == "sr" else task_args(task, scene)
+    result = runner.invoke(app, args + extra + ["-q"])
+    assert result.exit_code == 0, result.output
+    rep = json.loads(report.read_text())
+    assert rep["psnr_result"] > rep["psnr_input"] + 1.0, (rep["psnr_input"], rep["psnr_result"])
+    assert rep["ssim"] > 0
+    if task == "sr":
+        assert rep["psnr_input"] == rep["psnr_bicubic"]
+
+
+def test_grey_and_alpha_inputs_keep_their_mode(tmp_path):
+    grey = tmp_path / "g.png"
+    PILImage.fromarray(to_u8(synthetic(33, 41, channels=1))).save(grey)
+    rgba = tmp_path / "a.png"
+    alpha = np.tile(np.arange(41, dtype=np.uint8) * 6, (35, 1))
+    PILImage.fromarray(np.dstack([to_u8(synthetic(35, 41)), alpha])).save(rgba)
+    for path in (grey, rgba):
+        result = runner.invoke(app, ["run", "denoise", str(path), "--iters", "3", "--device", "cpu", *FAST])
+        assert result.exit_code == 0, result.output
+    assert PILImage.open(tmp_path / "g.denoise.png").mode == "L"
+    out = PILImage.open(tmp_path / "a.denoise.png")
+    assert out.mode == "RGBA" and np.array_equal(np.asarray(out)[..., 3], alpha)
+
+
+def test_restore_with_simulated_drop_reports_psnr(tmp_path):
+    clean = save(tmp_path / "c.png", synthetic(33, 35))
+    report = tmp_path / "r.json"
+    args = ["run", "restore", str(clean), "--drop", "0.5", "--iters", "5", "--report", str(report), "--device", "cpu"]
+    result = runner.invoke(app, args + FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads(report.read_text())["psnr_input"] < 10
+
+
+def test_plot_and_save_every(tmp_path, scene):
+    plot, out = tmp_path / "p.png", tmp_path / "o.png"
+    args = ["run", "denoise", str(scene["denoise"]), "--iters", "4", "--plot", str(plot), "--out", str(out)]
+    args += ["--reference", str(scene["clean"]), "--save-every", "2", "--device", "cpu"]
+    result = runner.invoke(app, args + FAST)
+    assert result.exit_code == 0, result.output
+    assert PILImage.open(plot).size[0] > 600 and out.exists()
+
+
+def test_existing_output_needs_force(scene):
+    args = ["run", "denoise", str(scene["denoise"]), "--iters", "2", "--device", "cpu", *FAST]
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--force" in again.output
+    assert runner.invoke(app, [*args, "--force"]).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "{denoise}"], "refusing to overwrite the input"),
+        (["--out", "{tmp}/missing/o.png"], "does not exist"),
+        (["--out", "{tmp}/o.gifx"], "use one of"),
+        (["--iters", "0"], "iterations"),
+        (["--lr", "-1"], "learning rate"),
+        (["--backend", "jax"], "jax"),
+        (["--preset", "nope"], "unknown preset"),
+        (["--preset", "sr4"], "is for sr"),
+        (["--net", "default", "--input-channels", "32"], None),
+    ],
+)
+def test_bad_options_are_one_line_errors(tmp_path, scene, extra, message):
+    fmt = {k: str(v) for k, v in scene.items()} | {"tmp": str(tmp_path)}
+    args = ["run", "denoise", str(scene["denoise"]), "--iters", "2", "--device", "cpu", "-q"]
+    args += [a.format(**fmt) for a in extra]
+    result = runner.invoke(app, args)
+    if message is None:  # a valid run on the default net (37x45 is large enough)
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "task, extra, message",
+    [
+        ("inpaint", [], "needs --mask"),
+        ("restore", [], "needs --mask (white = known) or --drop"),
+        ("sr", ["--factor", "3"], "factor must be one of"),
+        ("deblur", [], "needs --kernel"),
+        ("deblur", ["--kernel", "sharpen:2"], "unknown kernel"),
+        ("inpaint", ["--mask", "{sr_clean}"], "must match"),
+        ("inpaint", ["--mask", "{denoise}"], "black and white"),
+        ("denoise", ["--reference", "{sr_clean}"], "must match"),
+        ("denoise", ["--mask", "{tmp}/none.png"], None),
+    ],
+)
+def test_bad_inputs_are_one_line_errors(tmp_path, scene, task, extra, message):
+    fmt = {k: str(v) for k, v in scene.items()} | {"tmp": str(tmp_path)}
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    args = ["run", task, str(scene["denoise"]), "--iters", "2", "--device", "cpu", *FAST]
+    result = runner.invoke(app, args + [a.format(**fmt) for a in extra])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    if message:
+        assert message in result.output
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before  # nothing written or changed
+
+
+def test_empty_mask(tmp_path, scene):
+    empty = save(tmp_path / "empty.png", np.zeros((37, 45, 1), np.float32))
+    result = runner.invoke(app, ["run", "inpaint", str(scene["inpaint"]), "--mask", str(empty), *FAST])
+    assert result.exit_code == 2 and "no known" in result.output
+
+
+def test_degrade_writes_every_corruption(tmp_path, scene):
+    out = tmp_path / "deg"
+    out.mkdir()
+    for task in ("denoise", "jpeg", "inpaint", "restore", "sr", "deblur"):
+        result = runner.invoke(app, ["degrade", task, str(scene["clean"]), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        [
+            "clean_noisy25.png", "clean_q10.jpg", "clean_text.png", "clean_text_mask.png", "clean_drop50.png",
+            "clean_drop50_mask.png", "clean_gt.png", "clean_lr4.png", "clean_blur.png",
+        ]
+    )  # fmt: skip
+    noisy = np.asarray(PILImage.open(out / "clean_noisy25.png"), np.float32) / 255
+    assert 19 < psnr(noisy, np.asarray(PILImage.open(scene["clean"]), np.float32) / 255) < 22
+
+
+def test_batch_is_resumable_and_skips_bad_files(tmp_path, scene):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    save(src / "a.png", synthetic(33, 34, seed=1))
+    save(src / "b.png", synthetic(35, 33, seed=2))
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    args = ["batch", "denoise", str(src), "--out", str(out), "--iters", "3", "--device", "cpu", "--net", "tiny"]
+    args += ["--input-channels", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (out / "a.denoise.png").exists() and (out / "b.denoise.png").exists()
+    summary = {r["image"]: r["status"] for r in json.loads((out / "summary.json").read_text())}
+    assert summary["a.png"] == "done" and summary["broken.png"].startswith("error")
+    again = runner.invoke(app, args)
+    summary = {r["image"]: r["status"] for r in json.loads((out / "summary.json").read_text())}
+    assert again.exit_code == 0 and summary["a.png"] == "skipped (done)"
+
+
+def test_presets_lists_the_papers_settings():
+    result = runner.invoke(app, ["presets"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name in ("denoise", "jpeg", "inpaint", "restore", "sr4", "sr8", "deblur", "11000", "6001"):
+        assert name in result.output
