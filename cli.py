@@ -545,6 +545,26 @@ def _batch_summary(rows: list[dict[str, Any]], out: Path) -> None:
 
 @app.command()
 @user_errors
+def example(
+    out: Annotated[Path, typer.Argument(help="Where to write the scene (PNG).")],
+    size: Annotated[tuple[int, int], typer.Option(help="Height and width.")] = (96, 96),
+    grey: Annotated[bool, typer.Option(help="One channel instead of three.")] = False,
+    seed: Annotated[int, typer.Option(help="Where the discs go.")] = 0,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a synthetic clean test scene (smooth shading, sharp discs) to try every task on."""
+    from dip_core.examples import synthetic_scene
+    from dip_core.image import from_array, save_image
+
+    if min(size) < 1 or max(size) > 8192:
+        raise UsageError(f"size must be between 1 and 8192 pixels per side, got {size[0]}x{size[1]}")
+    check_outputs([out], [], force)
+    save_image(out, from_array(synthetic_scene(size[0], size[1], 1 if grey else 3, seed)))
+    _out().print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+@user_errors
 def nets() -> None:
     """List the named networks with their parameter counts and smallest input side."""
     table = Table("name", "scales", "down / up / skip channels", "input", "parameters", "min side")
@@ -585,6 +605,156 @@ def backends() -> None:
             note = f"BLAS: {BLAS.name}"
         table.add_row(name.value, "[green]ok[/]", b.device, note)
     _out().print(table)
+
+
+bench_app = typer.Typer(help="Benchmarks: speed and quality per backend and machine, and the merged report.")
+app.add_typer(bench_app, name="bench")
+
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+def _numbers(first: list[int] | None, extra: list[str], default: tuple[int, ...]) -> tuple[int, ...]:
+    """`--sizes 128 256`: click gives the first value to the option and the rest as extra arguments."""
+    values = list(first or [])
+    for arg in extra:
+        try:
+            values.append(int(arg))
+        except ValueError:
+            raise UsageError(f"unexpected argument {arg!r}") from None
+    if any(v < 1 or v > 16384 for v in values):
+        raise UsageError(f"sizes must be between 1 and 16384, got {values}")
+    return tuple(values) or default
+
+
+def _save_result(data: dict[str, Any], out_dir: Path | None) -> Path | None:
+    import re
+
+    from bench.fingerprint import machine_label
+    from dip_core.atomic import write_json
+
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(data["fingerprint"])).strip("-").lower()[:40]
+    stamp = data["date"].replace(":", "").replace("-", "")[:15]
+    path = out_dir / f"{stamp}-{data['kind']}-{slug}.json"
+    write_json(path, data)
+    return path
+
+
+def _envelope(kind_data: dict[str, Any]) -> dict[str, Any]:
+    import datetime
+
+    from bench.fingerprint import fingerprint
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {**kind_data, "date": now, "command": " ".join(["dip", *sys.argv[1:]]), "fingerprint": fingerprint()}
+
+
+ResultsDir = Annotated[
+    Path | None, typer.Option("--out", help="Folder for the result JSON (one file per run); '' to skip.")
+]
+
+
+@bench_app.command("speed", context_settings=EXTRA_ARGS)
+@user_errors
+def bench_speed(
+    ctx: typer.Context,
+    sizes: Annotated[list[int] | None, typer.Option("--sizes", help="Image sides, e.g. --sizes 128 256.")] = None,
+    backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
+    devices: Annotated[list[Device] | None, typer.Option("--device", help="Repeat for several.")] = None,
+    preset: Annotated[str, typer.Option(help="Preset whose network is timed.")] = "denoise",
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 2,
+    blocks: Annotated[int, typer.Option(min=1, help="Timed blocks (median, min, max over them).")] = 5,
+    per_block: Annotated[int, typer.Option(min=1, help="Steps per timed block.")] = 3,
+    extras: Annotated[bool, typer.Option(help="Also time forward-only and the small cross-check net.")] = True,
+    out: ResultsDir = Path("bench/results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Time the full optimisation step of every backend in one run, with the MLX/torch ratio."""
+    from bench.speed import run_speed
+    from dip_core.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    chosen = _numbers(sizes, ctx.args, (64, 128, 256, 512))
+    names = [b.value for b in backends] if backends else available_backends()
+    if not names:
+        raise UsageError("no backend is installed")
+
+    def show(row: dict[str, Any]) -> None:
+        _err().print(
+            f"{row['backend']:>5} {row['device']:>4} {row['size']:>5}² {row['kind']:>7} {row['net']:>6}: "
+            f"{row['ms_per_iter']:9.1f} ms/iter  {row['gflops_per_s']:7.1f} GFLOP/s  "
+            f"{100 * row['roofline_fraction']:4.0f} % of matmul peak",
+            highlight=False,
+        )
+
+    data = _envelope(
+        run_speed(
+            names, [d.value for d in devices] if devices else None, chosen, preset, warmup, blocks, per_block,
+            extras, on_row=show,
+        )
+    )  # fmt: skip
+    path = _save_result(data, out if out and str(out) else None)
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    for r in data["ratios"]:
+        _err().print(f"MLX / torch at {r['size']}² ({r['device']}, {r['kind']}, {r['net']}): {r['mlx_over_torch']:.2f}")
+    if path:
+        _err().print(f"wrote {path}", highlight=False)
+
+
+@bench_app.command("quality")
+@user_errors
+def bench_quality(
+    profile: Annotated[
+        str, typer.Option(help="quick: downscaled, fewer iterations; paper: full size and presets.")
+    ] = "quick",
+    data: Annotated[Path | None, typer.Option(help="Folder with the paper's images (F16_GT.png, ...).")] = None,
+    backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
+    device: DeviceOpt = Device.AUTO,
+    cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
+    out: ResultsDir = Path("bench/results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run the paper's cases on each backend: final, EMA and best PSNR beside the published figures."""
+    from bench.quality import CASES, DEFAULT_DATA, PROFILES, run_quality
+
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    data = data or DEFAULT_DATA
+    if not data.is_dir():
+        raise UsageError(f"no image folder at {data}: give --data with the paper's test images")
+    known = {c.name for c in CASES}
+    if cases and not set(cases) <= known:
+        raise UsageError(f"unknown case(s) {sorted(set(cases) - known)}; choose from {', '.join(sorted(known))}")
+    names = [b.value for b in backends] if backends else available_backends()
+
+    def show(row: dict[str, Any]) -> None:
+        result = f"{row['psnr_result']:.2f} dB (input {row['psnr_input']:.2f})" if row.get("psnr_result") else "visual"
+        _err().print(f"{row['case']:>20} {row['backend']:>5}: {result}, {row['seconds']:.0f} s", highlight=False)
+
+    result = _envelope(run_quality(names, device.value, profile, data, cases, on_row=show))
+    path = _save_result(result, out if out and str(out) else None)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    if path:
+        _err().print(f"wrote {path}", highlight=False)
+
+
+@bench_app.command("report")
+@user_errors
+def bench_report(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files or folders of them.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md and the charts.")] = Path("bench/report"),
+) -> None:
+    """Merge results from any number of machines into a Markdown table and PNG charts."""
+    from bench.report import render
+
+    report, charts = render(results, out)
+    for path in (report, *charts):
+        _out().print(f"wrote {path}", highlight=False)
 
 
 def main() -> None:

@@ -35,14 +35,71 @@ def downsample(x: mx.array, mode: Downsample) -> mx.array:
     return blocks.mean(axis=(2, 4)) if mode is Downsample.AVG else blocks.max(axis=(2, 4))
 
 
-_UPSAMPLERS = {
+_REFERENCE_UPSAMPLERS = {
     Upsample.BILINEAR: nn.Upsample(scale_factor=2.0, mode="linear", align_corners=False),
     Upsample.NEAREST: nn.Upsample(scale_factor=2.0, mode="nearest"),
 }
 
 
+def upsample_reference(x: mx.array, mode: Upsample) -> mx.array:
+    """mlx.nn.Upsample: gather-based, its backward a scatter (slow on the CPU)."""
+    return _REFERENCE_UPSAMPLERS[mode](x)
+
+
+def _interleave(even: mx.array, odd: mx.array, axis: int) -> mx.array:
+    """Alternate slices of `even` and `odd` along `axis` (which doubles in size)."""
+    shape = list(even.shape)
+    shape[axis] *= 2
+    return mx.stack([even, odd], axis=axis + 1).reshape(shape)
+
+
+def _slice(x: mx.array, axis: int, start: int | None, stop: int | None) -> mx.array:
+    index = [slice(None)] * x.ndim
+    index[axis] = slice(start, stop)
+    return x[tuple(index)]
+
+
+def _bilinear2(x: mx.array, axis: int) -> mx.array:
+    """x2 linear interpolation along one axis, align_corners=False: taps 0.75/0.25, edges clamped."""
+    if x.shape[axis] == 1:
+        return _interleave(x, x, axis)
+    prev = mx.concatenate([_slice(x, axis, 0, 1), _slice(x, axis, None, -1)], axis=axis)
+    nxt = mx.concatenate([_slice(x, axis, 1, None), _slice(x, axis, -1, None)], axis=axis)
+    return _interleave(0.75 * x + 0.25 * prev, 0.75 * x + 0.25 * nxt, axis)
+
+
 def upsample(x: mx.array, mode: Upsample) -> mx.array:
-    return _UPSAMPLERS[mode](x)
+    """x2 upsampling as fixed slice stencils: exact, and its backward stays cheap."""
+    if mode is Upsample.BILINEAR:
+        return _bilinear2(_bilinear2(x, 1), 2)
+    n, h, w, c = x.shape
+    return mx.broadcast_to(x[:, :, None, :, None, :], (n, h, 2, w, 2, c)).reshape(n, 2 * h, 2 * w, c)
+
+
+def conv2d_stride2(x: mx.array, w: mx.array) -> mx.array:
+    """Stride-2 valid convolution as a stride-1 one on the space-to-depth input.
+
+    The four polyphase components of x become channels, the kernel is split the
+    same way (zero taps where k is odd), so forward and both gradients stay on
+    the GEMM path; MLX's CPU backward of a strided convolution does not.
+    """
+    n, rows, cols, c = x.shape
+    o, k = w.shape[0], w.shape[1]
+    half = (k + 1) // 2
+    x = mx.pad(x, [(0, 0), (0, rows % 2), (0, cols % 2), (0, 0)])  # the extra row/column meets only zero taps
+    r2, c2 = x.shape[1] // 2, x.shape[2] // 2
+    xs = x.reshape(n, r2, 2, c2, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, r2, c2, 4 * c)
+    wp = mx.pad(w, [(0, 0), (0, 2 * half - k), (0, 2 * half - k), (0, 0)])
+    ws = wp.reshape(o, half, 2, half, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(o, half, half, 4 * c)
+    out = mx.conv2d(xs, ws)
+    return out[:, : (rows - k) // 2 + 1, : (cols - k) // 2 + 1, :]
+
+
+def strided_conv(x: mx.array, w: mx.array) -> mx.array:
+    """Stride-2 convolution: space-to-depth on the CPU, MLX's own kernel on a GPU."""
+    if mx.default_device() == mx.cpu:
+        return conv2d_stride2(x, w)
+    return mx.conv2d(x, w, stride=2)
 
 
 class BatchNorm(nn.Module):
@@ -80,7 +137,8 @@ class Conv(nn.Module):
         self.pool = halve if halve in (Downsample.AVG, Downsample.MAX) else None
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = mx.conv2d(pad(x, self.amount, self.pad_mode), self.weight, stride=self.stride)
+        x = pad(x, self.amount, self.pad_mode)
+        y = strided_conv(x, self.weight) if self.stride == 2 else mx.conv2d(x, self.weight)
         if "bias" in self:
             y = y + self.bias
         return downsample(y, self.pool) if self.pool is not None else y

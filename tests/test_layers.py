@@ -108,3 +108,35 @@ def test_convolution(x, kernel, pad_mode, halve, rng):
         conv_t.weight.copy_(torch.from_numpy(w))
         conv_t.bias.copy_(torch.from_numpy(b))
     assert_same(conv_m, conv_t, x, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (7, 9), (1, 5), (2, 3)])
+@pytest.mark.parametrize("mode", list(Upsample))
+def test_stencil_upsampling_equals_mlx_upsample(size, mode, rng):
+    """The fast slice stencils replace mlx.nn.Upsample exactly (values and gradients)."""
+    x = rng.standard_normal((1, *size, 3)).astype(np.float32)
+    ct = mx.array(rng.standard_normal((1, 2 * size[0], 2 * size[1], 3)).astype(np.float32))
+    fast, ref = ml.upsample(mx.array(x), mode), ml.upsample_reference(mx.array(x), mode)
+    np.testing.assert_allclose(np.array(fast), np.array(ref), atol=1e-6)
+    g_fast = mx.grad(lambda a: mx.sum(ml.upsample(a, mode) * ct))(mx.array(x))
+    g_ref = mx.grad(lambda a: mx.sum(ml.upsample_reference(a, mode) * ct))(mx.array(x))
+    np.testing.assert_allclose(np.array(g_fast), np.array(g_ref), atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(10, 10), (11, 9), (9, 12), (3, 3)])
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_space_to_depth_stride2_equals_strided_conv(size, kernel, rng):
+    """The polyphase stride-2 convolution replaces mx.conv2d(stride=2) (values and both gradients)."""
+    if kernel > min(size):
+        pytest.skip("kernel larger than the input")
+    x = mx.array(rng.standard_normal((1, *size, 4)).astype(np.float32))
+    w = mx.array(rng.standard_normal((6, kernel, kernel, 4)).astype(np.float32))
+    ref = mx.conv2d(x, w, stride=2)
+    fast = ml.conv2d_stride2(x, w)
+    assert fast.shape == ref.shape
+    np.testing.assert_allclose(np.array(fast), np.array(ref), atol=1e-5)
+    ct = mx.array(rng.standard_normal(ref.shape).astype(np.float32))
+    g_ref = mx.grad(lambda a, b: mx.sum(mx.conv2d(a, b, stride=2) * ct), argnums=(0, 1))(x, w)
+    g_fast = mx.grad(lambda a, b: mx.sum(ml.conv2d_stride2(a, b) * ct), argnums=(0, 1))(x, w)
+    for a, b in zip(g_fast, g_ref, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)

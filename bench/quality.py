@@ -1,0 +1,134 @@
+"""`dip bench quality`: the paper's cases on each backend, final/EMA/best PSNR beside the paper's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+
+from dip_core import degrade as dg
+from dip_core.api import restore
+from dip_core.image import Image, load_image
+
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    task: str
+    files: tuple[str, ...]  # clean image first (or the only input), then a mask
+    paper_psnr: float | None  # published figure (design.md §4), where one exists
+    paper_note: str
+
+
+CASES = (
+    Case("f16-denoise-s25", "denoise", ("F16_GT.png",), None, "paper: 29.22 dB mean of 9 images, 30.43 with averaging"),
+    Case("kate-inpaint", "inpaint", ("kate.png", "kate_mask.png"), None, "paper: visual only"),
+    Case("barbara-restore-50", "restore", ("barbara.png",), 32.22, "paper Table 1"),
+    Case("zebra-sr4", "sr", ("zebra_GT.png",), None, "paper: Set5 29.90 / Set14 27.00 (Y channel)"),
+    Case("snail-dejpeg", "jpeg", ("snail.jpg",), None, "no ground truth: visual only"),
+)
+
+# quick: downscaled so the long side is `long_side`, fewer iterations; paper: full size, the presets.
+PROFILES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "long_side": 64,
+        "iters": {"denoise": 300, "inpaint": 300, "restore": 400, "sr": 300, "jpeg": 200},
+    },
+    "paper": {"long_side": None, "iters": {}},
+    # For the test suite: every code path in seconds, numbers meaningless.
+    "smoke": {"long_side": 52, "iters": {"denoise": 2, "inpaint": 2, "restore": 2, "sr": 2, "jpeg": 2}},
+}
+
+
+def _resized(img: Image, long_side: int | None, multiple: int = 1) -> np.ndarray:
+    x = img.pixels
+    if long_side is None or max(x.shape[:2]) <= long_side:
+        h, w = x.shape[:2]
+    else:
+        scale = long_side / max(x.shape[:2])
+        h, w = round(x.shape[0] * scale), round(x.shape[1] * scale)
+    h, w = h - h % multiple, w - w % multiple
+    if (h, w) == x.shape[:2]:
+        return x
+    return dg.resize(x, h, w, PILImage.Resampling.LANCZOS)
+
+
+def prepare(case: Case, data: Path, long_side: int | None, seed: int = 0) -> dict[str, Any]:
+    """Inputs of one case: (corrupted image, options, reference)."""
+    first = load_image(data / case.files[0])
+    if case.task == "denoise":
+        clean = _resized(first, long_side)
+        return {"image": dg.add_noise(clean, 25, seed), "reference": clean, "options": {}}
+    if case.task == "inpaint":
+        clean = _resized(first, long_side)
+        mask_img = PILImage.open(data / case.files[1]).convert("L")
+        mask_img = mask_img.resize((clean.shape[1], clean.shape[0]), PILImage.Resampling.NEAREST)
+        mask = (np.asarray(mask_img, np.float32) / 255 >= 0.5).astype(np.float32)[..., None]
+        return {"image": clean * mask, "reference": clean, "options": {"mask": mask[..., 0]}}
+    if case.task == "restore":
+        clean = _resized(first, long_side)
+        mask = dg.drop_mask(clean.shape[0], clean.shape[1], 0.5, seed)
+        return {"image": clean * mask, "reference": clean, "options": {"mask": mask[..., 0]}}
+    if case.task == "sr":
+        clean = _resized(first, long_side, multiple=4)
+        lr = dg.resize(clean, clean.shape[0] // 4, clean.shape[1] // 4, PILImage.Resampling.LANCZOS)
+        return {"image": lr, "reference": clean, "options": {"factor": 4}}
+    return {"image": _resized(first, long_side), "reference": None, "options": {}}
+
+
+def run_case(case: Case, backend: str, device: str, profile: str, data: Path, seed: int = 0) -> dict[str, Any]:
+    spec = PROFILES[profile]
+    inputs = prepare(case, data, spec["long_side"], seed)
+    iters = spec["iters"].get(case.task)
+    options = dict(inputs["options"])
+    if "mask" in options:
+        options["mask"] = (options["mask"] * 255).astype(np.uint8)
+    result = restore(
+        case.task, inputs["image"], backend=backend, device=device, reference=inputs["reference"], seed=seed,
+        **options, **({"iters": iters} if iters else {}),
+    )  # fmt: skip
+    rep = result.report
+    row = {
+        "case": case.name,
+        "task": case.task,
+        "backend": backend,
+        "device": rep["device"],
+        "profile": profile,
+        "size": rep["size"],
+        "iters": rep["iters"],
+        "seconds": rep["seconds"],
+        "ms_per_iter": rep["ms_per_iter"],
+        "paper_psnr": case.paper_psnr,
+        "paper_note": case.paper_note,
+    }
+    for key in ("psnr_input", "psnr", "psnr_ema", "best_psnr", "best_iter", "psnr_result", "ssim"):
+        row[key] = rep.get(key)
+    return row
+
+
+def run_quality(
+    backends: list[str], device: str, profile: str, data: Path, cases: list[str] | None = None, on_row: Any = None
+) -> dict[str, Any]:
+    rows = []
+    for case in CASES:
+        if cases and case.name not in cases:
+            continue
+        for backend in backends:
+            row = run_case(case, backend, device, profile, data)
+            rows.append(row)
+            if on_row is not None:
+                on_row(row)
+    return {"kind": "quality", "profile": profile, "rows": rows, "mlx_minus_torch": _differences(rows)}
+
+
+def _differences(rows: list[dict[str, Any]]) -> dict[str, float]:
+    by_case: dict[str, dict[str, float]] = {}
+    for r in rows:
+        if r.get("psnr_result") is not None:
+            by_case.setdefault(r["case"], {})[r["backend"]] = r["psnr_result"]
+    return {c: v["mlx"] - v["torch"] for c, v in by_case.items() if "mlx" in v and "torch" in v}

@@ -1,0 +1,219 @@
+"""`dip bench speed`: ms/iteration, memory and FLOP efficiency of every backend, in one run."""
+
+from __future__ import annotations
+
+import gc
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.flops import forward_flops, step_flops
+from dip_core.backend import SessionSpec, available_backends, get_backend
+from dip_core.config import SkipConfig, check_size, load_config
+from dip_core.degrade import Operator, OpKind
+from dip_core.inputs import make_input
+from dip_core.params import count_params
+from dip_core.presets import PRESETS
+from dip_core.weights import init_weights
+
+
+@dataclass(frozen=True)
+class SpeedCase:
+    backend: str
+    device: str
+    size: int
+    preset: str = "denoise"
+    net: str | None = None  # overrides the preset's network
+    kind: str = "step"  # "step": forward + loss + backward + Adam; "forward": forward only
+
+
+def _peak_rss() -> int:
+    """Peak resident memory of this process in bytes (the CPU's share of a run)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def matmul_gflops(backend: str, device: str, n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul throughput: the roofline this run is judged against."""
+    if backend == "mlx":
+        import mlx.core as mx
+
+        dev = mx.gpu if device == "gpu" else mx.cpu
+        with mx.stream(dev):
+            a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
+            mx.eval(a, b, a @ b)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                mx.eval(a @ b)
+            seconds = (time.perf_counter() - start) / repeats
+    else:
+        import torch
+
+        dev = torch.device(device)
+        a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+        _sync(dev)
+        a @ b
+        _sync(dev)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        _sync(dev)
+        seconds = (time.perf_counter() - start) / repeats
+    return 2 * n**3 / seconds / 1e9
+
+
+def _sync(dev: Any) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    elif dev.type == "mps":
+        torch.mps.synchronize()
+
+
+def _memory(backend: Any) -> tuple[int | None, str]:
+    """Peak memory of the measured work, and where it was read."""
+    if backend.name == "mlx":
+        import mlx.core as mx
+
+        peak = int(mx.get_peak_memory())
+        if peak:
+            return peak, "mlx peak memory"
+    else:
+        import torch
+
+        if backend.device == "cuda":
+            return int(torch.cuda.max_memory_allocated()), "cuda allocator peak"
+        if backend.device == "mps":
+            return int(torch.mps.driver_allocated_memory()), "mps driver allocated"
+    return _peak_rss(), "process peak RSS"
+
+
+def _reset_memory(backend: Any) -> None:
+    if backend.name == "mlx":
+        import mlx.core as mx
+
+        mx.reset_peak_memory()
+    elif backend.device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def network_for(case: SpeedCase) -> SkipConfig:
+    """The preset's network with its input channels (or the named one as it is), 3 outputs."""
+    if case.net is not None:
+        return load_config(case.net).with_(out_channels=3)
+    preset = PRESETS[case.preset]
+    return load_config(preset.net).with_(in_channels=preset.input_channels, out_channels=3)
+
+
+def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int = 3) -> dict[str, Any]:
+    """Median, min and max ms/iteration over timed blocks, after warm-up."""
+    backend = get_backend(case.backend, case.device)
+    cfg = network_for(case)
+    h = w = case.size
+    rng = np.random.default_rng(0)
+    target = rng.random((h, w, cfg.out_channels), dtype=np.float32)
+    z = make_input("noise", cfg.in_channels, h, w, seed=1)
+    spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, Operator(OpKind.IDENTITY), 0.01, 1 / 30, 0)
+    gc.collect()
+    _reset_memory(backend)
+    if case.kind == "forward":
+        net = backend.build(cfg, spec.weights)
+        run = lambda: backend.forward(net, z)  # noqa: E731  (forward returns numpy: synchronised)
+        flops = forward_flops(cfg, h, w)
+    else:
+        session = backend.session(spec)
+        run = session.step  # returns the loss as a float: synchronised
+        flops = step_flops(cfg, h, w)
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(per_block):
+            run()
+        times.append(1000 * (time.perf_counter() - start) / per_block)
+    memory, memory_source = _memory(backend)
+    ms = statistics.median(times)
+    return {
+        "backend": case.backend,
+        "device": backend.device,
+        "size": case.size,
+        "preset": case.preset,
+        "net": case.net or "preset",
+        "kind": case.kind,
+        "params": count_params(cfg),
+        "ms_per_iter": ms,
+        "ms_min": min(times),
+        "ms_max": max(times),
+        "blocks": blocks,
+        "iters_per_block": per_block,
+        "iters_per_s": 1000 / ms,
+        "peak_memory_bytes": memory,
+        "memory_source": memory_source,
+        "flops": flops,
+        "gflops_per_s": flops / (ms / 1000) / 1e9,
+    }
+
+
+def run_speed(
+    backends: list[str] | None = None,
+    devices: list[str] | None = None,
+    sizes: tuple[int, ...] = (64, 128, 256, 512),
+    preset: str = "denoise",
+    warmup: int = 2,
+    blocks: int = 5,
+    per_block: int = 3,
+    extras: bool = True,
+    on_row: Any = None,
+) -> dict[str, Any]:
+    """Every backend x device x size; plus forward-only and cross-check-net rows at the smallest size."""
+    backends = backends or available_backends()
+    devices = devices or ["auto"]
+    for size in sizes:  # fail before measuring anything
+        check_size(network_for(SpeedCase(backends[0], devices[0], size, preset)), size, size)
+    rows: list[dict[str, Any]] = []
+    roofline: dict[str, float] = {}
+    for name in backends:
+        for device in devices:
+            resolved = get_backend(name, device).device
+            key = f"{name}/{resolved}"
+            if key in roofline:
+                continue
+            roofline[key] = matmul_gflops(name, resolved)
+            cases = [SpeedCase(name, device, s, preset) for s in sizes]
+            if extras:
+                cases += [
+                    SpeedCase(name, device, min(sizes), preset, kind="forward"),
+                    SpeedCase(name, device, 64, preset, net="small"),
+                ]
+            for case in cases:
+                row = time_case(case, warmup, blocks, per_block)
+                row["roofline_gflops"] = roofline[key]
+                row["roofline_fraction"] = row["gflops_per_s"] / roofline[key]
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return {"kind": "speed", "rows": rows, "roofline_gflops": roofline, "ratios": ratios(rows)}
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MLX ms/iter over torch ms/iter for every (device kind, size, kind, net) both measured."""
+    out = []
+    by_key: dict[tuple, dict[str, float]] = {}
+    for r in rows:
+        kind = "cpu" if r["device"] == "cpu" else "gpu"
+        by_key.setdefault((kind, r["size"], r["kind"], r["net"]), {})[r["backend"]] = r["ms_per_iter"]
+    for (kind, size, what, net), ms in by_key.items():
+        if "mlx" in ms and "torch" in ms:
+            out.append(
+                {"device": kind, "size": size, "kind": what, "net": net, "mlx_over_torch": ms["mlx"] / ms["torch"]}
+            )
+    return out

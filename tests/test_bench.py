@@ -1,0 +1,100 @@
+"""Smoke tests of the benchmark commands: schema, positive finite numbers. No timing thresholds."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from bench.flops import forward_flops, step_flops
+from cli import app
+from dip_core.config import NETS
+from tests.conftest import BOTH
+from tests.images import synthetic, to_u8
+
+runner = CliRunner()
+
+
+def test_flops_are_counted_from_the_layers():
+    cfg = NETS["default"]
+    f = forward_flops(cfg, 128, 128)
+    # the decoder's 3x3 convolution at full size alone: 2 * 132 * 128 * 9 * 128^2
+    assert f > 2 * 132 * 128 * 9 * 128**2
+    assert step_flops(cfg, 128, 128) == 3 * f
+    assert math.isclose(forward_flops(cfg, 256, 256) / f, 4, rel_tol=0.01)
+
+
+def positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+@BOTH
+def test_bench_speed_json_schema(tmp_path):
+    args = ["bench", "speed", "--sizes", "40", "--blocks", "2", "--per-block", "1", "--warmup", "0"]
+    result = runner.invoke(app, [*args, "--json", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["kind"] == "speed" and data["fingerprint"]["cpu"] and data["fingerprint"]["python"]
+    assert {r["backend"] for r in data["rows"]} == {"mlx", "torch"}
+    for row in data["rows"]:
+        for key in ("ms_per_iter", "ms_min", "ms_max", "iters_per_s", "flops", "gflops_per_s", "roofline_gflops"):
+            assert positive(row[key]), (key, row)
+        assert row["ms_min"] <= row["ms_per_iter"] <= row["ms_max"]
+        assert row["peak_memory_bytes"] is None or row["peak_memory_bytes"] > 0
+    kinds = {(r["kind"], r["net"]) for r in data["rows"]}
+    assert kinds == {("step", "preset"), ("forward", "preset"), ("step", "small")}
+    assert all(positive(r["mlx_over_torch"]) for r in data["ratios"]) and data["ratios"]
+    saved = list(tmp_path.glob("*-speed-*.json"))
+    assert len(saved) == 1 and json.loads(saved[0].read_text())["rows"] == data["rows"]
+
+
+@pytest.fixture
+def paper_images(tmp_path):
+    """Stand-ins named like the paper's files (the real ones live outside the project)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name, size in (("F16_GT.png", (48, 48)), ("kate.png", (48, 48)), ("zebra_GT.png", (48, 64))):
+        PILImage.fromarray(to_u8(synthetic(*size))).save(data / name)
+    PILImage.fromarray(to_u8(synthetic(48, 48, channels=1))).save(data / "barbara.png")
+    mask = np.full((48, 48), 255, np.uint8)
+    mask[10:20, 5:40] = 0
+    PILImage.fromarray(mask).save(data / "kate_mask.png")
+    PILImage.fromarray(to_u8(synthetic(40, 60))).save(data / "snail.jpg", quality=20)
+    return data
+
+
+def test_bench_quality_and_report(tmp_path, paper_images):
+    out = tmp_path / "results"
+    args = ["bench", "quality", "--profile", "smoke", "--data", str(paper_images), "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    cases = {r["case"] for r in data["rows"]}
+    assert cases == {"f16-denoise-s25", "kate-inpaint", "barbara-restore-50", "zebra-sr4", "snail-dejpeg"}
+    for row in data["rows"]:
+        assert positive(row["seconds"]) and row["iters"] == 2
+        if row["case"] != "snail-dejpeg":
+            assert positive(row["psnr_input"]) and positive(row["psnr_result"])
+    barbara = next(r for r in data["rows"] if r["case"] == "barbara-restore-50")
+    assert barbara["paper_psnr"] == 32.22
+    report_dir = tmp_path / "report"
+    result = runner.invoke(app, ["bench", "report", str(out), "--out", str(report_dir)])
+    assert result.exit_code == 0, result.output
+    md = (report_dir / "report.md").read_text()
+    assert "barbara-restore-50" in md and (report_dir / "quality.png").exists()
+
+
+def test_report_rejects_foreign_files(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"hello": 1}')
+    result = runner.invoke(app, ["bench", "report", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "not a dip bench result" in result.output
+
+
+def test_bench_speed_rejects_bad_sizes():
+    result = runner.invoke(app, ["bench", "speed", "--sizes", "16", "--out", ""])
+    assert result.exit_code == 2 and "too small" in result.output
