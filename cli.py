@@ -346,7 +346,7 @@ def presets() -> None:
     """List the paper's per-task settings (every value can be overridden on `dip run`)."""
     from dip_core.presets import DEFAULT_PRESET, PRESETS
 
-    table = Table("preset", "task", "net", "input", "iters", "lr", "reg-noise", "EMA", "backtrack", "note")
+    table = Table("preset", "task", "net", "input", "iters", "lr", "reg-noise", "EMA", "backtrack")
     defaults = set(DEFAULT_PRESET.values())
     for name, p in PRESETS.items():
         label = f"{name} *" if name in defaults else name
@@ -360,10 +360,11 @@ def presets() -> None:
             f"{p.reg_noise_std:.3g}",
             f"{p.exp_weight:g}" if p.exp_weight else "-",
             "yes" if p.backtrack else "-",
-            p.note,
         )
     _out().print(table)
     _out().print("* the task's default (sr: the one of --factor)")
+    for name, p in PRESETS.items():
+        _out().print(f"  {name}: {p.note}", highlight=False)
 
 
 @app.command()
@@ -755,6 +756,50 @@ def bench_report(
     report, charts = render(results, out)
     for path in (report, *charts):
         _out().print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@user_errors
+def doctor() -> None:
+    """Backends, devices, the BLAS in use, measured matmul speed, and what to install to go faster."""
+    from bench.fingerprint import fingerprint
+    from bench.speed import matmul_gflops
+    from dip_core.backend import install_hint
+
+    fp = fingerprint()
+    _out().print(
+        f"{fp['cpu']} ({fp['cores']} cores), {fp['memory_gib']} GiB, {fp['os']}, Python {fp['python']}"
+        + (f", GPU: {fp['gpu']}" if fp["gpu"] else ""),
+        highlight=False,
+    )
+    table = Table("backend", "version", "device", "BLAS", "matmul 2048² fp32")
+    advice = []
+    for name in BackendName:
+        if name.value not in available_backends():
+            table.add_row(name.value, "-", "-", "-", "not installed")
+            advice.append(f"{name.value}: {install_hint(name)}")
+            continue
+        devices = ["cpu"]
+        try:
+            auto = get_backend(name, Device.AUTO).device
+            if auto != "cpu":
+                devices.append("gpu")
+        except UserError:
+            pass
+        for device in devices:
+            resolved = get_backend(name, device).device
+            gflops = matmul_gflops(name.value, resolved)
+            blas = fp["blas"].get(name.value) if device == "cpu" else "-"
+            table.add_row(name.value, fp[name.value] or "?", resolved, str(blas), f"{gflops:,.0f} GFLOP/s")
+    _out().print(table)
+    from dip_mlx.blas import load_blas
+
+    if "mlx" in available_backends():
+        info = load_blas()
+        if info.path is None and sys.platform.startswith("linux"):
+            advice.append(f"mlx: {info.note}")
+    for line in advice or ["nothing to add: every backend is installed and uses a fast BLAS"]:
+        _out().print(f"- {line}", highlight=False)
 
 
 def main() -> None:

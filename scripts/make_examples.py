@@ -84,9 +84,7 @@ def strip(paths: list[Path | None], labels: list[str], out: Path) -> None:
     from PIL import ImageDraw
 
     ims = [Image.open(p).convert("RGB") for p in paths if p is not None]
-    h = max(im.height for im in ims)
-    scale = 192 / h
-    ims = [im.resize((round(im.width * scale), 192), Image.Resampling.NEAREST) for im in ims]
+    ims = [im.resize((round(im.width * 192 / im.height), 192), Image.Resampling.NEAREST) for im in ims]
     sheet = Image.new("RGB", (sum(im.width for im in ims) + 4 * (len(ims) - 1), 192 + 18), "white")
     draw = ImageDraw.Draw(sheet)
     x = 0

@@ -56,3 +56,9 @@ def test_invalid_option_values_exit_2():
     assert result.exit_code == 2
     result = runner.invoke(app, ["crosscheck", "--steps", "-1"])
     assert result.exit_code == 2
+
+
+def test_doctor_reports_blas_and_matmul_speed():
+    result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "GFLOP/s" in result.output and "BLAS" in result.output
