@@ -140,3 +140,18 @@ def test_space_to_depth_stride2_equals_strided_conv(size, kernel, rng):
     g_fast = mx.grad(lambda a, b: mx.sum(ml.conv2d_stride2(a, b) * ct), argnums=(0, 1))(x, w)
     for a, b in zip(g_fast, g_ref, strict=True):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [(10, 10), (7, 9)])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 5])
+def test_explicit_gradient_conv_equals_mlx_conv(size, kernel, rng):
+    """The convolution with hand-written gradients replaces mx.conv2d (values and both gradients)."""
+    x = mx.array(rng.standard_normal((1, *size, 5)).astype(np.float32))
+    w = mx.array(rng.standard_normal((3, kernel, kernel, 5)).astype(np.float32))
+    ref = mx.conv2d(x, w)
+    np.testing.assert_allclose(np.array(ml.conv2d_gemm_grad(x, w)), np.array(ref), atol=1e-5)
+    ct = mx.array(rng.standard_normal(ref.shape).astype(np.float32))
+    g_ref = mx.grad(lambda a, b: mx.sum(mx.conv2d(a, b) * ct), argnums=(0, 1))(x, w)
+    g_new = mx.grad(lambda a, b: mx.sum(ml.conv2d_gemm_grad(a, b) * ct), argnums=(0, 1))(x, w)
+    for a, b in zip(g_new, g_ref, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)
