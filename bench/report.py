@@ -34,6 +34,11 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
     return results
 
 
+def _label(res: dict[str, Any]) -> str:
+    """The machine, and the project revision that was measured."""
+    return f"{machine_label(res['fingerprint'])} @ {res['fingerprint'].get('dip_revision') or '?'}"
+
+
 def _mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:,.0f} MB"
 
@@ -52,7 +57,7 @@ def speed_markdown(results: list[dict[str, Any]]) -> str:
     for res in results:
         if res["kind"] != "speed":
             continue
-        label, date = machine_label(res["fingerprint"]), res.get("date", "")[:10]
+        label, date = _label(res), res.get("date", "")[:10]
         for r in res["rows"]:
             lines.append(
                 f"| {label} | {date} | {r['backend']} | {r['device']} | {r['size']}² | {r['net']} | {r['kind']} "
@@ -76,7 +81,7 @@ def quality_markdown(results: list[dict[str, Any]]) -> str:
     for res in results:
         if res["kind"] != "quality":
             continue
-        label = machine_label(res["fingerprint"])
+        label = _label(res)
         for r in res["rows"]:
             size = "x".join(str(s) for s in r["size"])
             best = "-" if r.get("best_psnr") is None else f"{r['best_psnr']:.2f} ({r['best_iter']})"
@@ -100,7 +105,7 @@ def charts(results: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     if speed:
         fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
         for res in speed:
-            label = machine_label(res["fingerprint"])
+            label = _label(res)
             series: dict[tuple[str, str], list[tuple[int, float]]] = {}
             for r in res["rows"]:
                 if r["kind"] == "step" and r["net"] == "preset":
