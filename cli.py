@@ -25,6 +25,7 @@ from dip_core.errors import UserError
 from dip_core.fit import StepInfo
 from dip_core.inputs import InputKind
 from dip_core.params import count_params
+from dip_core.presets import Task
 
 app = typer.Typer(
     help="Deep Image Prior: restore one image by fitting a random network to it. MLX first, PyTorch beside it.",
@@ -133,15 +134,6 @@ def _print_crosscheck(data: dict[str, Any]) -> None:
         _out().print(f"[red]the backends disagree: {data['excess']:.0f}x beyond target and fp32 noise floor[/]")
 
 
-class TaskName(str, Enum):
-    DENOISE = "denoise"
-    JPEG = "jpeg"
-    INPAINT = "inpaint"
-    RESTORE = "restore"
-    SR = "sr"
-    DEBLUR = "deblur"
-
-
 class Keep(str, Enum):
     BEST = "best"
     LAST = "last"
@@ -194,7 +186,7 @@ def _progress() -> Progress:
 @app.command()
 @user_errors
 def run(
-    task: Annotated[TaskName, typer.Argument(help="What to restore.")],
+    task: Annotated[Task, typer.Argument(help="What to restore.")],
     image: Annotated[Path, typer.Argument(help="The corrupted image (for sr: the low-resolution one).")],
     backend: BackendOpt = BackendName.MLX,
     device: DeviceOpt = Device.AUTO,
@@ -237,7 +229,7 @@ def run(
     out = out or image.with_name(f"{image.stem}.{task.value}.png")
     output_format(out)
     outputs = [out] + [p for p in (report, plot) if p is not None]
-    baseline = out.with_name(f"{out.stem}.bicubic{out.suffix}") if task is TaskName.SR else None
+    baseline = out.with_name(f"{out.stem}.bicubic{out.suffix}") if task is Task.SR else None
     if baseline is not None:
         outputs.append(baseline)
     inputs = [p for p in (image, mask, reference) if p is not None]
@@ -273,11 +265,11 @@ def run(
             img,
             backend=backend,
             device=device,
-            mask=load_image(mask) if mask else None,
+            mask=mask,
             factor=factor,
             kernel=kernel,
             drop=drop,
-            reference=load_image(reference) if reference else None,
+            reference=reference,
             seed=seed,
             preset=preset,
             keep=keep.value,
@@ -370,7 +362,7 @@ def presets() -> None:
 @app.command()
 @user_errors
 def degrade(
-    task: Annotated[TaskName, typer.Argument(help="Which corruption to simulate.")],
+    task: Annotated[Task, typer.Argument(help="Which corruption to simulate.")],
     clean: Annotated[Path, typer.Argument(help="A clean image.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the corrupted image (and mask).")],
     sigma: Annotated[float, typer.Option(help="denoise: noise std on the 0-255 scale; deblur: added noise.")] = 25.0,
@@ -391,20 +383,20 @@ def degrade(
     img = load_image(clean)
     x, stem = img.pixels, clean.stem
     files: dict[Path, Image] = {}
-    if task is TaskName.DENOISE:
+    if task is Task.DENOISE:
         files[out / f"{stem}_noisy{sigma:g}.png"] = img.with_pixels(dg.add_noise(x, sigma, seed))
-    elif task is TaskName.JPEG:
+    elif task is Task.JPEG:
         files[out / f"{stem}_q{quality}.jpg"] = img.with_pixels(dg.jpeg_compress(x, quality))
-    elif task is TaskName.INPAINT:
+    elif task is Task.INPAINT:
         mask = dg.text_mask(img.height, img.width, seed)
         files[out / f"{stem}_text.png"] = img.with_pixels(x * mask + (1 - mask))
         files[out / f"{stem}_text_mask.png"] = Image(mask, "L")
-    elif task is TaskName.RESTORE:
+    elif task is Task.RESTORE:
         mask = dg.drop_mask(img.height, img.width, drop, seed)
         name = f"{stem}_drop{round(drop * 100)}"
         files[out / f"{name}.png"] = img.with_pixels(x * mask)
         files[out / f"{name}_mask.png"] = Image(mask, "L")
-    elif task is TaskName.SR:
+    elif task is Task.SR:
         if factor not in dg.SR_FACTORS:
             dg.check_factor(factor, factor, factor)
         h, w = img.height - img.height % factor, img.width - img.width % factor
@@ -436,7 +428,7 @@ def _crop(img: Any, height: int, width: int) -> Any:
 @app.command()
 @user_errors
 def batch(
-    task: Annotated[TaskName, typer.Argument(help="What to restore.")],
+    task: Annotated[Task, typer.Argument(help="What to restore.")],
     input_dir: Annotated[Path, typer.Argument(help="Folder of corrupted images (masks: STEM_mask.png beside them).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for results and reports (created).")],
     backend: BackendOpt = BackendName.MLX,
@@ -484,11 +476,11 @@ def batch(
                     load_image(path),
                     backend=backend,
                     device=device,
-                    mask=load_image(mask) if mask else None,
+                    mask=mask,
                     factor=factor,
                     kernel=kernel,
                     drop=drop,
-                    reference=load_image(ref) if ref else None,
+                    reference=ref,
                     seed=seed,
                     preset=preset,
                     **overrides,
