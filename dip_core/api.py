@@ -132,9 +132,7 @@ def restore(
 
 def _reference(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:
     if reference is None:
-        if problem.task is Task.RESTORE and problem.image is not None and _simulated(problem):
-            return problem.image.pixels  # --drop: the clean input is the ground truth
-        return None
+        return problem.image.pixels if problem.simulated else None  # --drop: the clean input is the truth
     ref = as_image(reference, "reference")
     if (ref.height, ref.width) != (problem.out_height, problem.out_width):
         raise ProblemError(
@@ -146,10 +144,6 @@ def _reference(reference: ImageLike | None, problem: Problem) -> np.ndarray | No
     if pixels.shape[2] != c:
         pixels = pixels.mean(axis=2, keepdims=True) if c == 1 else np.repeat(pixels, 3, axis=2)
     return pixels
-
-
-def _simulated(problem: Problem) -> bool:
-    return problem.mask is not None and not np.array_equal(problem.observed, problem.image.pixels)
 
 
 def output_image(img: Image, pixels: np.ndarray, problem: Problem) -> Image:

@@ -37,6 +37,7 @@ class Problem:
     out_width: int
     corrupted: np.ndarray  # the input as seen at the output size (PSNR of the input, plots)
     mask: np.ndarray | None = None  # (H, W, 1), 1 = known
+    simulated: bool = False  # the corruption was applied here (--drop): the input itself is the ground truth
 
 
 def mask_from_image(mask: Image, height: int, width: int) -> np.ndarray:
@@ -83,7 +84,7 @@ def make_problem(
             need = "--mask (white = known)" + (" or --drop FRACTION" if task is Task.RESTORE else "")
             raise ProblemError(f"{task.value} needs {need}")
         y = x * m
-        return Problem(task, image, y, Operator(OpKind.MASK, mask=m), h, w, y, mask=m)
+        return Problem(task, image, y, Operator(OpKind.MASK, mask=m), h, w, y, mask=m, simulated=mask is None)
     if task is Task.SR:
         if factor is None:
             raise ProblemError("sr needs --factor 2, 4 or 8")

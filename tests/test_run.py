@@ -275,3 +275,17 @@ def test_memory_estimate_tracks_the_measured_peak():
     # measured peak RSS growth over three steps at 256x256 on the CPU: torch 0.8 GiB, MLX 1.5 GiB
     assert 1.2 * 2**30 < estimate_bytes(cfg, 256, 256) < 3 * 2**30
     assert estimate_bytes(cfg, 512, 512) > 3.5 * estimate_bytes(cfg, 256, 256) - 2 * 2**30
+
+
+def test_a_given_mask_never_makes_the_input_the_reference(tmp_path):
+    """Only --drop simulates: with a user's mask the (corrupted) input is not a ground truth."""
+    from dip_core.api import restore
+
+    x = synthetic(34, 36)
+    holes = x.copy()
+    mask = drop_mask(34, 36, 0.3, 1)
+    holes[mask[..., 0] == 0] = 0.5  # the dropped pixels hold something, not zero
+    r = restore("restore", holes, mask=(mask[..., 0] * 255).astype(np.uint8), iters=2, net="tiny", input_channels=4)
+    assert "psnr" not in r.report
+    r = restore("restore", x, drop=0.3, iters=2, net="tiny", input_channels=4)
+    assert r.report["psnr_input"] < 15
