@@ -112,3 +112,10 @@ def test_no_reference_choice_uses_the_variance_window(noisy):
 def test_keep_last(noisy):
     r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=5, keep="last", **SMALL)
     assert r.report["selection"] == "last" and r.report["result_iter"] == 5
+
+
+def test_package_level_api(noisy):
+    import dip_core
+
+    r = dip_core.restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=2, **SMALL)
+    assert isinstance(r, dip_core.Result) and r.pixels.shape == noisy.shape
