@@ -139,6 +139,11 @@ class Keep(str, Enum):
     LAST = "last"
 
 
+class Stop(str, Enum):
+    FIXED = "fixed"
+    AUTO = "auto"
+
+
 BackendOpt = Annotated[BackendName, typer.Option("--backend", "-b", help="Framework to run on.")]
 
 
@@ -218,6 +223,11 @@ def run(
     keep: Annotated[
         Keep, typer.Option(help="best: by PSNR with --reference, by output variance without; last.")
     ] = Keep.BEST,
+    stop: Annotated[
+        Stop, typer.Option(help="auto: stop when the output variance (ES-WMV) has not improved for --patience.")
+    ] = Stop.FIXED,
+    window: Annotated[int, typer.Option(min=2, help="ES-WMV window (outputs).")] = 100,
+    patience: Annotated[int, typer.Option(min=1, help="ES-WMV patience (iterations).")] = 1000,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -273,6 +283,9 @@ def run(
             seed=seed,
             preset=preset,
             keep=keep.value,
+            stop=stop.value,
+            window=window,
+            patience=patience,
             on_step=on_step if progress is not None else None,
             save_every=save_every,
             save_to=out if save_every else None,

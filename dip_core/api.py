@@ -72,6 +72,9 @@ def restore(
     seed: int = 0,
     preset: str | None = None,
     keep: str = "best",
+    stop: str = "fixed",
+    patience: int = 1000,
+    window: int = 100,
     on_step: Callable[[StepInfo], None] | None = None,
     save_every: int = 0,
     save_to: str | Path | None = None,
@@ -86,6 +89,10 @@ def restore(
     written there every `save_every` iterations.
     """
     task = Task(task)
+    if keep not in ("best", "last") or stop not in ("fixed", "auto"):
+        raise ProblemError(f"keep must be best or last and stop fixed or auto, got {keep!r} and {stop!r}")
+    if window < 2 or patience < 1:
+        raise ProblemError(f"the variance window must be >= 2 and the patience >= 1, got {window} and {patience}")
     img = as_image(image)
     settings = resolve_preset(task, preset, factor, **overrides)
     mask_img = as_image(mask, "mask") if mask is not None else None
@@ -114,6 +121,9 @@ def restore(
         check_every=settings.check_every,
         lr=settings.lr,
         keep=keep,
+        stop=stop,
+        patience=patience,
+        window=window,
     )
     callback = on_step
     if save_every and save_to is not None:
@@ -127,6 +137,7 @@ def restore(
     result = fit(session, fit_settings, reference=ref, on_step=callback)
     out_image = output_image(img, result.result, problem)
     report = _report(task, be, cfg, settings, seed, keep, problem, result, ref, out_image)
+    report["stopping"] = {"stop": stop, "window": window, "patience": patience}
     return Result(out_image, report, result, problem, ref)
 
 
@@ -198,6 +209,8 @@ def _report(
     }
     if result.variance_curve:
         report["variance_curve"] = result.variance_curve
+    report["stopped_early"] = result.stopped_early
+    report["stop_iter"] = result.stop_iter
     if ref is not None:
         report.update(
             {
@@ -212,6 +225,9 @@ def _report(
                 "psnr_ema_curve": result.psnr_ema_curve,
             }
         )
+        if result.auto_psnr is not None:
+            report["psnr_auto"] = result.auto_psnr
+            report["auto_gap"] = (result.best_psnr or result.auto_psnr) - result.auto_psnr
         if task is Task.SR:
             report["psnr_bicubic"] = psnr(bicubic_baseline(problem), ref)
     return report

@@ -28,6 +28,8 @@ class FitSettings:
     window: int = 100  # ES-WMV window for the no-reference choice
     lr: float = 0.01
     keep: str = "best"  # "best": by PSNR with a reference, by ES-WMV without; "last": the final output
+    stop: str = "fixed"  # "fixed": run all iters; "auto": stop once the variance has no new minimum for `patience`
+    patience: int = 1000  # ES-WMV patience (iterations)
 
 
 @dataclass
@@ -60,6 +62,9 @@ class FitResult:
     psnr_ema_curve: list[float] = field(default_factory=list)
     variance_curve: list[float] = field(default_factory=list)
     best_psnr: float | None = None
+    stopped_early: bool = False  # --stop auto ended the run
+    stop_iter: int | None = None  # iteration of the variance minimum (the ES-WMV detection point)
+    auto_psnr: float | None = None  # with a reference: PSNR of the output at stop_iter
 
 
 def fit(
@@ -70,7 +75,10 @@ def fit(
 ) -> FitResult:
     """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted)."""
     use_ema = settings.exp_weight > 0
-    wmv = WindowVariance(settings.window) if reference is None and settings.keep == "best" else None
+    track = settings.stop == "auto" or (reference is None and settings.keep == "best")
+    wmv = WindowVariance(settings.window) if track else None
+    wmv_min, wmv_iter, wmv_choice = math.inf, 0, None
+    stopped_early = False
     ema: np.ndarray | None = None
     chosen: np.ndarray | None = None
     chosen_iter, best_score = 0, -math.inf
@@ -106,6 +114,17 @@ def fit(
                     ema, rollbacks = snap_ema, rollbacks + 1
                 else:
                     snap, snap_ema, last_check = session.snapshot(), None if ema is None else ema.copy(), psnr_in
+            if wmv is not None:
+                var = wmv.push(out)
+                if var is not None:
+                    variances.append(var)
+                    if var < wmv_min:
+                        wmv_min, wmv_iter, wmv_choice = var, i, candidate.copy()
+                        if reference is None and settings.keep == "best":
+                            chosen, chosen_iter = wmv_choice, i
+                    elif settings.stop == "auto" and i - wmv_iter >= settings.patience:
+                        stopped_early = True
+                        break
             score = None
             if reference is not None:
                 p_out = psnr(out, reference)
@@ -115,12 +134,6 @@ def fit(
                 score, candidate = (psnrs_ema[-1], ema) if psnrs_ema[-1] >= p_out else (p_out, out)
                 if settings.keep == "best" and score > best_score:
                     best_score, chosen, chosen_iter = score, candidate.copy(), i
-            elif wmv is not None:
-                var = wmv.push(out)
-                if var is not None:
-                    variances.append(var)
-                    if -var > best_score:
-                        best_score, chosen, chosen_iter = -var, candidate.copy(), i
             if on_step is not None:
                 on_step(
                     StepInfo(
@@ -155,6 +168,9 @@ def fit(
         psnr_ema_curve=psnrs_ema,
         variance_curve=variances,
         best_psnr=best_score if reference is not None and chosen_iter else None,
+        stopped_early=stopped_early,
+        stop_iter=wmv_iter if wmv_choice is not None else None,
+        auto_psnr=psnr(wmv_choice, reference) if reference is not None and wmv_choice is not None else None,
     )
 
 

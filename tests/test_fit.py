@@ -119,3 +119,33 @@ def test_package_level_api(noisy):
 
     r = dip_core.restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=2, **SMALL)
     assert isinstance(r, dip_core.Result) and r.pixels.shape == noisy.shape
+
+
+def test_auto_stop_ends_after_the_patience():
+    # outputs whose spread shrinks until step 30 and then grows: the variance minimum is near 30
+    class Drift(FakeSession):
+        def step(self):
+            self.t += 1
+            spread = abs(self.t - 30) / 100 + 0.01
+            rng = np.random.default_rng(self.t)
+            return 1e-2, (0.5 + spread * rng.standard_normal((4, 4, 1))).astype(np.float32)
+
+    settings = FitSettings(iters=500, window=5, stop="auto", patience=20)
+    result = fit(Drift([]), settings)
+    assert result.stopped_early and 25 <= result.stop_iter <= 40
+    assert result.iters_done == result.stop_iter + 20 and result.result_iter == result.stop_iter
+    fixed = fit(Drift([]), FitSettings(iters=80, window=5))
+    assert not fixed.stopped_early and fixed.iters_done == 80
+
+
+def test_auto_stop_with_a_reference_reports_the_gap(noisy):
+    clean = synthetic(40, 36)
+    r = restore(
+        "denoise", noisy, backend=BACKENDS[0], device="cpu", iters=60, reference=clean, stop="auto", window=5,
+        patience=10, **SMALL,
+    )  # fmt: skip
+    rep = r.report
+    assert rep["stop_iter"] is not None and rep["auto_gap"] >= 0
+    assert rep["stopping"] == {"stop": "auto", "window": 5, "patience": 10}
+    if rep["stopped_early"]:
+        assert rep["iters"] == rep["stop_iter"] + 10

@@ -289,3 +289,16 @@ def test_a_given_mask_never_makes_the_input_the_reference(tmp_path):
     assert "psnr" not in r.report
     r = restore("restore", x, drop=0.3, iters=2, net="tiny", input_channels=4)
     assert r.report["psnr_input"] < 15
+
+
+def test_stop_auto_from_the_cli(tmp_path, scene):
+    report = tmp_path / "r.json"
+    args = ["run", "denoise", str(scene["denoise"]), "--iters", "40", "--stop", "auto", "--window", "3"]
+    args += ["--patience", "4", "--report", str(report), "--device", "cpu", *FAST]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rep = json.loads(report.read_text())
+    assert rep["stopping"]["stop"] == "auto" and rep["stop_iter"] is not None
+    assert rep["iters"] <= 40
+    bad = runner.invoke(app, [*args[:-2], "--window", "1", "--force"])
+    assert bad.exit_code == 2
