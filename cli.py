@@ -196,6 +196,9 @@ def run(
     backend: BackendOpt = BackendName.MLX,
     device: DeviceOpt = Device.AUTO,
     mask: Annotated[Path | None, typer.Option(help="inpaint/restore: mask image, white = known.")] = None,
+    mask_color: Annotated[
+        str | None, typer.Option(help="inpaint: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask.")
+    ] = None,
     drop: Annotated[
         float | None, typer.Option(help="restore: drop this fraction of the pixels of a clean IMAGE first.")
     ] = None,
@@ -276,6 +279,7 @@ def run(
             backend=backend,
             device=device,
             mask=mask,
+            mask_color=mask_color,
             factor=factor,
             kernel=kernel,
             drop=drop,

@@ -21,7 +21,7 @@ from dip_core.memory import check_memory
 from dip_core.metrics import psnr, ssim
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
-from dip_core.tasks import Problem, ProblemError, make_problem
+from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color
 from dip_core.weights import init_weights
 
 ImageLike = str | Path | np.ndarray | Image
@@ -65,6 +65,7 @@ def restore(
     backend: BackendName | str = BackendName.MLX,
     device: Device | str = Device.AUTO,
     mask: ImageLike | None = None,
+    mask_color: str | None = None,
     factor: int | None = None,
     kernel: str | np.ndarray | None = None,
     drop: float | None = None,
@@ -95,7 +96,11 @@ def restore(
         raise ProblemError(f"the variance window must be >= 2 and the patience >= 1, got {window} and {patience}")
     img = as_image(image)
     settings = resolve_preset(task, preset, factor, **overrides)
+    if mask is not None and mask_color is not None:
+        raise ProblemError("give either a mask or a mask colour, not both")
     mask_img = as_image(mask, "mask") if mask is not None else None
+    if mask_color is not None:
+        mask_img = mask_from_color(img, mask_color)
     blur = parse_kernel(kernel) if isinstance(kernel, str) else kernel
     problem = make_problem(
         task, img, mask=mask_img, factor=settings.factor if task is Task.SR else None, kernel=blur, drop=drop, seed=seed

@@ -55,6 +55,32 @@ def mask_from_image(mask: Image, height: int, width: int) -> np.ndarray:
     return known
 
 
+def parse_color(spec: str) -> tuple[float, float, float]:
+    """`white`, `black`, `red`, ..., `#rrggbb` or `R,G,B` (0-255) as floats in [0, 1]."""
+    from PIL import ImageColor
+
+    text = spec.strip()
+    try:
+        if "," in text:
+            rgb = tuple(int(v) for v in text.split(","))
+            if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+                raise ValueError
+        else:
+            rgb = ImageColor.getrgb(text)[:3]
+    except ValueError:
+        raise ProblemError(f"unknown colour {spec!r}: use a name, #rrggbb or R,G,B") from None
+    return tuple(v / 255.0 for v in rgb)
+
+
+def mask_from_color(image: Image, color: str, tolerance: float = 2 / 255) -> Image:
+    """The mask of an overlay drawn in one pure colour: pixels of that colour are unknown (black)."""
+    target = np.asarray(parse_color(color), np.float32)
+    pixels = image.pixels if image.channels == 3 else np.repeat(image.pixels, 3, axis=2)
+    overlay = np.all(np.abs(pixels - target) <= tolerance, axis=2)
+    known = (~overlay).astype(np.float32)[..., None]
+    return Image(known, "L")
+
+
 def make_problem(
     task: Task | str,
     image: Image,

@@ -302,3 +302,22 @@ def test_stop_auto_from_the_cli(tmp_path, scene):
     assert rep["iters"] <= 40
     bad = runner.invoke(app, [*args[:-2], "--window", "1", "--force"])
     assert bad.exit_code == 2
+
+
+def test_mask_from_a_pure_colour_overlay(tmp_path, scene):
+    """--mask-color: the text drawn in pure white is found and filled in."""
+    report = tmp_path / "r.json"
+    args = ["run", "inpaint", str(scene["inpaint"]), "--mask-color", "white", "--iters", "120", "--device", "cpu"]
+    args += ["--reference", str(scene["clean"]), "--report", str(report), "--net", "small", "--input-channels", "8"]
+    result = runner.invoke(app, [*args, "-q"])
+    assert result.exit_code == 0, result.output
+    rep = json.loads(report.read_text())
+    assert rep["psnr_result"] > rep["psnr_input"] + 1.0
+    for bad, message in (("ultraviolet", "unknown colour"), ("300,0,0", "unknown colour")):
+        out = runner.invoke(app, ["run", "inpaint", str(scene["inpaint"]), "--mask-color", bad, "-q", "--force"])
+        assert out.exit_code == 2 and message in out.output
+    both = runner.invoke(
+        app,
+        ["run", "inpaint", str(scene["inpaint"]), "--mask-color", "white", "--mask", str(scene["inpaint_mask"]), "-f"],
+    )
+    assert both.exit_code == 2 and "not both" in both.output
