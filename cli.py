@@ -414,8 +414,7 @@ def degrade(
         files[out / f"{name}.png"] = img.with_pixels(x * mask)
         files[out / f"{name}_mask.png"] = Image(mask, "L")
     elif task is Task.SR:
-        if factor not in dg.SR_FACTORS:
-            dg.check_factor(factor, factor, factor)
+        dg.check_factor(factor)
         h, w = img.height - img.height % factor, img.width - img.width % factor
         hr = img if (h, w) == (img.height, img.width) else _crop(img, h, w)
         if hr is not img:

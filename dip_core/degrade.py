@@ -75,11 +75,12 @@ def lanczos_pad(factor: int) -> int:
     return (4 * factor - factor) // 2
 
 
-def check_factor(factor: int, height: int, width: int) -> None:
+def check_factor(factor: int, height: int | None = None, width: int | None = None) -> None:
+    """A factor of SR_FACTORS and, when a size is given, one that divides both sides."""
     if factor not in SR_FACTORS:
         choices = ", ".join(map(str, SR_FACTORS))
         raise DegradationError(f"super-resolution factor must be one of {choices}, got {factor}")
-    if height % factor or width % factor:
+    if height is not None and width is not None and (height % factor or width % factor):
         raise DegradationError(f"a {height}x{width} image cannot be downsampled by {factor} (sides must divide)")
 
 

@@ -149,9 +149,10 @@ def fit(
         chosen, chosen_iter, selection = (ema if use_ema and ema is not None else final), done, "last"
     else:
         selection = "psnr" if reference is not None else "wmv"
-        if reference is not None and psnr(final, reference) > best_score:
+        final_psnr = psnr(final, reference) if reference is not None else -math.inf
+        if final_psnr > best_score:
             # net(z) without input noise can beat every noisy-input output seen on the way.
-            best_score, chosen, chosen_iter = psnr(final, reference), final, done
+            best_score, chosen, chosen_iter = final_psnr, final, done
     return FitResult(
         result=chosen,
         result_iter=chosen_iter,

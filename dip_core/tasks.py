@@ -114,7 +114,7 @@ def make_problem(
     if task is Task.SR:
         if factor is None:
             raise ProblemError("sr needs --factor 2, 4 or 8")
-        check_factor(factor, h * factor, w * factor)
+        check_factor(factor)
         hr_h, hr_w = h * factor, w * factor
         return Problem(task, image, x, Operator(OpKind.DOWNSAMPLE, factor=factor), hr_h, hr_w, resize(x, hr_h, hr_w))
     if task is Task.DEBLUR:
