@@ -24,6 +24,7 @@ from dip_core.config import NETS, load_config, min_size
 from dip_core.errors import UserError
 from dip_core.fit import StepInfo
 from dip_core.inputs import InputKind
+from dip_core.padding import PadMode
 from dip_core.params import count_params
 from dip_core.presets import Task
 
@@ -231,6 +232,9 @@ def run(
     ] = Stop.FIXED,
     window: Annotated[int, typer.Option(min=2, help="ES-WMV window (outputs).")] = 100,
     patience: Annotated[int, typer.Option(min=1, help="ES-WMV patience (iterations).")] = 1000,
+    pad: Annotated[
+        PadMode, typer.Option(help="reflect: pad to a multiple of 2^depth and crop back; none: only tiny images.")
+    ] = PadMode.REFLECT,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -290,6 +294,7 @@ def run(
             stop=stop.value,
             window=window,
             patience=patience,
+            pad=pad.value,
             on_step=on_step if progress is not None else None,
             save_every=save_every,
             save_to=out if save_every else None,

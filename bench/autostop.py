@@ -1,51 +1,179 @@
-"""First measurement of the ES-WMV auto-stop gap (issue in progress), reproducible:
+"""Measure the ES-WMV auto-stop: how far its choice falls short of the best output seen.
 
-    .venv/bin/python -m bench.autostop [--data ../shared/data]
+    .venv/bin/python -m bench.autostop run [--data ../shared/data] [--max-iters 3000]
+    .venv/bin/python -m bench.autostop table bench/results/...-autostop-....json [--patience 300 500]
 
-Denoises a synthetic scene and F16 (64x64) at sigma 15/25/50 with the small
-network, --stop auto (W=100, P=300), and prints the PSNR at the detected point
-against the best PSNR seen in the run.
+`run` fits every case once with the task's paper preset (capped at --max-iters),
+tracking the windowed output variance (W=100) and the PSNR of the candidate
+output against the clean image at every step; the curves go to a JSON file.
+`table` then replays the stopping rule (stop once the variance has had no new
+minimum for P iterations) on those curves, for any P, exactly as `fit` applies
+it, and prints the gap to the best PSNR seen and the PSNR after the fixed count.
+
+Cases: the reference cases of `dip bench quality --profile quick` whose task
+stops automatically by default (denoise, restore, sr), and images degraded
+here: the synthetic scene at sigma 15/25/50 and F16 at sigma 15/50 (64x64).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import math
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image as PILImage
 
-from dip_core.api import restore
+from bench.fingerprint import fingerprint, machine_label
+from bench.quality import CASES, DEFAULT_DATA, prepare
+from dip_core.api import resolve_preset, restore
+from dip_core.atomic import write_json
 from dip_core.degrade import add_noise
 from dip_core.examples import synthetic_scene
 
+WINDOW = 100
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _cases(data: Path, size: int) -> list[dict[str, Any]]:
+    cases: list[dict[str, Any]] = []
+    for case in CASES:
+        if case.task in ("denoise", "restore", "sr") and all((data / f).exists() for f in case.files):
+            inputs = prepare(case, data, size, seed=0)
+            options = dict(inputs["options"])
+            if "mask" in options:
+                options["mask"] = (options["mask"] * 255).astype(np.uint8)
+            cases.append({"name": case.name, "task": case.task, **inputs, "options": options})
+    clean = {"scene": synthetic_scene(size, size)}
+    f16 = data / "F16_GT.png"
+    if f16.exists():
+        im = PILImage.open(f16).convert("RGB").resize((size, size), PILImage.Resampling.LANCZOS)
+        clean["f16"] = np.asarray(im, np.float32) / 255
+    for name, img in clean.items():
+        for sigma in (15, 25, 50) if name == "scene" else (15, 50):
+            cases.append(
+                {
+                    "name": f"{name}-denoise-s{sigma}",
+                    "task": "denoise",
+                    "image": add_noise(img, sigma, 0),
+                    "reference": img,
+                    "options": {},
+                }
+            )
+    return cases
+
+
+def run(args: argparse.Namespace) -> None:
+    rows = []
+    started = time.strftime("%Y%m%dT%H%M%S")
+    fp = fingerprint()
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(fp)).strip("-").lower()[:40]
+    out = RESULTS / f"{started}-autostop-{slug}.json"
+    for case in _cases(args.data, args.size):
+        if args.only and case["name"] not in args.only:
+            continue
+        preset_iters = resolve_preset(case["task"], factor=case["options"].get("factor")).iters
+        iters = min(preset_iters, args.max_iters)
+        r = restore(
+            case["task"], case["image"], backend=args.backend, device="cpu", reference=case["reference"],
+            iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=args.seed, trace_output=True,
+            **case["options"],
+        )  # fmt: skip
+        rep = r.report
+        ema = rep["preset"]["exp_weight"] > 0
+        row = {
+            "case": case["name"],
+            "task": case["task"],
+            "size": rep["size"],
+            "preset_iters": preset_iters,
+            "iters": rep["iters"],
+            "seed": args.seed,
+            "ema": ema,
+            "seconds": rep["seconds"],
+            "loss_curve": rep["loss_curve"],
+            # What a run returns at a given step: the EMA when on, else net(z) (no input noise).
+            "candidate_psnr": rep["psnr_ema_curve"] if ema else rep["psnr_output_curve"],
+            "noisy_psnr": rep["psnr_curve"],  # net(z + noise), the output the step was computed from
+            "best_psnr": rep["best_psnr"],
+            "final_psnr": rep["psnr_ema"] if ema else rep["psnr"],
+            "variance_curve": rep["variance_curve"],
+        }
+        rows.append(row)
+        print(f"{case['name']}: {rep['iters']} it in {rep['seconds']:.0f} s, best {rep['best_psnr']:.2f} dB", flush=True)
+        write_json(out, {"kind": "autostop", "window": WINDOW, "fingerprint": fp, "rows": rows})
+    print(f"wrote {out}")
+
+
+def replay(row: dict[str, Any], patience: int) -> dict[str, Any]:
+    """Where `fit`'s auto stop would have ended this run, and the PSNR it would have returned."""
+    finite = [i + 1 for i, loss in enumerate(row["loss_curve"]) if math.isfinite(loss)]
+    var_iters = finite[WINDOW - 1 :]  # the variance exists from the W-th finite step on
+    best_var, best_at, stop_at = math.inf, None, None
+    for it, var in zip(var_iters, row["variance_curve"], strict=True):
+        if var < best_var:
+            best_var, best_at = var, it
+        elif it - best_at >= patience:
+            stop_at = it
+            break
+    psnrs = row["candidate_psnr"]
+    # The PSNR curves skip rolled-back (non-finite) steps like the variance does; the best
+    # seen is over the returned candidate (the EMA when on) and the noisy-input output alike.
+    by_iter = dict(zip(finite, psnrs, strict=True))
+    end = finite.index(stop_at) + 1 if stop_at else len(psnrs)
+    best_seen = max(max(psnrs[:end]), max(row["noisy_psnr"][:end]))
+    auto = by_iter[best_at] if best_at else psnrs[-1]
+    return {
+        "detected": best_at,
+        "stopped": stop_at,
+        "auto": auto,
+        "best_seen": best_seen,
+        "gap": best_seen - auto,
+        "fixed": row["final_psnr"],
+        "auto_minus_fixed": auto - row["final_psnr"],
+    }
+
+
+def table(args: argparse.Namespace) -> None:
+    doc = json.loads(args.file.read_text())
+    for p in args.patience:
+        print(f"\nW={doc['window']}, P={p}\n")
+        print("| case | iters (preset) | stop / detected | auto dB | best seen dB | gap dB | fixed dB | auto - fixed |")
+        print("|---|---|---|---|---|---|---|---|")
+        gaps, deltas = [], []
+        for row in doc["rows"]:
+            r = replay(row, p)
+            gaps.append(r["gap"])
+            deltas.append(r["auto_minus_fixed"])
+            stop = f"{r['stopped'] or 'none'} / {r['detected']}"
+            print(
+                f"| {row['case']} | {row['iters']} ({row['preset_iters']}) | {stop} | {r['auto']:.2f} | "
+                f"{r['best_seen']:.2f} | {r['gap']:.2f} | {r['fixed']:.2f} | {r['auto_minus_fixed']:+.2f} |"
+            )
+        print(
+            f"\nmean gap {np.mean(gaps):.2f} dB (max {np.max(gaps):.2f}); auto - fixed: mean {np.mean(deltas):+.2f}, "
+            f"worst {np.min(deltas):+.2f} dB over {len(gaps)} cases"
+        )
+
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent.parent / "shared" / "data")
-    ap.add_argument("--backend", default="torch")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    r.add_argument("--backend", default="torch")
+    r.add_argument("--size", type=int, default=64, help="long side of the images")
+    r.add_argument("--max-iters", type=int, default=3000)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--only", nargs="*", help="case names")
+    t = sub.add_parser("table")
+    t.add_argument("file", type=Path)
+    t.add_argument("--patience", type=int, nargs="*", default=[300, 500, 1000])
     args = ap.parse_args()
-    images = {"scene": synthetic_scene(64, 64)}
-    f16 = args.data / "F16_GT.png"
-    if f16.exists():
-        im = Image.open(f16).convert("RGB").resize((64, 64), Image.Resampling.LANCZOS)
-        images["f16"] = np.asarray(im, np.float32) / 255
-    gaps = []
-    for name, clean in images.items():
-        for sigma in (15, 25, 50):
-            r = restore(
-                "denoise", add_noise(clean, sigma, 0), backend=args.backend, device="cpu", reference=clean,
-                iters=1500, net="small", input_channels=8, stop="auto", window=100, patience=300, exp_weight=0.0,
-            )  # fmt: skip
-            rep = r.report
-            gaps.append(rep["auto_gap"])
-            print(
-                f"{name} sigma={sigma}: stop at {rep['stop_iter']} (ran {rep['iters']}), "
-                f"auto {rep['psnr_auto']:.2f} dB, best {rep['best_psnr']:.2f} dB at {rep['best_iter']}, "
-                f"gap {rep['auto_gap']:.2f} dB",
-                flush=True,
-            )
-    print(f"mean gap {np.mean(gaps):.2f} dB over {len(gaps)} runs")
+    run(args) if args.cmd == "run" else table(args)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,14 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dip_core.backend import BackendName, Device, SessionSpec, get_backend
-from dip_core.config import ConfigError, check_size, load_config
+from dip_core.config import load_config
 from dip_core.degrade import parse_kernel, resize
 from dip_core.fit import FitResult, FitSettings, StepInfo, fit
 from dip_core.image import Image, from_array, load_image, save_image
 from dip_core.inputs import make_input
 from dip_core.memory import check_memory
 from dip_core.metrics import psnr, ssim
+from dip_core.padding import CroppedSession, PadMode, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color
@@ -76,6 +77,8 @@ def restore(
     stop: str = "fixed",
     patience: int = 1000,
     window: int = 100,
+    trace_output: bool = False,
+    pad: str = "reflect",
     on_step: Callable[[StepInfo], None] | None = None,
     save_every: int = 0,
     save_to: str | Path | None = None,
@@ -87,11 +90,16 @@ def restore(
     for the task is used unless `preset` names another; any preset field
     (iters, lr, reg_noise_std, exp_weight, backtrack, net, input, ...) can be
     overridden by keyword. With `save_every` and `save_to`, the result so far is
-    written there every `save_every` iterations.
+    written there every `save_every` iterations. `trace_output` (with a reference)
+    also records the PSNR of net(z) at every step, at the cost of one more forward.
+    `pad` "reflect" works on the image reflect-padded to a multiple of 2**depth
+    and crops back; "none" pads only images below the network's minimum size.
     """
     task = Task(task)
     if keep not in ("best", "last") or stop not in ("fixed", "auto"):
         raise ProblemError(f"keep must be best or last and stop fixed or auto, got {keep!r} and {stop!r}")
+    if pad not in {m.value for m in PadMode}:
+        raise ProblemError(f"unknown padding {pad!r}: choose reflect or none")
     if window < 2 or patience < 1:
         raise ProblemError(f"the variance window must be >= 2 and the patience >= 1, got {window} and {patience}")
     img = as_image(image)
@@ -107,17 +115,14 @@ def restore(
     )
     ref = _reference(reference, problem)
     cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
-    h, w = problem.out_height, problem.out_width
-    try:
-        check_size(cfg, h, w)
-    except ConfigError as exc:
-        raise ProblemError(f"{exc}; choose a smaller network with --net small or tiny") from None
+    padded, crop = pad_problem(problem, cfg, pad)
+    h, w = padded.out_height, padded.out_width
     be = get_backend(backend, device)
     check_memory(cfg, h, w, be)
     weights = init_weights(cfg, seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=seed + 1)
-    spec = SessionSpec(cfg, weights, z, problem.observed, problem.op, settings.lr, settings.reg_noise_std, seed)
-    session = be.session(spec)
+    spec = SessionSpec(cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, seed)
+    session = CroppedSession(be.session(spec), crop)
     fit_settings = FitSettings(
         iters=settings.iters,
         exp_weight=settings.exp_weight,
@@ -129,6 +134,7 @@ def restore(
         stop=stop,
         patience=patience,
         window=window,
+        trace_output=trace_output,
     )
     callback = on_step
     if save_every and save_to is not None:
@@ -143,6 +149,7 @@ def restore(
     out_image = output_image(img, result.result, problem)
     report = _report(task, be, cfg, settings, seed, keep, problem, result, ref, out_image)
     report["stopping"] = {"stop": stop, "window": window, "patience": patience}
+    report["padding"] = {"mode": pad, "size": [h, w], "offset": [crop.top, crop.left]}
     return Result(out_image, report, result, problem, ref)
 
 
@@ -230,6 +237,8 @@ def _report(
                 "psnr_ema_curve": result.psnr_ema_curve,
             }
         )
+        if result.psnr_output_curve:
+            report["psnr_output_curve"] = result.psnr_output_curve
         if result.auto_psnr is not None:
             report["psnr_auto"] = result.auto_psnr
             report["auto_gap"] = (result.best_psnr or result.auto_psnr) - result.auto_psnr

@@ -30,6 +30,7 @@ class FitSettings:
     keep: str = "best"  # "best": by PSNR with a reference, by ES-WMV without; "last": the final output
     stop: str = "fixed"  # "fixed": run all iters; "auto": stop once the variance has no new minimum for `patience`
     patience: int = 1000  # ES-WMV patience (iterations)
+    trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
 
 
 @dataclass
@@ -60,6 +61,7 @@ class FitResult:
     loss_curve: list[float] = field(default_factory=list)
     psnr_curve: list[float] = field(default_factory=list)  # output vs reference, per step
     psnr_ema_curve: list[float] = field(default_factory=list)
+    psnr_output_curve: list[float] = field(default_factory=list)  # net(z) vs reference, with trace_output
     variance_curve: list[float] = field(default_factory=list)
     best_psnr: float | None = None
     stopped_early: bool = False  # --stop auto ended the run
@@ -77,7 +79,7 @@ def fit(
     use_ema = settings.exp_weight > 0
     track = settings.stop == "auto" or (reference is None and settings.keep == "best")
     wmv = WindowVariance(settings.window) if track else None
-    wmv_min, wmv_iter, wmv_choice = math.inf, 0, None
+    wmv_min, wmv_iter, wmv_choice, wmv_snap = math.inf, 0, None, None
     stopped_early = False
     ema: np.ndarray | None = None
     chosen: np.ndarray | None = None
@@ -85,6 +87,7 @@ def fit(
     losses: list[float] = []
     psnrs: list[float] = []
     psnrs_ema: list[float] = []
+    psnrs_output: list[float] = []
     variances: list[float] = []
     rollbacks = 0
     lr = settings.lr
@@ -120,6 +123,9 @@ def fit(
                     variances.append(var)
                     if var < wmv_min:
                         wmv_min, wmv_iter, wmv_choice = var, i, candidate.copy()
+                        # Without EMA the output at the minimum is net(z) there, as a fixed run's
+                        # final output is: kept as the state, evaluated once at the end.
+                        wmv_snap = None if use_ema else session.snapshot()
                         if reference is None and settings.keep == "best":
                             chosen, chosen_iter = wmv_choice, i
                     elif settings.stop == "auto" and i - wmv_iter >= settings.patience:
@@ -130,6 +136,8 @@ def fit(
                 p_out = psnr(out, reference)
                 psnrs.append(p_out)
                 psnrs_ema.append(psnr(ema, reference) if use_ema else p_out)
+                if settings.trace_output:
+                    psnrs_output.append(psnr(session.output(), reference))
                 # With a reference the better of the output and its average is kept.
                 score, candidate = (psnrs_ema[-1], ema) if psnrs_ema[-1] >= p_out else (p_out, out)
                 if settings.keep == "best" and score > best_score:
@@ -145,6 +153,10 @@ def fit(
     seconds = time.perf_counter() - start
     done = len(losses)
     final = session.output()
+    if wmv_snap is not None:
+        wmv_choice = _output_at(session, wmv_snap)
+        if reference is None and settings.keep == "best":
+            chosen = wmv_choice
     if chosen is None or settings.keep == "last":
         chosen, chosen_iter, selection = (ema if use_ema and ema is not None else final), done, "last"
     else:
@@ -167,12 +179,22 @@ def fit(
         loss_curve=losses,
         psnr_curve=psnrs,
         psnr_ema_curve=psnrs_ema,
+        psnr_output_curve=psnrs_output,
         variance_curve=variances,
         best_psnr=best_score if reference is not None and chosen_iter else None,
         stopped_early=stopped_early,
         stop_iter=wmv_iter if wmv_choice is not None else None,
         auto_psnr=psnr(wmv_choice, reference) if reference is not None and wmv_choice is not None else None,
     )
+
+
+def _output_at(session: Session, snap: object) -> np.ndarray:
+    """net(z) in an earlier state, leaving the session as it is."""
+    now = session.snapshot()
+    session.restore(snap)
+    out = session.output()
+    session.restore(now)
+    return out
 
 
 def _pick(chosen: np.ndarray | None, current: np.ndarray) -> np.ndarray:

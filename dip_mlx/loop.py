@@ -21,13 +21,14 @@ class MLXSession:
     """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device.
 
     The whole step (input noise, forward, loss, backward, Adam) is one
-    `mx.compile`d function whose state includes the random state, so a seed
-    reproduces a run exactly.
+    `mx.compile`d function. The noise comes from a key the session holds and
+    splits at every step, so a seed reproduces a run exactly and a snapshot
+    (or a checkpoint) carries the noise stream with it.
     """
 
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
         self.backend = backend
-        mx.random.seed(spec.seed)
+        self.key = mx.random.key(spec.seed)
         self.net: SkipNet = backend.build(spec.cfg, spec.weights)
         self.opt = optim.Adam(learning_rate=spec.lr, bias_correction=True)  # torch's Adam always corrects
         self.opt.init(self.net.trainable_parameters())
@@ -36,22 +37,23 @@ class MLXSession:
         op = MLXOperator(spec.op)
         std = spec.reg_noise_std
         loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y))
-        state = [self.net.state, self.opt.state, mx.random.state]
+        state = [self.net.state, self.opt.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
-        def step(z: mx.array) -> tuple[mx.array, mx.array]:
-            x = z + std * mx.random.normal(z.shape) if std > 0 else z
+        def step(z: mx.array, key: mx.array) -> tuple[mx.array, mx.array, mx.array]:
+            key, sub = mx.random.split(key)
+            x = z + std * mx.random.normal(z.shape, key=sub) if std > 0 else z
             (loss, out), grads = loss_and_grad(self.net, x)
             self.opt.update(self.net, grads)
-            return loss, out
+            return loss, out, key
 
         self._step = step
         self._state = state
 
     def step(self) -> tuple[float, np.ndarray]:
         """One Adam step; returns its loss and the output it was computed from."""
-        loss, out = self._step(self.z)
-        mx.eval(loss, out, self._state)
+        loss, out, self.key = self._step(self.z, self.key)
+        mx.eval(loss, out, self.key, self._state)
         return float(loss), self.backend.to_numpy(out)
 
     def output(self) -> np.ndarray:
@@ -62,14 +64,14 @@ class MLXSession:
 
     def snapshot(self) -> Any:
         # MLX arrays are immutable: keeping references is a copy.
-        return (self.net.parameters(), tree_map(lambda a: a, self.opt.state), mx.random.state[0])
+        return (self.net.parameters(), tree_map(lambda a: a, self.opt.state), self.key)
 
     def restore(self, snap: Any) -> None:
         params, opt_state, key = snap
         self.net.update(params)
-        for key, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
-            self.opt.state[key] = value
-        mx.random.state[0] = key
+        for name, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
+            self.opt.state[name] = value
+        self.key = key
 
     def set_lr(self, lr: float) -> None:
         self.opt.learning_rate = lr

@@ -1,4 +1,4 @@
-"""Property: any size the network accepts and any supported mode comes back with that size and mode."""
+"""Property: any size from 1x1 up and any supported mode comes back with that size and mode."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ WRITTEN = {"P": "RGB"}  # a palette image is restored in colour
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    height=st.integers(5, 41),
-    width=st.integers(5, 41),
+    height=st.integers(1, 41),
+    width=st.integers(1, 41),
     mode=st.sampled_from(MODES),
     backend=st.sampled_from(BACKENDS),
     seed=st.integers(0, 2**16),
