@@ -235,6 +235,12 @@ def run(
     pad: Annotated[
         PadMode, typer.Option(help="reflect: pad to a multiple of 2^depth and crop back; none: only tiny images.")
     ] = PadMode.REFLECT,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=0, help="Write a checkpoint (OUT_stem.ckpt.npz) every K iterations; 0: none.")
+    ] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Go on from the checkpoint of an unfinished run with the same settings.")
+    ] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
@@ -252,7 +258,13 @@ def run(
     inputs = [p for p in (image, mask, reference) if p is not None]
     if kernel and Path(kernel).exists():
         inputs.append(Path(kernel))
-    check_outputs(outputs, inputs, force)
+    ckpt = out.with_name(f"{out.stem}.ckpt.npz")
+    if resume and not ckpt.is_file():
+        raise UsageError(f"no checkpoint to resume at {ckpt} (a run writes one with --checkpoint-every K)")
+    if ckpt.exists() and not (resume or force):
+        raise UsageError(f"an unfinished run left {ckpt}: go on with --resume, or start over with --force")
+    # A resumed run owns the outputs its first part wrote.
+    check_outputs(outputs, inputs, force or resume)
     img = load_image(image)
     overrides = {
         "iters": iters,
@@ -295,6 +307,9 @@ def run(
             window=window,
             patience=patience,
             pad=pad.value,
+            checkpoint=ckpt if (checkpoint_every or resume) else None,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
             on_step=on_step if progress is not None else None,
             save_every=save_every,
             save_to=out if save_every else None,
@@ -318,7 +333,11 @@ def run(
     _summary(rep, written)
     if rep["interrupted"]:
         _err().print(f"interrupted after {rep['iters']} iterations: the result so far was written")
+        if ckpt.is_file():
+            _err().print(f"the checkpoint {ckpt} is kept: add --resume to the same command to go on")
         raise typer.Exit(130)
+    if ckpt.is_file():
+        ckpt.unlink()  # the run is complete: nothing is left to resume
 
 
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:

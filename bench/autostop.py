@@ -1,7 +1,7 @@
 """Measure the ES-WMV auto-stop: how far its choice falls short of the best output seen.
 
     .venv/bin/python -m bench.autostop run [--data ../shared/data] [--max-iters 3000]
-    .venv/bin/python -m bench.autostop table bench/results/...-autostop-....json [--patience 300 500]
+    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--patience 300 500]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import math
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> None:
             "iters": rep["iters"],
             "seed": args.seed,
             "ema": ema,
+            "exp_weight": rep["preset"]["exp_weight"],
             "seconds": rep["seconds"],
             "loss_curve": rep["loss_curve"],
             # What a run returns at a given step: the EMA when on, else net(z) (no input noise).
@@ -103,7 +104,8 @@ def run(args: argparse.Namespace) -> None:
             "variance_curve": rep["variance_curve"],
         }
         rows.append(row)
-        print(f"{case['name']}: {rep['iters']} it in {rep['seconds']:.0f} s, best {rep['best_psnr']:.2f} dB", flush=True)
+        best = rep["best_psnr"]
+        print(f"{case['name']}: {rep['iters']} it in {rep['seconds']:.0f} s, best {best:.2f} dB", flush=True)
         write_json(out, {"kind": "autostop", "window": WINDOW, "fingerprint": fp, "rows": rows})
     print(f"wrote {out}")
 
@@ -126,6 +128,9 @@ def replay(row: dict[str, Any], patience: int) -> dict[str, Any]:
     end = finite.index(stop_at) + 1 if stop_at else len(psnrs)
     best_seen = max(max(psnrs[:end]), max(row["noisy_psnr"][:end]))
     auto = by_iter[best_at] if best_at else psnrs[-1]
+    lag = round(row["exp_weight"] / (1 - row["exp_weight"])) if row["ema"] else 0
+    if best_at and lag and best_at + lag in by_iter and (stop_at is None or best_at + lag <= stop_at):
+        auto = by_iter[best_at + lag]  # fit returns the EMA centred on the minimum
     return {
         "detected": best_at,
         "stopped": stop_at,
@@ -138,19 +143,24 @@ def replay(row: dict[str, Any], patience: int) -> dict[str, Any]:
 
 
 def table(args: argparse.Namespace) -> None:
-    doc = json.loads(args.file.read_text())
+    docs = [json.loads(f.read_text()) for f in args.files]
+    rows = [row for doc in docs for row in doc["rows"]]
     for p in args.patience:
-        print(f"\nW={doc['window']}, P={p}\n")
-        print("| case | iters (preset) | stop / detected | auto dB | best seen dB | gap dB | fixed dB | auto - fixed |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"\nW={WINDOW}, P={p}\n")
+        print(
+            "| case | size | iters (preset) | stop / detected | auto dB | best seen dB | gap dB | fixed dB "
+            "| auto - fixed |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
         gaps, deltas = [], []
-        for row in doc["rows"]:
+        for row in rows:
             r = replay(row, p)
             gaps.append(r["gap"])
             deltas.append(r["auto_minus_fixed"])
             stop = f"{r['stopped'] or 'none'} / {r['detected']}"
             print(
-                f"| {row['case']} | {row['iters']} ({row['preset_iters']}) | {stop} | {r['auto']:.2f} | "
+                f"| {row['case']} | {row['size'][1]}x{row['size'][0]} | {row['iters']} ({row['preset_iters']}) "
+                f"| {stop} | {r['auto']:.2f} | "
                 f"{r['best_seen']:.2f} | {r['gap']:.2f} | {r['fixed']:.2f} | {r['auto_minus_fixed']:+.2f} |"
             )
         print(
@@ -170,7 +180,7 @@ def main() -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--only", nargs="*", help="case names")
     t = sub.add_parser("table")
-    t.add_argument("file", type=Path)
+    t.add_argument("files", type=Path, nargs="+")
     t.add_argument("--patience", type=int, nargs="*", default=[300, 500, 1000])
     args = ap.parse_args()
     run(args) if args.cmd == "run" else table(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dip_core.backend import BackendName, Device, SessionSpec, get_backend
+from dip_core.checkpoint import Checkpointing, digest, load_checkpoint
 from dip_core.config import load_config
 from dip_core.degrade import parse_kernel, resize
 from dip_core.fit import FitResult, FitSettings, StepInfo, fit
@@ -23,6 +24,7 @@ from dip_core.padding import CroppedSession, PadMode, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color
+from dip_core.tiles import blend, plan
 from dip_core.weights import init_weights
 
 ImageLike = str | Path | np.ndarray | Image
@@ -32,7 +34,7 @@ ImageLike = str | Path | np.ndarray | Image
 class Result:
     image: Image  # the restored image, in the input's mode (alpha carried through)
     report: dict[str, Any]  # everything measured and every setting used
-    fit: FitResult
+    fit: FitResult | None  # None for a tiled run (one fit per tile)
     problem: Problem
     reference: np.ndarray | None = None
 
@@ -79,6 +81,9 @@ def restore(
     window: int = 100,
     trace_output: bool = False,
     pad: str = "reflect",
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
     save_every: int = 0,
     save_to: str | Path | None = None,
@@ -94,6 +99,9 @@ def restore(
     also records the PSNR of net(z) at every step, at the cost of one more forward.
     `pad` "reflect" works on the image reflect-padded to a multiple of 2**depth
     and crops back; "none" pads only images below the network's minimum size.
+    With `checkpoint` and `checkpoint_every`, the whole run state is written there
+    every that many iterations; `resume` goes on from that file to the same
+    result an uninterrupted run gives.
     """
     task = Task(task)
     if keep not in ("best", "last") or stop not in ("fixed", "auto"):
@@ -104,15 +112,7 @@ def restore(
         raise ProblemError(f"the variance window must be >= 2 and the patience >= 1, got {window} and {patience}")
     img = as_image(image)
     settings = resolve_preset(task, preset, factor, **overrides)
-    if mask is not None and mask_color is not None:
-        raise ProblemError("give either a mask or a mask colour, not both")
-    mask_img = as_image(mask, "mask") if mask is not None else None
-    if mask_color is not None:
-        mask_img = mask_from_color(img, mask_color)
-    blur = parse_kernel(kernel) if isinstance(kernel, str) else kernel
-    problem = make_problem(
-        task, img, mask=mask_img, factor=settings.factor if task is Task.SR else None, kernel=blur, drop=drop, seed=seed
-    )
+    problem = _problem(task, img, settings, mask, mask_color, kernel, drop, seed)
     ref = _reference(reference, problem)
     cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
     padded, crop = pad_problem(problem, cfg, pad)
@@ -136,6 +136,27 @@ def restore(
         window=window,
         trace_output=trace_output,
     )
+    ckpt = None
+    if checkpoint is not None:
+        if checkpoint_every < 0:
+            raise ProblemError(f"the checkpoint interval must be >= 0, got {checkpoint_every}")
+        run = {
+            "task": task.value,
+            "backend": be.name,
+            "device": be.device,
+            "seed": seed,
+            "preset": {k: v for k, v in settings.to_dict().items() if k not in ("iters", "note")},
+            "net": cfg.to_dict(),
+            "fit": {"keep": keep, "stop": stop, "window": window, "patience": patience, "trace": trace_output},
+            "pad": pad,
+            "inputs": digest(padded.observed, padded.op.mask, padded.op.kernel, ref),
+        }
+        arrays = load_checkpoint(checkpoint, run) if resume else None
+        if arrays is not None and not checkpoint_every:
+            checkpoint_every = int(arrays.get("checkpoint/every", 0))
+        ckpt = Checkpointing(Path(checkpoint), checkpoint_every, run, arrays)
+    elif resume:
+        raise ProblemError("resume needs the checkpoint file to go on from")
     callback = on_step
     if save_every and save_to is not None:
 
@@ -145,12 +166,123 @@ def restore(
             if on_step is not None:
                 on_step(info)
 
-    result = fit(session, fit_settings, reference=ref, on_step=callback)
+    result = fit(session, fit_settings, reference=ref, on_step=callback, checkpoint=ckpt)
     out_image = output_image(img, result.result, problem)
     report = _report(task, be, cfg, settings, seed, keep, problem, result, ref, out_image)
     report["stopping"] = {"stop": stop, "window": window, "patience": patience}
     report["padding"] = {"mode": pad, "size": [h, w], "offset": [crop.top, crop.left]}
+    if ckpt is not None:
+        report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
     return Result(out_image, report, result, problem, ref)
+
+
+def _problem(
+    task: Task,
+    img: Image,
+    settings: Preset,
+    mask: ImageLike | None,
+    mask_color: str | None,
+    kernel: str | np.ndarray | None,
+    drop: float | None,
+    seed: int,
+) -> Problem:
+    if mask is not None and mask_color is not None:
+        raise ProblemError("give either a mask or a mask colour, not both")
+    mask_img = as_image(mask, "mask") if mask is not None else None
+    if mask_color is not None:
+        mask_img = mask_from_color(img, mask_color)
+    blur = parse_kernel(kernel) if isinstance(kernel, str) else kernel
+    factor = settings.factor if task is Task.SR else None
+    return make_problem(task, img, mask=mask_img, factor=factor, kernel=blur, drop=drop, seed=seed)
+
+
+def restore_tiled(
+    task: Task | str,
+    image: ImageLike,
+    tile: int,
+    overlap: int = 32,
+    *,
+    mask: ImageLike | None = None,
+    mask_color: str | None = None,
+    factor: int | None = None,
+    kernel: str | np.ndarray | None = None,
+    drop: float | None = None,
+    reference: ImageLike | None = None,
+    seed: int = 0,
+    preset: str | None = None,
+    on_tile: Callable[[int, int], None] | None = None,
+    **options: Any,
+) -> Result:
+    """Restore an image too large for one fit in overlapping tiles of `tile` input pixels.
+
+    Every tile is one `restore` with the same settings (and seed); the results
+    are blended linearly across each `overlap`. `on_tile(index, count)` is
+    called before each tile. An interrupted tile ends the run: tiles not reached
+    keep the corrupted input.
+    """
+    if options.get("checkpoint") is not None or options.get("resume"):
+        raise ProblemError("checkpoints and --resume do not work with tiles yet")
+    task = Task(task)
+    img = as_image(image)
+    settings = resolve_preset(task, preset, factor, **{k: v for k, v in options.items() if k in _PRESET_FIELDS})
+    problem = _problem(task, img, settings, mask, mask_color, kernel, drop, seed)
+    ref = _reference(reference, problem)
+    tiles = plan(img.height, img.width, tile, overlap)
+    f = settings.factor if task is Task.SR else 1
+    # With --drop the full image's mask is drawn once, so the tiles share it.
+    clean = problem.image.pixels
+    results = [t.scaled(f)(problem.corrupted) for t in tiles]
+    reports: list[dict[str, Any]] = []
+    for k, t in enumerate(tiles):
+        if on_tile is not None:
+            on_tile(k, len(tiles))
+        r = restore(
+            task, t(clean), mask=None if problem.mask is None else t(problem.mask)[..., 0], factor=factor,
+            kernel=kernel, reference=None if ref is None else t.scaled(f)(ref), seed=seed, preset=preset, **options,
+        )  # fmt: skip
+        results[k] = r.fit.result
+        reports.append({"box": [t.top, t.left, t.height, t.width], **_tile_summary(r.report)})
+        if r.report["interrupted"]:
+            break
+    blended = blend([t.scaled(f) for t in tiles], results, problem.out_height, problem.out_width)
+    out_image = output_image(img, blended, problem)
+    report: dict[str, Any] = {
+        "task": task.value,
+        "backend": reports[0]["backend"],
+        "device": reports[0]["device"],
+        "tiles": reports,
+        "tile": tile,
+        "overlap": overlap,
+        "iters": sum(r["iters"] for r in reports),
+        "seconds": sum(r["seconds"] for r in reports),
+        "interrupted": any(r["interrupted"] for r in reports) or len(reports) < len(tiles),
+        "rollbacks": sum(r["rollbacks"] for r in reports),
+        "seed": seed,
+        "size": [problem.out_height, problem.out_width],
+        "preset": settings.to_dict(),
+        "selection": "tiles",
+        "result_iter": None,
+    }
+    report["ms_per_iter"] = 1000 * report["seconds"] / max(report["iters"], 1)
+    if ref is not None:
+        report.update(
+            psnr_input=psnr(problem.corrupted, ref),
+            psnr_result=psnr(out_image.pixels, ref),
+            ssim=ssim(out_image.pixels, ref),
+        )
+    return Result(out_image, report, None, problem, ref)
+
+
+_PRESET_FIELDS = {f.name for f in fields(Preset)} - {"task", "factor", "note"}
+
+
+def _tile_summary(rep: dict[str, Any]) -> dict[str, Any]:
+    keys = ("backend", "device", "iters", "seconds", "interrupted", "rollbacks", "result_iter", "selection")
+    out = {k: rep[k] for k in keys}
+    for k in ("psnr_input", "psnr_result"):
+        if k in rep:
+            out[k] = rep[k]
+    return out
 
 
 def _reference(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:

@@ -10,10 +10,12 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from dip_core.backend import Session
+from dip_core.checkpoint import Checkpointing, save_checkpoint
 from dip_core.metrics import psnr, psnr_from_mse
 from dip_core.stopping import WindowVariance
 
@@ -69,123 +71,232 @@ class FitResult:
     auto_psnr: float | None = None  # with a reference: PSNR of the output at stop_iter
 
 
+@dataclass
+class _Loop:
+    """Everything the loop carries from one step to the next (and into a checkpoint)."""
+
+    lr: float
+    snap: Any  # the session state backtracking and divergence return to
+    wmv: WindowVariance | None
+    done: int = 0  # steps taken, rolled-back ones included
+    rollbacks: int = 0
+    last_check: float = -math.inf  # PSNR against the input at the last backtracking check
+    ema: np.ndarray | None = None
+    snap_ema: np.ndarray | None = None
+    wmv_min: float = math.inf
+    wmv_iter: int = 0
+    wmv_choice: np.ndarray | None = None  # the candidate at the variance minimum
+    wmv_snap: Any = None  # the session state there (without EMA: its net(z) is the result)
+    chosen: np.ndarray | None = None
+    chosen_iter: int = 0
+    best_score: float = -math.inf
+    seconds: float = 0.0  # spent in earlier processes of a resumed run
+    losses: list[float] = field(default_factory=list)
+    psnrs: list[float] = field(default_factory=list)
+    psnrs_ema: list[float] = field(default_factory=list)
+    psnrs_output: list[float] = field(default_factory=list)
+    variances: list[float] = field(default_factory=list)
+
+    _SCALARS = ("done", "rollbacks", "last_check", "wmv_min", "wmv_iter", "chosen_iter", "best_score", "seconds", "lr")
+    _ARRAYS = ("ema", "snap_ema", "wmv_choice", "chosen")
+    _CURVES = ("losses", "psnrs", "psnrs_ema", "psnrs_output", "variances")
+
+    def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
+        """This state and the session's, exactly, as named numpy arrays."""
+        arrays = _prefixed("session/", session.to_arrays(session.snapshot()))
+        arrays.update(_prefixed("snap/", session.to_arrays(self.snap)))
+        if self.wmv_snap is not None:
+            arrays.update(_prefixed("wmv_snap/", session.to_arrays(self.wmv_snap)))
+        scalars = [float(getattr(self, k)) for k in self._SCALARS]
+        scalars[self._SCALARS.index("seconds")] = self.seconds + seconds
+        arrays["loop/scalars"] = np.array(scalars, np.float64)
+        for name in self._ARRAYS:
+            if getattr(self, name) is not None:
+                arrays[f"loop/{name}"] = getattr(self, name)
+        for name in self._CURVES:
+            arrays[f"loop/{name}"] = np.array(getattr(self, name), np.float64)
+        if self.wmv is not None:
+            window, (sumsq, count) = self.wmv.state()
+            arrays.update(_prefixed("wmv/", window))
+            arrays["wmv/scalars"] = np.array([sumsq, count], np.float64)
+        return arrays
+
+    def load(self, session: Session, arrays: dict[str, np.ndarray]) -> None:
+        """Go on from `to_arrays`'s output: the session is put back in that state too."""
+        session.restore(session.from_arrays(_unprefixed("session/", arrays)))
+        self.snap = session.from_arrays(_unprefixed("snap/", arrays))
+        wmv_snap = _unprefixed("wmv_snap/", arrays)
+        self.wmv_snap = session.from_arrays(wmv_snap) if wmv_snap else None
+        counters = ("done", "rollbacks", "wmv_iter", "chosen_iter")
+        for name, value in zip(self._SCALARS, arrays["loop/scalars"], strict=True):
+            setattr(self, name, int(value) if name in counters else float(value))
+        for name in self._ARRAYS:
+            setattr(self, name, arrays.get(f"loop/{name}"))
+        for name in self._CURVES:
+            setattr(self, name, arrays[f"loop/{name}"].tolist())
+        if self.wmv is not None and "wmv/scalars" in arrays:
+            sumsq, count = arrays["wmv/scalars"]
+            self.wmv.load_state(_unprefixed("wmv/", arrays), (sumsq, count))
+        session.set_lr(self.lr)
+
+
+def _prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def _unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix) and k != prefix + "scalars"}
+
+
 def fit(
     session: Session,
     settings: FitSettings,
     reference: np.ndarray | None = None,
     on_step: Callable[[StepInfo], None] | None = None,
+    checkpoint: Checkpointing | None = None,
 ) -> FitResult:
-    """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted)."""
+    """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted).
+
+    With `checkpoint`, the whole state is written every `checkpoint.every` steps,
+    and a run given `checkpoint.resume` goes on from there exactly as if it had
+    never stopped.
+    """
     use_ema = settings.exp_weight > 0
-    track = settings.stop == "auto" or (reference is None and settings.keep == "best")
-    wmv = WindowVariance(settings.window) if track else None
-    wmv_min, wmv_iter, wmv_choice, wmv_snap = math.inf, 0, None, None
-    stopped_early = False
-    ema: np.ndarray | None = None
-    chosen: np.ndarray | None = None
-    chosen_iter, best_score = 0, -math.inf
-    losses: list[float] = []
-    psnrs: list[float] = []
-    psnrs_ema: list[float] = []
-    psnrs_output: list[float] = []
-    variances: list[float] = []
-    rollbacks = 0
-    lr = settings.lr
-    snap, snap_ema, last_check = session.snapshot(), None, -math.inf
-    interrupted = False
+    by_variance = reference is None and settings.keep == "best"
+    track = settings.stop == "auto" or by_variance
+    st = _Loop(lr=settings.lr, snap=session.snapshot(), wmv=WindowVariance(settings.window) if track else None)
+    if checkpoint is not None and checkpoint.resume is not None:
+        st.load(session, checkpoint.resume)
+    stopped_early = interrupted = False
     start = time.perf_counter()
     try:
-        for i in range(1, settings.iters + 1):
+        for i in range(st.done + 1, settings.iters + 1):
+            st.done = i
             loss, out = session.step()
             if not math.isfinite(loss) or not np.isfinite(out).all():
                 # Divergence: back to the last good state with half the learning rate.
-                session.restore(snap)
-                lr /= 2
-                session.set_lr(lr)
-                ema, rollbacks = snap_ema, rollbacks + 1
-                losses.append(float("nan"))
-                continue
-            ema = out if ema is None or not use_ema else settings.exp_weight * ema + (1 - settings.exp_weight) * out
-            candidate = ema if use_ema else out
-            losses.append(loss)
-            psnr_in = psnr_from_mse(loss)
-            if i % settings.check_every == 0:
-                # Backtracking: a drop of more than backtrack_db against the input means the
-                # fit collapsed; otherwise this state becomes the one to come back to.
-                if settings.backtrack and psnr_in < last_check - settings.backtrack_db:
-                    session.restore(snap)
-                    ema, rollbacks = snap_ema, rollbacks + 1
-                else:
-                    snap, snap_ema, last_check = session.snapshot(), None if ema is None else ema.copy(), psnr_in
-            if wmv is not None:
-                var = wmv.push(out)
-                if var is not None:
-                    variances.append(var)
-                    if var < wmv_min:
-                        wmv_min, wmv_iter, wmv_choice = var, i, candidate.copy()
-                        # Without EMA the output at the minimum is net(z) there, as a fixed run's
-                        # final output is: kept as the state, evaluated once at the end.
-                        wmv_snap = None if use_ema else session.snapshot()
-                        if reference is None and settings.keep == "best":
-                            chosen, chosen_iter = wmv_choice, i
-                    elif settings.stop == "auto" and i - wmv_iter >= settings.patience:
-                        stopped_early = True
-                        break
-            score = None
-            if reference is not None:
-                p_out = psnr(out, reference)
-                psnrs.append(p_out)
-                psnrs_ema.append(psnr(ema, reference) if use_ema else p_out)
-                if settings.trace_output:
-                    psnrs_output.append(psnr(session.output(), reference))
-                # With a reference the better of the output and its average is kept.
-                score, candidate = (psnrs_ema[-1], ema) if psnrs_ema[-1] >= p_out else (p_out, out)
-                if settings.keep == "best" and score > best_score:
-                    best_score, chosen, chosen_iter = score, candidate.copy(), i
-            if on_step is not None:
-                on_step(
-                    StepInfo(
-                        i, settings.iters, loss, psnr_in, score, rollbacks, lambda c=candidate, b=chosen: _pick(b, c)
-                    )
-                )
+                session.restore(st.snap)
+                st.lr /= 2
+                session.set_lr(st.lr)
+                st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
+                st.losses.append(float("nan"))
+            else:
+                if _accept(session, settings, st, i, loss, out, reference, use_ema, by_variance, on_step):
+                    stopped_early = True
+                    break
+            if checkpoint is not None and checkpoint.every and i % checkpoint.every == 0:
+                arrays = st.to_arrays(session, time.perf_counter() - start)
+                arrays["checkpoint/every"] = np.array(checkpoint.every)
+                save_checkpoint(checkpoint.path, arrays, checkpoint.run)
     except KeyboardInterrupt:
         interrupted = True
+        st.done = len(st.losses)
     seconds = time.perf_counter() - start
-    done = len(losses)
+    done = len(st.losses)
     final = session.output()
-    if wmv_snap is not None:
-        wmv_choice = _output_at(session, wmv_snap)
-        if reference is None and settings.keep == "best":
+    chosen, chosen_iter, best_score, wmv_choice = st.chosen, st.chosen_iter, st.best_score, st.wmv_choice
+    if st.wmv_snap is not None:
+        wmv_choice = _output_at(session, st.wmv_snap)
+        if by_variance:
             chosen = wmv_choice
     if chosen is None or settings.keep == "last":
-        chosen, chosen_iter, selection = (ema if use_ema and ema is not None else final), done, "last"
+        chosen, chosen_iter, selection = (st.ema if use_ema and st.ema is not None else final), done, "last"
     else:
         selection = "psnr" if reference is not None else "wmv"
         final_psnr = psnr(final, reference) if reference is not None else -math.inf
         if final_psnr > best_score:
             # net(z) without input noise can beat every noisy-input output seen on the way.
             best_score, chosen, chosen_iter = final_psnr, final, done
+    total = st.seconds + seconds
     return FitResult(
         result=chosen,
         result_iter=chosen_iter,
         selection=selection,
         final=final,
-        ema=ema if use_ema else None,
+        ema=st.ema if use_ema else None,
         iters_done=done,
-        seconds=seconds,
-        ms_per_iter=1000 * seconds / max(done, 1),
+        seconds=total,
+        ms_per_iter=1000 * total / max(done, 1),
         interrupted=interrupted,
-        rollbacks=rollbacks,
-        loss_curve=losses,
-        psnr_curve=psnrs,
-        psnr_ema_curve=psnrs_ema,
-        psnr_output_curve=psnrs_output,
-        variance_curve=variances,
+        rollbacks=st.rollbacks,
+        loss_curve=st.losses,
+        psnr_curve=st.psnrs,
+        psnr_ema_curve=st.psnrs_ema,
+        psnr_output_curve=st.psnrs_output,
+        variance_curve=st.variances,
         best_psnr=best_score if reference is not None and chosen_iter else None,
         stopped_early=stopped_early,
-        stop_iter=wmv_iter if wmv_choice is not None else None,
+        stop_iter=st.wmv_iter if wmv_choice is not None else None,
         auto_psnr=psnr(wmv_choice, reference) if reference is not None and wmv_choice is not None else None,
     )
+
+
+def _accept(
+    session: Session,
+    settings: FitSettings,
+    st: _Loop,
+    i: int,
+    loss: float,
+    out: np.ndarray,
+    reference: np.ndarray | None,
+    use_ema: bool,
+    by_variance: bool,
+    on_step: Callable[[StepInfo], None] | None,
+) -> bool:
+    """Book a finite step: EMA, backtracking, variance, the best so far; True when auto-stop ends the run."""
+    ema = st.ema
+    st.ema = out if ema is None or not use_ema else settings.exp_weight * ema + (1 - settings.exp_weight) * out
+    candidate = st.ema if use_ema else out
+    st.losses.append(loss)
+    psnr_in = psnr_from_mse(loss)
+    if i % settings.check_every == 0:
+        # Backtracking: a drop of more than backtrack_db against the input means the
+        # fit collapsed; otherwise this state becomes the one to come back to.
+        if settings.backtrack and psnr_in < st.last_check - settings.backtrack_db:
+            session.restore(st.snap)
+            st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
+        else:
+            st.snap, st.last_check = session.snapshot(), psnr_in
+            st.snap_ema = None if st.ema is None else st.ema.copy()
+    if st.wmv is not None and use_ema and i == st.wmv_iter + _ema_lag(settings.exp_weight):
+        # The EMA lags the outputs by w / (1 - w) steps: the average centred on the
+        # variance minimum is the one this many steps after it.
+        st.wmv_choice = st.ema.copy()
+        if by_variance:
+            st.chosen = st.wmv_choice
+    if st.wmv is not None:
+        var = st.wmv.push(out)
+        if var is not None:
+            st.variances.append(var)
+            if var < st.wmv_min:
+                st.wmv_min, st.wmv_iter, st.wmv_choice = var, i, candidate.copy()
+                # Without EMA the output at the minimum is net(z) there, as a fixed run's
+                # final output is: kept as the state, evaluated once at the end.
+                st.wmv_snap = None if use_ema else session.snapshot()
+                if by_variance:
+                    st.chosen, st.chosen_iter = st.wmv_choice, i
+            elif settings.stop == "auto" and i - st.wmv_iter >= settings.patience:
+                return True
+    score = None
+    if reference is not None:
+        p_out = psnr(out, reference)
+        st.psnrs.append(p_out)
+        st.psnrs_ema.append(psnr(st.ema, reference) if use_ema else p_out)
+        if settings.trace_output:
+            st.psnrs_output.append(psnr(session.output(), reference))
+        # With a reference the better of the output and its average is kept.
+        score, candidate = (st.psnrs_ema[-1], st.ema) if st.psnrs_ema[-1] >= p_out else (p_out, out)
+        if settings.keep == "best" and score > st.best_score:
+            st.best_score, st.chosen, st.chosen_iter = score, candidate.copy(), i
+    if on_step is not None:
+        current = _pick(st.chosen, candidate)
+        on_step(StepInfo(i, settings.iters, loss, psnr_in, score, st.rollbacks, lambda: current))
+    return False
+
+
+def _ema_lag(weight: float) -> int:
+    return round(weight / (1 - weight))
 
 
 def _output_at(session: Session, snap: object) -> np.ndarray:

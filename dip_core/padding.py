@@ -97,9 +97,14 @@ class CroppedSession:
     def restore(self, snap: Any) -> None:
         self.inner.restore(snap)
 
+    def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
+        return self.inner.to_arrays(snap)
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
+        return self.inner.from_arrays(arrays)
+
     def set_lr(self, lr: float) -> None:
         self.inner.set_lr(lr)
 
     def weights(self) -> Weights:
         return self.inner.weights()
-

@@ -45,3 +45,16 @@ class WindowVariance:
         n = self.window
         var = (self._sumsq - float(np.dot(self._sum, self._sum)) / n) / (n * flat.size)
         return max(var, 0.0)
+
+    def state(self) -> tuple[dict[str, np.ndarray], tuple[float, int]]:
+        """The window's contents and sums, exactly (checkpoints)."""
+        arrays = {} if self._ring is None else {"ring": self._ring.copy(), "sum": self._sum.copy()}
+        return arrays, (self._sumsq, self._count)
+
+    def load_state(self, arrays: dict[str, np.ndarray], scalars: tuple[float, int]) -> None:
+        """Continue from what `state` returned."""
+        if "ring" in arrays:
+            if arrays["ring"].shape[0] != self.window:
+                raise ValueError(f"a window of {arrays['ring'].shape[0]} outputs cannot go on as one of {self.window}")
+            self._ring, self._sum = arrays["ring"].copy(), arrays["sum"].copy()
+        self._sumsq, self._count = float(scalars[0]), int(scalars[1])

@@ -9,7 +9,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
-from mlx.utils import tree_map
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from dip_core.backend import SessionSpec
 from dip_core.weights import Weights
@@ -72,6 +72,23 @@ class MLXSession:
         for name, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
             self.opt.state[name] = value
         self.key = key
+
+    def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
+        """A snapshot as named numpy arrays (for a checkpoint file)."""
+        params, opt_state, key = snap
+        arrays = {f"net/{k}": np.array(v) for k, v in tree_flatten(params)}
+        arrays.update({f"opt/{k}": np.array(v) for k, v in tree_flatten(opt_state)})
+        arrays["key"] = np.array(key)
+        return arrays
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
+        """The snapshot that `to_arrays` wrote."""
+
+        def tree(prefix: str) -> Any:
+            n = len(prefix)
+            return tree_unflatten([(k[n:], mx.array(v)) for k, v in arrays.items() if k.startswith(prefix)])
+
+        return (tree("net/"), tree("opt/"), mx.array(arrays["key"]))
 
     def set_lr(self, lr: float) -> None:
         self.opt.learning_rate = lr

@@ -55,6 +55,33 @@ class TorchSession:
         self.opt.load_state_dict(opt_state)
         self.gen.set_state(gen_state)
 
+    def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
+        """A snapshot as named numpy arrays (for a checkpoint file)."""
+        net_state, opt_state, gen_state = snap
+        arrays = {f"net/{k}": v.detach().cpu().numpy().copy() for k, v in net_state.items()}
+        for index, slots in opt_state["state"].items():
+            for name, value in slots.items():
+                arrays[f"opt/{index}/{name}"] = value.detach().cpu().numpy().copy()
+        arrays["opt/lr"] = np.array([g["lr"] for g in opt_state["param_groups"]], np.float64)
+        arrays["gen"] = gen_state.numpy().copy()
+        return arrays
+
+    def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
+        """The snapshot that `to_arrays` wrote."""
+        dev = self.backend.torch_device
+        net_state = {k[4:]: torch.from_numpy(v.copy()).to(dev) for k, v in arrays.items() if k.startswith("net/")}
+        state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in arrays.items():
+            parts = key.split("/")
+            if parts[0] == "opt" and len(parts) == 3:
+                tensor = torch.from_numpy(value.copy())
+                # Adam keeps its step count on the CPU; the moments live with the parameters.
+                state.setdefault(int(parts[1]), {})[parts[2]] = tensor if parts[2] == "step" else tensor.to(dev)
+        groups = copy.deepcopy(self.opt.state_dict()["param_groups"])
+        for group, lr in zip(groups, arrays["opt/lr"], strict=True):
+            group["lr"] = float(lr)
+        return (net_state, {"state": state, "param_groups": groups}, torch.from_numpy(arrays["gen"].copy()))
+
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
             group["lr"] = lr

@@ -149,3 +149,28 @@ def test_auto_stop_with_a_reference_reports_the_gap(noisy):
     assert rep["stopping"] == {"stop": "auto", "window": 5, "patience": 10}
     if rep["stopped_early"]:
         assert rep["iters"] == rep["stop_iter"] + 10
+
+
+def test_auto_stop_with_ema_returns_the_average_centred_on_the_minimum():
+    class Drift(FakeSession):
+        def __init__(self):
+            super().__init__([])
+            self.outs = []
+
+        def step(self):
+            self.t += 1
+            spread = abs(self.t - 30) / 100 + 0.01
+            out = (0.5 + spread * np.random.default_rng(self.t).standard_normal((4, 4, 1))).astype(np.float32)
+            self.outs.append(out)
+            return 1e-2, out
+
+    session = Drift()
+    w = 0.75  # the EMA lags by w / (1 - w) = 3 steps
+    result = fit(session, FitSettings(iters=300, window=5, stop="auto", patience=20, exp_weight=w))
+    ema = session.outs[0]
+    emas = [ema]
+    for out in session.outs[1:]:
+        ema = w * ema + (1 - w) * out
+        emas.append(ema)
+    assert result.selection == "wmv" and result.stopped_early
+    assert np.allclose(result.result, emas[result.stop_iter + 3 - 1])
