@@ -71,9 +71,9 @@ def test_a_checkpoint_of_another_run_is_refused(images, tmp_path):
     common = {"backend": BACKENDS[0], "device": "cpu", "iters": 12, **TINY}
     with pytest.raises(Crash):
         restore("denoise", images["noisy"], checkpoint=ckpt, checkpoint_every=5, on_step=_crash_at(8), **common)
-    with pytest.raises(CheckpointError, match="another run.*seed"):
+    with pytest.raises(CheckpointError, match=r"another run.*seed"):
         restore("denoise", images["noisy"], checkpoint=ckpt, resume=True, seed=1, **common)
-    with pytest.raises(CheckpointError, match="another run.*inputs"):
+    with pytest.raises(CheckpointError, match=r"another run.*inputs"):
         restore("denoise", images["clean"], checkpoint=ckpt, resume=True, **common)
     ckpt.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(CheckpointError, match="not a readable dip checkpoint"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -17,7 +19,7 @@ def test_spans_cover_the_side_with_the_overlap(length, tile, overlap):
     s = spans(length, tile, overlap)
     assert s[0][0] == 0 and s[-1][1] == length
     assert all(e - b == min(tile, length) for b, e in s)
-    for (b0, e0), (b1, _) in zip(s, s[1:]):
+    for (b0, e0), (b1, _) in itertools.pairwise(s):
         assert e0 - b1 >= overlap and b1 > b0  # neighbours overlap by at least `overlap`
 
 
