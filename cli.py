@@ -18,6 +18,7 @@ from PIL import Image as PILImage
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from dip_core.backend import BackendName, BackendUnavailable, Device, DeviceUnavailable, available_backends, get_backend
 from dip_core.config import NETS, load_config, min_size
@@ -28,7 +29,29 @@ from dip_core.padding import PadMode
 from dip_core.params import count_params
 from dip_core.presets import Task
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (unknown task, bad option value, ...) as one line and exit code 2, like every other error."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            code = 130
+        except typer.TyperException as exc:  # the command line's own errors (typer's click)
+            code = getattr(exc, "exit_code", 2)
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # `dip` alone: the help
+            else:
+                message = " ".join(exc.format_message().split())
+                _err().print(f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     help="Deep Image Prior: restore one image by fitting a random network to it. MLX first, PyTorch beside it.",
     no_args_is_help=True,
     add_completion=False,
@@ -235,6 +258,10 @@ def run(
     pad: Annotated[
         PadMode, typer.Option(help="reflect: pad to a multiple of 2^depth and crop back; none: only tiny images.")
     ] = PadMode.REFLECT,
+    tile: Annotated[
+        int, typer.Option(min=0, help="Restore in overlapping tiles of this many input pixels; 0: whole image.")
+    ] = 0,
+    overlap: Annotated[int, typer.Option(min=0, help="Overlap of neighbouring tiles (pixels), blended.")] = 32,
     checkpoint_every: Annotated[
         int, typer.Option(min=0, help="Write a checkpoint (OUT_stem.ckpt.npz) every K iterations; 0: none.")
     ] = 0,
@@ -258,6 +285,8 @@ def run(
     inputs = [p for p in (image, mask, reference) if p is not None]
     if kernel and Path(kernel).exists():
         inputs.append(Path(kernel))
+    if tile and (checkpoint_every or resume or save_every or plot):
+        raise UsageError("--tile does not work with --checkpoint-every, --resume, --save-every or --plot yet")
     ckpt = out.with_name(f"{out.stem}.ckpt.npz")
     if resume and not ckpt.is_file():
         raise UsageError(f"no checkpoint to resume at {ckpt} (a run writes one with --checkpoint-every K)")
@@ -277,44 +306,47 @@ def run(
         "input_channels": input_channels,
     }
     progress = None if quiet else _progress()
-    bar = None
-
-    def on_step(info: StepInfo) -> None:
-        rate = info.i / max(time.perf_counter() - started, 1e-9)
-        psnr_text = f"PSNR {info.psnr:.2f} dB" if info.psnr is not None else f"fit {info.psnr_input:.1f} dB"
-        progress.update(bar, completed=info.i, speed=f"{rate:.1f} it/s", loss=f"{info.loss:.2e}", psnr=psnr_text)
-
-    started = time.perf_counter()
+    bar = _Bar(progress)
     with _handle_sigterm(), progress or contextlib.nullcontext():
-        if progress is not None:
-            planned = resolve_preset(task.value, preset, factor, **overrides).iters
-            bar = progress.add_task(task.value, total=planned, speed="", loss="-", psnr="")
-        result = restore(
-            task.value,
-            img,
-            backend=backend,
-            device=device,
-            mask=mask,
-            mask_color=mask_color,
-            factor=factor,
-            kernel=kernel,
-            drop=drop,
-            reference=reference,
-            seed=seed,
-            preset=preset,
-            keep=keep.value,
-            stop=stop.value,
-            window=window,
-            patience=patience,
-            pad=pad.value,
-            checkpoint=ckpt if (checkpoint_every or resume) else None,
-            checkpoint_every=checkpoint_every,
-            resume=resume,
-            on_step=on_step if progress is not None else None,
-            save_every=save_every,
-            save_to=out if save_every else None,
+        common: dict[str, Any] = {
+            "backend": backend,
+            "device": device,
+            "mask": mask,
+            "mask_color": mask_color,
+            "factor": factor,
+            "kernel": kernel,
+            "drop": drop,
+            "reference": reference,
+            "seed": seed,
+            "preset": preset,
+            "keep": keep.value,
+            "stop": stop.value,
+            "window": window,
+            "patience": patience,
+            "pad": pad.value,
+            "on_step": bar.step if progress is not None else None,
             **overrides,
-        )
+        }
+        planned = resolve_preset(task.value, preset, factor, **overrides).iters
+        if tile:
+            from dip_core.api import restore_tiled
+
+            def on_tile(k: int, n: int) -> None:
+                bar.tile(task.value, k, n, planned)
+
+            result = restore_tiled(task.value, img, tile, overlap, on_tile=on_tile, **common)
+        else:
+            bar.tile(task.value, 0, 1, planned)
+            result = restore(
+                task.value,
+                img,
+                checkpoint=ckpt if (checkpoint_every or resume) else None,
+                checkpoint_every=checkpoint_every,
+                resume=resume,
+                save_every=save_every,
+                save_to=out if save_every else None,
+                **common,
+            )
     save_image(out, result.image)
     written = [out]
     if baseline is not None:
@@ -340,10 +372,39 @@ def run(
         ckpt.unlink()  # the run is complete: nothing is left to resume
 
 
+class _Bar:
+    """The progress bar of a run: one bar, advanced through the tiles of a tiled run."""
+
+    def __init__(self, progress: Progress | None) -> None:
+        self.progress = progress
+        self.id: Any = None
+        self.offset = 0
+        self.started = time.perf_counter()
+
+    def tile(self, name: str, k: int, n: int, iters: int) -> None:
+        if self.progress is None:
+            return
+        if self.id is None:
+            self.id = self.progress.add_task(name, total=iters * n, speed="", loss="-", psnr="")
+        self.offset = k * iters
+        if n > 1:
+            self.progress.update(self.id, description=f"{name} tile {k + 1}/{n}", completed=self.offset)
+
+    def step(self, info: StepInfo) -> None:
+        done = self.offset + info.i
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        psnr_text = f"PSNR {info.psnr:.2f} dB" if info.psnr is not None else f"fit {info.psnr_input:.1f} dB"
+        self.progress.update(self.id, completed=done, speed=f"{rate:.1f} it/s", loss=f"{info.loss:.2e}", psnr=psnr_text)
+
+
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:
     line = f"{rep['task']} on {rep['backend']} ({rep['device']}): {rep['iters']} iterations"
     line += f", {rep['ms_per_iter']:.1f} ms/iter"
-    if rep.get("psnr") is not None:
+    if "tiles" in rep:
+        line += f" over {len(rep['tiles'])} tiles of {rep['tile']} px (overlap {rep['overlap']})"
+        if rep.get("psnr_result") is not None:
+            line += f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB"
+    elif rep.get("psnr") is not None:
         line += (
             f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB "
             f"(best {rep['best_psnr']:.2f} dB at {rep['best_iter']}), SSIM {rep['ssim']:.3f}"

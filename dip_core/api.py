@@ -103,7 +103,7 @@ def restore(
     every that many iterations; `resume` goes on from that file to the same
     result an uninterrupted run gives.
     """
-    task = Task(task)
+    task = _task(task)
     if keep not in ("best", "last") or stop not in ("fixed", "auto"):
         raise ProblemError(f"keep must be best or last and stop fixed or auto, got {keep!r} and {stop!r}")
     if pad not in {m.value for m in PadMode}:
@@ -176,6 +176,13 @@ def restore(
     return Result(out_image, report, result, problem, ref)
 
 
+def _task(task: Task | str) -> Task:
+    try:
+        return Task(task)
+    except ValueError:
+        raise ProblemError(f"unknown task {task!r}; choose one of {', '.join(t.value for t in Task)}") from None
+
+
 def _problem(
     task: Task,
     img: Image,
@@ -222,7 +229,7 @@ def restore_tiled(
     """
     if options.get("checkpoint") is not None or options.get("resume"):
         raise ProblemError("checkpoints and --resume do not work with tiles yet")
-    task = Task(task)
+    task = _task(task)
     img = as_image(image)
     settings = resolve_preset(task, preset, factor, **{k: v for k, v in options.items() if k in _PRESET_FIELDS})
     problem = _problem(task, img, settings, mask, mask_color, kernel, drop, seed)

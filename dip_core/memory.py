@@ -44,6 +44,14 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
+def _tile_that_fits(cfg: SkipConfig, free: int) -> int:
+    """The largest tile side (a multiple of 64) whose fit the estimate puts within `free`."""
+    side = 64
+    while side < 8192 and estimate_bytes(cfg, side + 64, side + 64) <= free:
+        side += 64
+    return side
+
+
 def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any) -> int:
     """Raise when the estimate exceeds what the backend's device has free; return the estimate."""
     need = estimate_bytes(cfg, height, width)
@@ -51,6 +59,7 @@ def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any) -> int:
     if free is not None and need > free:
         raise MemoryError_(
             f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
-            f"{free / 2**30:.1f} GiB free; downscale the image or use a smaller network (--net small)"
+            f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free)}), "
+            "use a smaller network (--net small) or downscale it"
         )
     return need
