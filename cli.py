@@ -251,8 +251,12 @@ def run(
         Keep, typer.Option(help="best: by PSNR with --reference, by output variance without; last.")
     ] = Keep.BEST,
     stop: Annotated[
-        Stop, typer.Option(help="auto: stop when the output variance (ES-WMV) has not improved for --patience.")
-    ] = Stop.FIXED,
+        Stop | None,
+        typer.Option(
+            help="auto: stop when the output variance (ES-WMV) has had no new minimum for --patience iterations; "
+            "default: auto for denoise, jpeg, restore and sr unless --iters is given, else fixed."
+        ),
+    ] = None,
     window: Annotated[int, typer.Option(min=2, help="ES-WMV window (outputs).")] = 100,
     patience: Annotated[int, typer.Option(min=1, help="ES-WMV patience (iterations).")] = 1000,
     pad: Annotated[
@@ -320,7 +324,7 @@ def run(
             "seed": seed,
             "preset": preset,
             "keep": keep.value,
-            "stop": stop.value,
+            "stop": None if stop is None else stop.value,
             "window": window,
             "patience": patience,
             "pad": pad.value,

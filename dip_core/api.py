@@ -76,7 +76,7 @@ def restore(
     seed: int = 0,
     preset: str | None = None,
     keep: str = "best",
-    stop: str = "fixed",
+    stop: str | None = None,
     patience: int = 1000,
     window: int = 100,
     trace_output: bool = False,
@@ -104,6 +104,7 @@ def restore(
     result an uninterrupted run gives.
     """
     task = _task(task)
+    stop = default_stop(task, overrides.get("iters")) if stop is None else stop
     if keep not in ("best", "last") or stop not in ("fixed", "auto"):
         raise ProblemError(f"keep must be best or last and stop fixed or auto, got {keep!r} and {stop!r}")
     if pad not in {m.value for m in PadMode}:
@@ -174,6 +175,17 @@ def restore(
     if ckpt is not None:
         report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
     return Result(out_image, report, result, problem, ref)
+
+
+AUTO_STOP_TASKS = frozenset({Task.DENOISE, Task.JPEG, Task.RESTORE, Task.SR})
+
+
+def default_stop(task: Task | str, iters: int | None) -> str:
+    """ES-WMV auto-stop where it was measured to help (denoise, jpeg, restore, sr) unless an iteration count is given.
+
+    The preset's count is then the most the run may take.
+    """
+    return "auto" if Task(task) in AUTO_STOP_TASKS and iters is None else "fixed"
 
 
 def _task(task: Task | str) -> Task:

@@ -174,3 +174,16 @@ def test_auto_stop_with_ema_returns_the_average_centred_on_the_minimum():
         emas.append(ema)
     assert result.selection == "wmv" and result.stopped_early
     assert np.allclose(result.result, emas[result.stop_iter + 3 - 1])
+
+
+@pytest.mark.parametrize("task", ["denoise", "jpeg", "inpaint", "restore", "sr", "deblur"])
+def test_auto_stop_is_the_default_where_it_was_measured_unless_iters_are_given(task):
+    from dip_core.api import default_stop
+
+    assert default_stop(task, None) == ("auto" if task in ("denoise", "jpeg", "restore", "sr") else "fixed")
+    assert default_stop(task, 500) == "fixed"
+
+
+def test_an_iteration_count_makes_the_run_fixed(noisy):
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, **SMALL)
+    assert r.report["stopping"]["stop"] == "fixed"
