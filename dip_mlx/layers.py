@@ -95,36 +95,68 @@ def conv2d_stride2(x: mx.array, w: mx.array) -> mx.array:
     return out[:, : (rows - k) // 2 + 1, : (cols - k) // 2 + 1, :]
 
 
-@mx.custom_function
-def conv2d_gemm_grad(x: mx.array, w: mx.array) -> mx.array:
-    """Stride-1 valid convolution whose gradients are forward convolutions and GEMMs.
+def _tap_gemms(flat: mx.array, taps: mx.array, width: int, k: int, rows: int) -> mx.array:
+    """Sum over the k*k taps of (the rows of `flat` shifted to the tap) @ (the tap's matrix).
 
-    Same values as mx.conv2d; on the CPU MLX's own backward of a 1x1
-    convolution takes several times its forward.
+    `flat` is an image of row length `width` as a (pixels, channels) matrix: the
+    pixel under tap (i, j) of output pixel p is row p + i * width + j, so every
+    tap is a contiguous block of rows, and no im2col copy is made.
     """
-    return mx.conv2d(x, w)
+    y = None
+    for t in range(k * k):
+        offset = (t // k) * width + t % k
+        block = flat[offset : offset + rows]
+        y = block @ taps[t] if y is None else mx.addmm(y, block, taps[t])
+    return y
 
 
-@conv2d_gemm_grad.vjp
-def _conv2d_gemm_grad_vjp(primals: list[mx.array], dy: mx.array, out: mx.array) -> tuple[mx.array, mx.array]:
-    x, w = primals
+def _shifted_conv(x: mx.array, taps: mx.array, k: int) -> mx.array:
+    """Valid stride-1 convolution of one image (1, H, W, C) with taps (k*k, C, O)."""
+    _, rows, cols, c = x.shape
+    out_rows, out_cols = rows - k + 1, cols - k + 1
+    # Outputs are computed on the input's full row length; the last k-1 columns of
+    # each row wrap around and are cut off (the final ones would run past the end).
+    n = out_rows * cols - (k - 1)
+    y = _tap_gemms(x.reshape(rows * cols, c), taps, cols, k, n)
+    y = mx.pad(y, [(0, k - 1), (0, 0)]).reshape(1, out_rows, cols, -1)
+    return y[:, :, :out_cols, :]
+
+
+@mx.custom_function
+def conv2d_shifted(x: mx.array, w: mx.array) -> mx.array:
+    """Stride-1 valid convolution of one image as k*k shifted GEMMs, forward and backward.
+
+    Same values as mx.conv2d. On the CPU, MLX's convolution spends more time
+    copying its im2col matrix than multiplying; here every product reads the
+    input in place, and both gradients are built the same way.
+    """
     k = w.shape[1]
-    c, o = x.shape[3], dy.shape[3]
-    # Input gradient: full correlation of dy with the flipped kernel, in/out channels swapped.
-    flipped = w[:, ::-1, ::-1, :].transpose(3, 1, 2, 0)
+    return _shifted_conv(x, w.transpose(1, 2, 3, 0).reshape(k * k, w.shape[3], w.shape[0]), k)
+
+
+@conv2d_shifted.vjp
+def _conv2d_shifted_vjp(primals: list[mx.array], dy: mx.array, out: mx.array) -> tuple[mx.array, mx.array]:
+    x, w = primals
+    _, rows, cols, c = x.shape
+    o, k = w.shape[0], w.shape[1]
+    out_rows = rows - k + 1
+    n = out_rows * cols - (k - 1)
+    # Weight gradient: dy on the input's row length (zero in the wrapped columns) against each tap's rows.
+    dy_flat = mx.pad(dy, [(0, 0), (0, 0), (0, k - 1), (0, 0)]).reshape(out_rows * cols, o)[:n]
+    x_flat = x.reshape(rows * cols, c)
+    offsets = [(t // k) * cols + t % k for t in range(k * k)]
+    dw = mx.stack([x_flat[s : s + n].T @ dy_flat for s in offsets])  # (k*k, C, O)
+    dw = dw.reshape(k, k, c, o).transpose(3, 0, 1, 2)
+    # Input gradient: the full correlation of dy with the flipped kernel, channels swapped.
     dy_padded = mx.pad(dy, [(0, 0), (k - 1, k - 1), (k - 1, k - 1), (0, 0)]) if k > 1 else dy
-    dx = mx.conv2d(dy_padded, flipped)
-    if k == 1:  # weight gradient: one GEMM
-        dw = (dy.reshape(-1, o).T @ x.reshape(-1, c)).reshape(o, 1, 1, c)
-    else:  # weight gradient: a forward convolution with batch and channels swapped
-        dw = mx.conv2d(x.transpose(3, 1, 2, 0), dy.transpose(3, 1, 2, 0)).transpose(3, 1, 2, 0)
-    return dx, dw
+    flipped = w[:, ::-1, ::-1, :].transpose(1, 2, 0, 3).reshape(k * k, o, c)
+    return _shifted_conv(dy_padded, flipped, k), dw
 
 
 def plain_conv(x: mx.array, w: mx.array) -> mx.array:
-    """Stride-1 convolution: explicit-gradient version on the CPU, MLX's own on a GPU."""
+    """Stride-1 convolution: shifted GEMMs on the CPU, MLX's own kernel on a GPU."""
     if mx.default_device() == mx.cpu and x.shape[0] == 1:
-        return conv2d_gemm_grad(x, w)
+        return conv2d_shifted(x, w)
     return mx.conv2d(x, w)
 
 

@@ -142,16 +142,32 @@ def test_space_to_depth_stride2_equals_strided_conv(size, kernel, rng):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)
 
 
-@pytest.mark.parametrize("size", [(10, 10), (7, 9)])
+@pytest.mark.parametrize("size", [(10, 10), (7, 9), (5, 13)])
 @pytest.mark.parametrize("kernel", [1, 2, 3, 5])
-def test_explicit_gradient_conv_equals_mlx_conv(size, kernel, rng):
-    """The convolution with hand-written gradients replaces mx.conv2d (values and both gradients)."""
+def test_shifted_gemm_conv_equals_mlx_conv(size, kernel, rng):
+    """The shifted-GEMM convolution replaces mx.conv2d (values and both gradients)."""
     x = mx.array(rng.standard_normal((1, *size, 5)).astype(np.float32))
     w = mx.array(rng.standard_normal((3, kernel, kernel, 5)).astype(np.float32))
     ref = mx.conv2d(x, w)
-    np.testing.assert_allclose(np.array(ml.conv2d_gemm_grad(x, w)), np.array(ref), atol=1e-5)
+    np.testing.assert_allclose(np.array(ml.conv2d_shifted(x, w)), np.array(ref), atol=1e-5)
     ct = mx.array(rng.standard_normal(ref.shape).astype(np.float32))
     g_ref = mx.grad(lambda a, b: mx.sum(mx.conv2d(a, b) * ct), argnums=(0, 1))(x, w)
-    g_new = mx.grad(lambda a, b: mx.sum(ml.conv2d_gemm_grad(a, b) * ct), argnums=(0, 1))(x, w)
+    g_new = mx.grad(lambda a, b: mx.sum(ml.conv2d_shifted(a, b) * ct), argnums=(0, 1))(x, w)
     for a, b in zip(g_new, g_ref, strict=True):
         np.testing.assert_allclose(np.array(a), np.array(b), atol=1e-4)
+
+
+def test_shifted_gemm_conv_is_at_least_as_accurate(rng):
+    """Against a float64 reference the shifted-GEMM convolution errs no more than mx.conv2d (or torch fp32)."""
+    x = rng.standard_normal((1, 34, 37, 32)).astype(np.float32)
+    w = (0.1 * rng.standard_normal((16, 3, 3, 32))).astype(np.float32)
+    ref = sum(
+        np.einsum("hwc,oc->hwo", x[0, i : i + 32, j : j + 35].astype(np.float64), w[:, i, j].astype(np.float64))
+        for i in range(3)
+        for j in range(3)
+    )
+
+    def rms(y):
+        return float(np.sqrt(np.mean((np.array(y)[0] - ref) ** 2)))
+
+    assert rms(ml.conv2d_shifted(mx.array(x), mx.array(w))) <= rms(mx.conv2d(mx.array(x), mx.array(w)))
