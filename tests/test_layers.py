@@ -171,3 +171,17 @@ def test_shifted_gemm_conv_is_at_least_as_accurate(rng):
         return float(np.sqrt(np.mean((np.array(y)[0] - ref) ** 2)))
 
     assert rms(ml.conv2d_shifted(mx.array(x), mx.array(w))) <= rms(mx.conv2d(mx.array(x), mx.array(w)))
+
+
+@pytest.mark.parametrize("shape", [(1, 7, 9, 5), (1, 2, 2, 3), (1, 16, 11, 32)])
+def test_closed_form_batch_norm_gradient_equals_autodiff(shape, rng):
+    """The hand-written BatchNorm gradient replaces MLX's autodiff of it (values and all three gradients)."""
+    x = mx.array((3 + 2 * rng.standard_normal(shape)).astype(np.float32))
+    w = mx.array(rng.standard_normal(shape[-1]).astype(np.float32))
+    b = mx.array(rng.standard_normal(shape[-1]).astype(np.float32))
+    ct = mx.array(rng.standard_normal(shape).astype(np.float32))
+    np.testing.assert_allclose(np.array(ml.batch_norm_closed_form(x, w, b)), np.array(ml.batch_norm(x, w, b)))
+    g_ref = mx.grad(lambda *a: mx.sum(ml.batch_norm(*a) * ct), argnums=(0, 1, 2))(x, w, b)
+    g_new = mx.grad(lambda *a: mx.sum(ml.batch_norm_closed_form(*a) * ct), argnums=(0, 1, 2))(x, w, b)
+    for a, r in zip(g_new, g_ref, strict=True):
+        np.testing.assert_allclose(np.array(a), np.array(r), rtol=1e-4, atol=1e-4)
