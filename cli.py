@@ -869,6 +869,7 @@ def doctor() -> None:
         + (f", GPU: {fp['gpu']}" if fp["gpu"] else ""),
         highlight=False,
     )
+    _out().print(f"memory allocator: {fp['allocator']}", highlight=False)
     table = Table("backend", "version", "device", "BLAS", "matmul 2048² fp32")
     advice = []
     for name in BackendName:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dip_core.allocator import tune_allocator
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -91,6 +93,7 @@ def fingerprint() -> dict[str, Any]:
         "mlx": _version("mlx"),
         "torch": _version("torch"),
         "blas": blas(),
+        "allocator": tune_allocator(),
         "dip_revision": git_revision(),
     }
 

@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from dip_core.allocator import tune_allocator
 from dip_core.config import SkipConfig
 from dip_core.degrade import Operator
 from dip_core.errors import UserError
@@ -166,6 +167,7 @@ def get_backend(name: BackendName | str = BackendName.MLX, device: Device | str 
             f"unknown device {device!r}; choose one of {', '.join(d.value for d in Device)}"
         ) from None
     framework = _FRAMEWORKS[name]
+    tune_allocator()  # before the framework allocates anything: see dip_core/allocator.py
     if importlib.util.find_spec(framework) is None:
         raise BackendUnavailable(f"the {name.value} backend needs {framework}: {install_hint(name)}")
     try:
