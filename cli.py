@@ -699,8 +699,9 @@ def backends() -> None:
         note = ""
         if name is BackendName.MLX:
             from dip_mlx import BLAS
+            from dip_mlx.cpu_kernels import status
 
-            note = f"BLAS: {BLAS.name}"
+            note = f"BLAS: {BLAS.name}; CPU kernels: {status()}"
         table.add_row(name.value, "[green]ok[/]", b.device, note)
     _out().print(table)
 
@@ -896,6 +897,10 @@ def doctor() -> None:
         info = load_blas()
         if info.path is None and sys.platform.startswith("linux"):
             advice.append(f"mlx: {info.note}")
+        if sys.platform.startswith("linux"):
+            _out().print(f"mlx CPU kernels: {fp['mlx_cpu_kernels']}", highlight=False)
+            if not fp["mlx_cpu_kernels"].startswith(("on", "off")):
+                advice.append("mlx: for ~2x faster MLX on the CPU build its kernels: python -m dip_mlx.build_kernels")
     for line in advice or ["nothing to add: every backend is installed and uses a fast BLAS"]:
         _out().print(f"- {line}", highlight=False)
 

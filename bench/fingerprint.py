@@ -72,6 +72,15 @@ def blas() -> dict[str, str | None]:
     return out
 
 
+def mlx_cpu_kernels() -> str | None:
+    """Whether dip_mlx's compiled CPU kernels are in use (Linux)."""
+    if _version("mlx") is None:
+        return None
+    from dip_mlx.cpu_kernels import status
+
+    return status()
+
+
 def git_revision() -> str | None:
     rev = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
     if rev and _run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]):
@@ -93,6 +102,7 @@ def fingerprint() -> dict[str, Any]:
         "mlx": _version("mlx"),
         "torch": _version("torch"),
         "blas": blas(),
+        "mlx_cpu_kernels": mlx_cpu_kernels(),
         "allocator": tune_allocator(),
         "dip_revision": git_revision(),
     }

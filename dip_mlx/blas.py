@@ -19,6 +19,10 @@ from pathlib import Path
 
 # Set DIP_BLAS to a library path to force one, or to "bundled" to keep MLX's own.
 ENV_VAR = "DIP_BLAS"
+# OpenBLAS's idle threads spin for 2^28 cycles by default after each product; between the
+# products of a step the CPU kernels need those cores (a Winograd convolution ran 1.5x
+# slower). 2^4 puts them to sleep at once; a user's own setting wins.
+THREAD_TIMEOUT = ("OPENBLAS_THREAD_TIMEOUT", "4")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ def load_blas() -> BlasInfo:
             "bundled (reference BLAS)", None, "mlx.core was imported before dip_mlx: too late to load a faster BLAS"
         )
     forced = os.environ.get(ENV_VAR, "").strip()
+    os.environ.setdefault(*THREAD_TIMEOUT)  # read when OpenBLAS starts its threads
     if forced.lower() == "bundled":
         return BlasInfo("bundled (reference BLAS)", None, f"{ENV_VAR}=bundled keeps MLX's own BLAS")
     if forced:

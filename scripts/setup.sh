@@ -29,4 +29,11 @@ if [ -z "${TORCH_SPEC:-}" ]; then
 fi
 "${PIP[@]}" install "$TORCH_SPEC"
 "${PIP[@]}" install -e ".[mlx,torch,dev]"
+
+# Linux: compile MLX's CPU kernels for this machine (dip_mlx/csrc); without them the
+# MLX backend falls back to MLX's own, slower, ops on the CPU.
+if [ "$(uname -s)" = Linux ]; then
+    .venv/bin/python -m dip_mlx.build_kernels --quiet \
+        || echo "setup: the MLX CPU kernels did not build; MLX's own ops will be used on the CPU" >&2
+fi
 echo "setup: done (.venv/bin/dip)"

@@ -46,4 +46,3 @@ def test_large_buffers_come_from_the_heap_once_tuned() -> None:
 def test_default_allocator_mmaps_them() -> None:
     """The control: the same probe with tuning switched off maps the buffer."""
     assert _mmapped("default") >= 64 << 20
-

@@ -1,0 +1,141 @@
+"""The compiled CPU kernels (csrc/cpu_kernels.cpp) in the network's terms, and whether they can be used.
+
+An activation on this path is an `Act`: an MLX buffer (1, Hb, Wb, C) and the
+region of it that holds the image. A BatchNorm output carries `border` pixels
+of real padding around its region, so the next convolution reads it in place;
+a convolution's output has junk columns right of its region, which only the
+kernels that know the region read. `Act.image()` gives the plain array.
+
+Set DIP_CPU_KERNELS=0 to run MLX's own ops instead, DIP_WINOGRAD=0 to run
+3x3 convolutions tap by tap (for comparisons).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import mlx.core as mx
+
+from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, SkipConfig, Upsample
+
+ENV_VAR = "DIP_CPU_KERNELS"
+WINOGRAD_VAR = "DIP_WINOGRAD"
+
+try:
+    from dip_mlx import _cpu_kernels as _k
+except ImportError:  # not built (macOS, no compiler): MLX's own ops
+    _k = None
+
+
+def _self_test() -> str | None:
+    """None when the module works with this MLX; else why not."""
+    if _k is None:
+        return "not built (python -m dip_mlx.build_kernels)"
+    if _k.mlx_version != mx.__version__:
+        rebuild = "rebuild: python -m dip_mlx.build_kernels"
+        return f"built for mlx {_k.mlx_version}, mlx {mx.__version__} installed ({rebuild})"
+    try:
+        with mx.stream(mx.cpu):
+            x = mx.ones((1, 3, 3, 2))
+            y = _k.conv(x, mx.ones((1, 1, 1, 2)), 1, [0, 0, 3, 3])
+            mx.eval(y)
+        if float(y[0, 0, 0, 0]) != 2.0:
+            return "self-test gave a wrong result"
+    except (TypeError, RuntimeError, ValueError) as exc:  # e.g. a nanobind ABI that does not match MLX's
+        return f"self-test failed ({exc.__class__.__name__}: {str(exc).splitlines()[0]})"
+    return None
+
+
+_PROBLEM = _self_test()
+
+
+def status() -> str:
+    """One line for `dip doctor` and the fingerprint."""
+    if os.environ.get(ENV_VAR, "").strip() == "0":
+        return f"off ({ENV_VAR}=0)"
+    if _PROBLEM is not None:
+        return _PROBLEM
+    return f"on ({_k.threads()} threads)"
+
+
+def enabled() -> bool:
+    return _PROBLEM is None and os.environ.get(ENV_VAR, "").strip() != "0"
+
+
+def supports(cfg: SkipConfig) -> bool:
+    """The network's layers are all ones these kernels implement."""
+    return (
+        cfg.act in (Act.LEAKY_RELU, Act.NONE)
+        and cfg.downsample is Downsample.STRIDE
+        and cfg.upsample in (Upsample.BILINEAR, Upsample.NEAREST)
+        and all(k % 2 == 1 for k in (cfg.filter_size_down, cfg.filter_size_up, cfg.filter_skip_size))
+    )
+
+
+def usable(cfg: SkipConfig, x: mx.array) -> bool:
+    """Run this network on this input with the kernels? (CPU, batch 1, float32, supported layers)."""
+    return enabled() and mx.default_device() == mx.cpu and x.shape[0] == 1 and x.dtype == mx.float32 and supports(cfg)
+
+
+@dataclass(frozen=True)
+class ActBuf:
+    """An activation: `array` (1, Hb, Wb, C) whose region rows r0.., cols c0.. of size h x w is the image."""
+
+    array: mx.array
+    r0: int
+    c0: int
+    h: int
+    w: int
+    border: int = 0  # rows/columns of real padding around the region (0: none, or junk)
+
+    @property
+    def region(self) -> list[int]:
+        return [self.r0, self.c0, self.h, self.w]
+
+    def image(self) -> mx.array:
+        return self.array[:, self.r0 : self.r0 + self.h, self.c0 : self.c0 + self.w, :]
+
+
+def from_image(x: mx.array, border: int, mode: Pad) -> ActBuf:
+    """An input image padded for the convolutions that read it (MLX's own pad)."""
+    h, w = x.shape[1], x.shape[2]
+    if border:
+        x = mx.pad(x, [(0, 0), (border, border), (border, border), (0, 0)], mode=_mx_mode(mode))
+    return ActBuf(x, border, border, h, w, border)
+
+
+def _mx_mode(mode: Pad) -> str:
+    return "reflect" if mode is Pad.REFLECTION else "constant"
+
+
+def winograd() -> bool:
+    return os.environ.get(WINOGRAD_VAR, "").strip() != "0"
+
+
+def conv(x: ActBuf, weight: mx.array, stride: int) -> ActBuf:
+    """Convolution (no bias) with the padding (k-1)/2 that x carries; stride 1 or 2."""
+    k = weight.shape[1]
+    if x.border < (k - 1) // 2:
+        raise ValueError(f"a {k}x{k} convolution needs {(k - 1) // 2} pixels of padding, the input has {x.border}")
+    if k == 3 and stride == 1 and winograd():
+        return ActBuf(_k.winograd_conv(x.array, weight, x.region), 0, 0, x.h, x.w)
+    y = _k.conv(x.array, weight, stride, x.region)
+    q = (k - 1) // 2
+    ho = (x.h + 2 * q - k) // stride + 1
+    wo = (x.w + 2 * q - k) // stride + 1
+    return ActBuf(y, 0, 0, ho, wo)
+
+
+def bn_act(parts: list[ActBuf], weight: mx.array, bias: mx.array, act: Act, pad: int, mode: Pad) -> ActBuf:
+    """BatchNorm (batch statistics) of the channel concatenation of `parts`, the activation, then padding."""
+    slope = LEAKY_SLOPE if act is Act.LEAKY_RELU else 1.0
+    out, _, _ = _k.bn_act(
+        [p.array for p in parts], [p.region for p in parts], weight, bias, pad, mode is Pad.REFLECTION, slope, BN_EPS
+    )
+    return ActBuf(out, pad, pad, parts[0].h, parts[0].w, pad)
+
+
+def upsample(x: ActBuf, h: int, w: int, mode: Upsample) -> ActBuf:
+    """x2 upsampling cropped to (h, w)."""
+    return ActBuf(_k.upsample(x.array, x.region, h, w, mode is Upsample.BILINEAR), 0, 0, h, w)
