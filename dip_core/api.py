@@ -360,6 +360,7 @@ def _report(
         "seconds": result.seconds,
         "interrupted": result.interrupted,
         "rollbacks": result.rollbacks,
+        "final_lr": result.final_lr,
         "keep": keep,
         "selection": result.selection,
         "result_iter": result.result_iter,

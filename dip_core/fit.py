@@ -33,6 +33,7 @@ class FitSettings:
     stop: str = "fixed"  # "fixed": run all iters; "auto": stop once the variance has no new minimum for `patience`
     patience: int = 1000  # ES-WMV patience (iterations)
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
+    rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
 
 
 @dataclass
@@ -69,6 +70,7 @@ class FitResult:
     stopped_early: bool = False  # --stop auto ended the run
     stop_iter: int | None = None  # iteration of the variance minimum (the ES-WMV detection point)
     auto_psnr: float | None = None  # with a reference: PSNR of the output at stop_iter
+    final_lr: float | None = None  # the learning rate at the end (lower after rollbacks)
 
 
 @dataclass
@@ -175,11 +177,8 @@ def fit(
             st.done = i
             loss, out = session.step()
             if not math.isfinite(loss) or not np.isfinite(out).all():
-                # Divergence: back to the last good state with half the learning rate.
-                session.restore(st.snap)
-                st.lr /= 2
-                session.set_lr(st.lr)
-                st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
+                # Divergence: back to the last good state with a lower learning rate.
+                _roll_back(session, settings, st)
                 st.losses.append(float("nan"))
             else:
                 if _accept(session, settings, st, i, loss, out, reference, use_ema, by_variance, on_step):
@@ -229,6 +228,7 @@ def fit(
         stopped_early=stopped_early,
         stop_iter=st.wmv_iter if wmv_choice is not None else None,
         auto_psnr=psnr(wmv_choice, reference) if reference is not None and wmv_choice is not None else None,
+        final_lr=st.lr,
     )
 
 
@@ -254,8 +254,7 @@ def _accept(
         # Backtracking: a drop of more than backtrack_db against the input means the
         # fit collapsed; otherwise this state becomes the one to come back to.
         if settings.backtrack and psnr_in < st.last_check - settings.backtrack_db:
-            session.restore(st.snap)
-            st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
+            _roll_back(session, settings, st)
         else:
             st.snap, st.last_check = session.snapshot(), psnr_in
             st.snap_ema = None if st.ema is None else st.ema.copy()
@@ -293,6 +292,14 @@ def _accept(
         current = _pick(st.chosen, candidate)
         on_step(StepInfo(i, settings.iters, loss, psnr_in, score, st.rollbacks, lambda: current))
     return False
+
+
+def _roll_back(session: Session, settings: FitSettings, st: _Loop) -> None:
+    """Back to the last good parameters, Adam state and EMA, with a lower learning rate."""
+    session.restore(st.snap)
+    st.lr *= settings.rollback_lr_factor
+    session.set_lr(st.lr)
+    st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
 
 
 def _ema_lag(weight: float) -> int:

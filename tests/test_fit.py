@@ -79,6 +79,7 @@ def test_backtracking_rolls_back_on_a_collapse():
     session = FakeSession([1e-2, 1e-2, 1e-2, 1.0, 1e-2, 1e-2])
     result = fit(session, FitSettings(iters=6, backtrack=True, check_every=2, lr=0.01))
     assert result.rollbacks == 1 and session.restored == 1
+    assert session.lr == 0.005 and result.final_lr == 0.005  # a collapse lowers the learning rate too
     session = FakeSession([1e-2] * 6)
     assert fit(session, FitSettings(iters=6, backtrack=True, check_every=2)).rollbacks == 0
 
