@@ -54,6 +54,28 @@ def _has_sgemm(path: str) -> bool:
     return hasattr(lib, "cblas_sgemm")
 
 
+# The CPU kernels split their products over their own threads and want a single-threaded
+# CBLAS for that (loaded privately by dip_mlx.cpu_kernels). DIP_SERIAL_BLAS=path forces
+# one, DIP_SERIAL_BLAS=none keeps the kernels on MLX's threaded BLAS.
+SERIAL_ENV_VAR = "DIP_SERIAL_BLAS"
+SERIAL_CANDIDATES = (
+    "/usr/lib/*-linux-gnu/openblas-serial/libopenblas.so.0",
+    "/usr/lib64/openblas-serial/libopenblas.so.0",
+)
+
+
+def serial_blas_path() -> str | None:
+    """A single-threaded CBLAS library on this machine (Debian's openblas-serial), or None."""
+    forced = os.environ.get(SERIAL_ENV_VAR, "").strip()
+    if forced:
+        return None if forced.lower() == "none" else forced
+    for pattern in SERIAL_CANDIDATES:
+        found = sorted(glob.glob(pattern))
+        if found:
+            return found[0]
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def load_blas() -> BlasInfo:
     """Load the best CBLAS found (once per process); report what MLX will use."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import mlx.core as mx
 
 from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, SkipConfig, Upsample
+from dip_mlx.blas import serial_blas_path
 
 ENV_VAR = "DIP_CPU_KERNELS"
 WINOGRAD_VAR = "DIP_WINOGRAD"
@@ -48,6 +49,7 @@ def _self_test() -> str | None:
 
 
 _PROBLEM = _self_test()
+_SERIAL = _PROBLEM is None and (path := serial_blas_path()) is not None and _k.use_serial_blas(path)
 
 
 def status() -> str:
@@ -56,7 +58,8 @@ def status() -> str:
         return f"off ({ENV_VAR}=0)"
     if _PROBLEM is not None:
         return _PROBLEM
-    return f"on ({_k.threads()} threads)"
+    blas = "a single-threaded BLAS per thread" if _SERIAL else "MLX's BLAS"
+    return f"on ({_k.threads()} threads, products on {blas})"
 
 
 def enabled() -> bool:

@@ -12,13 +12,19 @@ fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
 # Linux: MLX's CPU wheel bundles a slow reference BLAS; dip loads OpenBLAS in its
-# place when the system has it (see dip_mlx/blas.py). Best effort: root + apt only.
-if [ "$(uname -s)" = Linux ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas.so.0'; then
+# place when the system has it, and its CPU kernels use the single-threaded build
+# (see dip_mlx/blas.py). Best effort: root + apt only.
+blas_missing() {
+    [ ! -e /usr/lib/"$(uname -m)"-linux-gnu/openblas-pthread/libopenblas.so.0 ] \
+        || [ ! -e /usr/lib/"$(uname -m)"-linux-gnu/openblas-serial/libopenblas.so.0 ]
+}
+if [ "$(uname -s)" = Linux ] && blas_missing; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        { apt-get update -qq && apt-get install -y -qq libopenblas0-pthread >/dev/null; } \
+        { apt-get update -qq && apt-get install -y -qq libopenblas0-pthread libopenblas0-serial >/dev/null; } \
             || echo "setup: could not install OpenBLAS; MLX will use its bundled (slow) BLAS" >&2
     else
-        echo "setup: for fast MLX on Linux install OpenBLAS (e.g. sudo apt-get install libopenblas0-pthread)" >&2
+        echo "setup: for fast MLX on Linux install OpenBLAS:" \
+            "sudo apt-get install libopenblas0-pthread libopenblas0-serial" >&2
     fi
 fi
 

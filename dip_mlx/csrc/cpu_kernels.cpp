@@ -21,7 +21,10 @@
 // of this file.
 
 #include <nanobind/nanobind.h>
+#include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
+
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <atomic>
@@ -51,6 +54,26 @@ extern "C" void cblas_sgemm(int order, int trans_a, int trans_b, int m, int n, i
 namespace {
 
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+// Matrix products go to a single-threaded BLAS that the kernels split over their own
+// threads when one is loaded (use_serial_blas), else to MLX's (threaded) BLAS from one
+// thread. The first keeps the cores in one pool and avoids waking the BLAS's threads
+// for every one of a step's thousand products.
+using Sgemm = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+Sgemm g_sgemm = &cblas_sgemm;
+bool g_serial = false;
+
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b,
+                 int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (k <= 0) {  // an empty sum: C = beta * C
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = beta == 0.0f ? 0.0f : beta * c[i * ldc + j];
+    return;
+  }
+  g_sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, static_cast<int>(m), static_cast<int>(n),
+          static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
+}
 
 // ---------------------------------------------------------------- threads
 
@@ -153,6 +176,45 @@ void zero(float* p, int64_t count) {
   parallel_for(count, 1 << 16, [&](int64_t lo, int64_t hi, int) { std::memset(p + lo, 0, (hi - lo) * sizeof(float)); });
 }
 
+// The parts a batch of products is split into: one per thread with a serial BLAS, else one.
+int gemm_parts() { return g_serial ? pool().size() : 1; }
+
+// One term of a convolution as a product: C[c_off + r] (+)= A[a_off + r] op(B) for rows r in [0, n).
+struct TapProduct {
+  const float* a;
+  int64_t a_off;
+  const float* b;
+  float* c;
+  int64_t c_off;
+};
+
+// Sums the products of `taps` into C, each part of the threads owning a range of C's rows
+// (so overlapping terms never race). `first_writes`: the first term writes (beta 0) instead
+// of adding; it must then cover every row of C in [0, n).
+void tap_products(const std::vector<TapProduct>& taps, int64_t n, int64_t c_rows, int64_t N, int64_t K, bool tb,
+                  int64_t lda, int64_t ldb, int64_t ldc, bool first_writes) {
+  int parts = gemm_parts();
+  int64_t step = (c_rows + parts - 1) / parts;
+  pool().run(parts, [&](int part) {
+    int64_t lo = part * step, hi = std::min(c_rows, lo + step);
+    for (size_t t = 0; t < taps.size(); ++t) {
+      const TapProduct& p = taps[t];
+      int64_t r0 = std::max<int64_t>(0, lo - p.c_off), r1 = std::min(n, hi - p.c_off);
+      if (r0 >= r1) continue;
+      gemm(false, tb, r1 - r0, N, K, p.a + (p.a_off + r0) * lda, lda, p.b, ldb, (t == 0 && first_writes) ? 0.0f : 1.0f,
+           p.c + (p.c_off + r0) * ldc, ldc);
+    }
+  });
+}
+
+// Runs job(i) for i in [0, count), spread over the parts (independent products).
+void each_product(int count, const std::function<void(int)>& job) {
+  int parts = std::min(gemm_parts(), count);
+  pool().run(parts, [&](int part) {
+    for (int i = part; i < count; i += parts) job(i);
+  });
+}
+
 // ---------------------------------------------------------------- geometry
 
 struct Region {
@@ -233,10 +295,12 @@ void merge_phases(const float* ph, const ConvGeom& g, float* dx) {
   parallel_for(H, 4, [&](int64_t lo, int64_t hi, int) {
     for (int64_t r = lo; r < hi; ++r) {
       int a = r % 2, i = static_cast<int>(r / 2);
+      #pragma GCC ivdep
       for (int c = 0; c < W; ++c) {
         int b = c % 2, j = c / 2, p = a * 2 + b;
         const float* src = ph + p * g.phase_size() + (static_cast<int64_t>(i) * g.Wg + j) * C;
         float* dst = dx + ((o_r + r) * g.Wb + o_c + c) * C;
+        #pragma GCC ivdep
         for (int64_t ch = 0; ch < C; ++ch) dst[ch] += src[ch];
       }
     }
@@ -300,15 +364,12 @@ void Conv::eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& ou
       grid = phases.get();
     }
     const int kk = g.k * g.k;
-    bool first = true;
-    for (int u = 0; u < g.k; ++u) {
-      for (int v = 0; v < g.k; ++v) {
-        const float* a = grid + g.phase(u, v) * (g.stride == 2 ? g.phase_size() : 0) + g.tap_offset(u, v) * g.C;
-        cblas_sgemm(kRowMajor, kNoTrans, kTrans, static_cast<int>(g.n), g.O, g.C, 1.0f, a, g.C,
-                    w + static_cast<int64_t>(u * g.k + v) * g.C, kk * g.C, first ? 0.0f : 1.0f, y, g.O);
-        first = false;
-      }
-    }
+    std::vector<TapProduct> taps;
+    for (int u = 0; u < g.k; ++u)
+      for (int v = 0; v < g.k; ++v)
+        taps.push_back({grid + g.phase(u, v) * (g.stride == 2 ? g.phase_size() : 0), g.tap_offset(u, v),
+                        w + static_cast<int64_t>(u * g.k + v) * g.C, y, 0});
+    tap_products(taps, g.n, g.n, g.O, g.C, true, g.C, kk * g.C, g.O, true);
     zero(y + g.n * g.O, total - g.n * g.O);
   });
 }
@@ -336,13 +397,13 @@ class ConvGradInput : public mx::Primitive {
         grid = phases.get();
       }
       const int kk = g.k * g.k;
-      for (int u = 0; u < g.k; ++u) {
-        for (int v = 0; v < g.k; ++v) {
-          float* c = grid + g.phase(u, v) * (g.stride == 2 ? g.phase_size() : 0) + g.tap_offset(u, v) * g.C;
-          cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, static_cast<int>(g.n), g.C, g.O, 1.0f, dyp, g.O,
-                      wp + static_cast<int64_t>(u * g.k + v) * g.C, kk * g.C, 1.0f, c, g.C);
-        }
-      }
+      std::vector<TapProduct> taps;
+      for (int u = 0; u < g.k; ++u)
+        for (int v = 0; v < g.k; ++v)
+          taps.push_back({dyp, 0, wp + static_cast<int64_t>(u * g.k + v) * g.C,
+                          grid + g.phase(u, v) * (g.stride == 2 ? g.phase_size() : 0), g.tap_offset(u, v)});
+      int64_t c_rows = g.stride == 2 ? static_cast<int64_t>(g.rows_q) * g.Wg : static_cast<int64_t>(g.Hb) * g.Wb;
+      tap_products(taps, g.n, c_rows, g.C, g.O, false, g.O, kk * g.C, g.C, false);
       if (g.stride == 2) merge_phases(phases.get(), g, dx);
     });
   }
@@ -375,12 +436,26 @@ class ConvGradWeight : public mx::Primitive {
         grid = phases.get();
       }
       const int kk = g.k * g.k;
-      for (int u = 0; u < g.k; ++u) {
-        for (int v = 0; v < g.k; ++v) {
-          const float* a = grid + g.phase(u, v) * (g.stride == 2 ? g.phase_size() : 0) + g.tap_offset(u, v) * g.C;
-          cblas_sgemm(kRowMajor, kTrans, kNoTrans, g.O, g.C, static_cast<int>(g.n), 1.0f, dyp, g.O, a, g.C, 0.0f,
-                      dw + static_cast<int64_t>(u * g.k + v) * g.C, kk * g.C);
+      const int parts = gemm_parts();
+      const int64_t size = static_cast<int64_t>(g.O) * kk * g.C, step = (g.n + parts - 1) / parts;
+      Scratch partial = scratch(size * (parts - 1));  // part 0 writes dw itself
+      pool().run(parts, [&](int part) {
+        float* out = part == 0 ? dw : partial.get() + (part - 1) * size;
+        int64_t r0 = part * step, r1 = std::min(g.n, r0 + step);
+        for (int u = 0; u < g.k; ++u) {
+          for (int v = 0; v < g.k; ++v) {
+            const float* a = grid + g.phase(u, v) * (g.stride == 2 ? g.phase_size() : 0) + g.tap_offset(u, v) * g.C;
+            gemm(true, false, g.O, g.C, r1 - r0, dyp + r0 * g.O, g.O, a + r0 * g.C, g.C, 0.0f,
+                 out + static_cast<int64_t>(u * g.k + v) * g.C, kk * g.C);
+          }
         }
+      });
+      for (int part = 1; part < parts; ++part) {
+        const float* add = partial.get() + (part - 1) * size;
+        parallel_for(size, 1 << 14, [&](int64_t lo, int64_t hi, int) {
+#pragma GCC ivdep
+          for (int64_t i = lo; i < hi; ++i) dw[i] += add[i];
+        });
       }
     });
   }
@@ -437,49 +512,57 @@ struct WinoGeom {
   }
 };
 
-// U (16, C, O) from w (O, 3, 3, C).
+// U (16, O, C) from w (O, 3, 3, C): per output channel, contiguous over input channels.
 void wino_weights(const float* w, int C, int O, float* U) {
-  parallel_for(C, 8, [&](int64_t lo, int64_t hi, int) {
-    for (int64_t c = lo; c < hi; ++c) {
-      for (int o = 0; o < O; ++o) {
-        float g[3][3], q[4][3];
-        for (int u = 0; u < 3; ++u)
-          for (int v = 0; v < 3; ++v) g[u][v] = w[((static_cast<int64_t>(o) * 3 + u) * 3 + v) * C + c];
+  parallel_for(O, 4, [&](int64_t lo, int64_t hi, int) {
+    for (int64_t o = lo; o < hi; ++o) {
+      const float* g[3][3];
+      for (int u = 0; u < 3; ++u)
+        for (int v = 0; v < 3; ++v) g[u][v] = w + ((o * 3 + u) * 3 + v) * C;
+      float* out[16];
+      for (int xi = 0; xi < 16; ++xi) out[xi] = U + (static_cast<int64_t>(xi) * O + o) * C;
+#pragma GCC ivdep
+      for (int c = 0; c < C; ++c) {
+        float q[4][3];
         for (int v = 0; v < 3; ++v) {
-          q[0][v] = g[0][v];
-          q[1][v] = 0.5f * (g[0][v] + g[1][v] + g[2][v]);
-          q[2][v] = 0.5f * (g[0][v] - g[1][v] + g[2][v]);
-          q[3][v] = g[2][v];
+          q[0][v] = g[0][v][c];
+          q[1][v] = 0.5f * (g[0][v][c] + g[1][v][c] + g[2][v][c]);
+          q[2][v] = 0.5f * (g[0][v][c] - g[1][v][c] + g[2][v][c]);
+          q[3][v] = g[2][v][c];
         }
         for (int r = 0; r < 4; ++r) {
-          float u4[4] = {q[r][0], 0.5f * (q[r][0] + q[r][1] + q[r][2]), 0.5f * (q[r][0] - q[r][1] + q[r][2]), q[r][2]};
-          for (int t = 0; t < 4; ++t) U[(static_cast<int64_t>(r * 4 + t) * C + c) * O + o] = u4[t];
+          out[r * 4 + 0][c] = q[r][0];
+          out[r * 4 + 1][c] = 0.5f * (q[r][0] + q[r][1] + q[r][2]);
+          out[r * 4 + 2][c] = 0.5f * (q[r][0] - q[r][1] + q[r][2]);
+          out[r * 4 + 3][c] = q[r][2];
         }
       }
     }
   });
 }
 
-// dw (O, 3, 3, C) from dU (16, C, O): the adjoint of wino_weights.
+// dw (O, 3, 3, C) from dU (16, O, C): the adjoint of wino_weights.
 void wino_weights_adjoint(const float* dU, int C, int O, float* dw) {
-  parallel_for(O, 8, [&](int64_t lo, int64_t hi, int) {
+  parallel_for(O, 4, [&](int64_t lo, int64_t hi, int) {
     for (int64_t o = lo; o < hi; ++o) {
+      const float* in[16];
+      for (int xi = 0; xi < 16; ++xi) in[xi] = dU + (static_cast<int64_t>(xi) * O + o) * C;
+      float* g[3][3];
+      for (int u = 0; u < 3; ++u)
+        for (int v = 0; v < 3; ++v) g[u][v] = dw + ((o * 3 + u) * 3 + v) * C;
+#pragma GCC ivdep
       for (int c = 0; c < C; ++c) {
-        float du[4][4], dq[4][3];
-        for (int r = 0; r < 4; ++r)
-          for (int t = 0; t < 4; ++t) du[r][t] = dU[(static_cast<int64_t>(r * 4 + t) * C + c) * O + o];
+        float dq[4][3];
         for (int r = 0; r < 4; ++r) {
-          dq[r][0] = du[r][0] + 0.5f * (du[r][1] + du[r][2]);
-          dq[r][1] = 0.5f * (du[r][1] - du[r][2]);
-          dq[r][2] = 0.5f * (du[r][1] + du[r][2]) + du[r][3];
+          float d0 = in[r * 4 + 0][c], d1 = in[r * 4 + 1][c], d2 = in[r * 4 + 2][c], d3 = in[r * 4 + 3][c];
+          dq[r][0] = d0 + 0.5f * (d1 + d2);
+          dq[r][1] = 0.5f * (d1 - d2);
+          dq[r][2] = 0.5f * (d1 + d2) + d3;
         }
         for (int v = 0; v < 3; ++v) {
-          float g0 = dq[0][v] + 0.5f * (dq[1][v] + dq[2][v]);
-          float g1 = 0.5f * (dq[1][v] - dq[2][v]);
-          float g2 = 0.5f * (dq[1][v] + dq[2][v]) + dq[3][v];
-          dw[((o * 3 + 0) * 3 + v) * C + c] = g0;
-          dw[((o * 3 + 1) * 3 + v) * C + c] = g1;
-          dw[((o * 3 + 2) * 3 + v) * C + c] = g2;
+          g[0][v][c] = dq[0][v] + 0.5f * (dq[1][v] + dq[2][v]);
+          g[1][v][c] = 0.5f * (dq[1][v] - dq[2][v]);
+          g[2][v][c] = 0.5f * (dq[1][v] + dq[2][v]) + dq[3][v];
         }
       }
     }
@@ -507,6 +590,7 @@ void wino_input(const float* x, const WinoGeom& g, int tr0, int tr1, float* V) {
         float* __restrict t2 = &t[(2 * 4 + b) * C];
         float* __restrict t3 = &t[(3 * 4 + b) * C];
         const float *d0 = d[0][b], *d1 = d[1][b], *d2 = d[2][b], *d3 = d[3][b];
+        #pragma GCC ivdep
         for (int64_t c = 0; c < C; ++c) {
           t0[c] = d0[c] - d2[c];
           t1[c] = d1[c] + d2[c];
@@ -522,6 +606,7 @@ void wino_input(const float* x, const WinoGeom& g, int tr0, int tr1, float* V) {
         float* __restrict v1 = V + (k * 16 + a * 4 + 1) * C;
         float* __restrict v2 = V + (k * 16 + a * 4 + 2) * C;
         float* __restrict v3 = V + (k * 16 + a * 4 + 3) * C;
+        #pragma GCC ivdep
         for (int64_t c = 0; c < C; ++c) {
           v0[c] = s0[c] - s2[c];
           v1[c] = s1[c] + s2[c];
@@ -554,6 +639,7 @@ void wino_input_adjoint(const float* dV, const WinoGeom& g, int tr0, int tr1, fl
             const float* v3 = dV + (k * 16 + a * 4 + 3) * C;
             float *t0 = &t[(a * 4 + 0) * C], *t1 = &t[(a * 4 + 1) * C], *t2 = &t[(a * 4 + 2) * C],
                   *t3 = &t[(a * 4 + 3) * C];
+            #pragma GCC ivdep
             for (int64_t c = 0; c < C; ++c) {
               t0[c] = v0[c];
               t1[c] = v1[c] - v2[c] + v3[c];
@@ -572,6 +658,7 @@ void wino_input_adjoint(const float* dV, const WinoGeom& g, int tr0, int tr1, fl
             }
             float *__restrict d0 = d[0], *__restrict d1 = d[1], *__restrict d2 = d[2], *__restrict d3 = d[3];
             if (d0 == d1 || d0 == d2 || d0 == d3 || d1 == d2 || d1 == d3 || d2 == d3) {  // several in the sink
+              #pragma GCC ivdep
               for (int64_t c = 0; c < C; ++c) {
                 d[0][c] += s0[c];
                 d[1][c] += s1[c] - s2[c] + s3[c];
@@ -579,6 +666,7 @@ void wino_input_adjoint(const float* dV, const WinoGeom& g, int tr0, int tr1, fl
                 d[3][c] += -s3[c];
               }
             } else {
+              #pragma GCC ivdep
               for (int64_t c = 0; c < C; ++c) {
                 d0[c] += s0[c];
                 d1[c] += s1[c] - s2[c] + s3[c];
@@ -606,6 +694,7 @@ void wino_output(const float* M, const WinoGeom& g, int tr0, int tr1, float* y) 
         const float* m2 = M + (k * 16 + 2 * 4 + b) * O;
         const float* m3 = M + (k * 16 + 3 * 4 + b) * O;
         float *s0 = &s[(0 * 4 + b) * O], *s1 = &s[(1 * 4 + b) * O];
+        #pragma GCC ivdep
         for (int64_t o = 0; o < O; ++o) {
           s0[o] = m0[o] + m1[o] + m2[o];
           s1[o] = m1[o] - m2[o] - m3[o];
@@ -618,9 +707,11 @@ void wino_output(const float* M, const WinoGeom& g, int tr0, int tr1, float* y) 
                     *q3 = &s[(a * 4 + 3) * O];
         float* row = y + static_cast<int64_t>(i) * g.in.w * O;
         float* y0 = row + static_cast<int64_t>(2 * tj) * O;
+        #pragma GCC ivdep
         for (int64_t o = 0; o < O; ++o) y0[o] = q0[o] + q1[o] + q2[o];
         if (2 * tj + 1 < g.in.w) {
           float* y1 = y0 + O;
+          #pragma GCC ivdep
           for (int64_t o = 0; o < O; ++o) y1[o] = q1[o] - q2[o] - q3[o];
         }
       }
@@ -646,6 +737,7 @@ void wino_output_adjoint(const float* dy, const WinoGeom& g, int tr0, int tr1, f
         float *s0 = &s[(a * 4 + 0) * O], *s1 = &s[(a * 4 + 1) * O], *s2 = &s[(a * 4 + 2) * O],
               *s3 = &s[(a * 4 + 3) * O];
         const float *y0 = e[a][0], *y1 = e[a][1];
+        #pragma GCC ivdep
         for (int64_t o = 0; o < O; ++o) {
           s0[o] = y0[o];
           s1[o] = y0[o] + y1[o];
@@ -659,6 +751,7 @@ void wino_output_adjoint(const float* dy, const WinoGeom& g, int tr0, int tr1, f
         float* m1 = dM + (k * 16 + 1 * 4 + b) * O;
         float* m2 = dM + (k * 16 + 2 * 4 + b) * O;
         float* m3 = dM + (k * 16 + 3 * 4 + b) * O;
+        #pragma GCC ivdep
         for (int64_t o = 0; o < O; ++o) {
           m0[o] = r0[o];
           m1[o] = r0[o] + r1[o];
@@ -691,10 +784,10 @@ class WinoConv : public mx::Primitive {
         int tr1 = std::min(g.th, tr0 + g.block_rows);
         int T = (tr1 - tr0) * g.tw;
         wino_input(x, g, tr0, tr1, V.get());
-        for (int xi = 0; xi < 16; ++xi) {  // M = V U at each of the 16 positions; tiles are rows 16 apart
-          cblas_sgemm(kRowMajor, kNoTrans, kNoTrans, T, g.O, g.C, 1.0f, V.get() + xi * g.C, 16 * g.C,
-                      U.get() + xi * static_cast<int64_t>(g.C) * g.O, g.O, 0.0f, M.get() + xi * g.O, 16 * g.O);
-        }
+        each_product(16, [&](int xi) {  // M = V U^T at each of the 16 positions; tiles are rows 16 apart
+          gemm(false, true, T, g.O, g.C, V.get() + xi * g.C, 16 * g.C, U.get() + xi * static_cast<int64_t>(g.C) * g.O,
+               g.C, 0.0f, M.get() + xi * g.O, 16 * g.O);
+        });
         wino_output(M.get(), g, tr0, tr1, y);
       }
     });
@@ -736,15 +829,14 @@ class WinoConvGrad : public mx::Primitive {
         int T = (tr1 - tr0) * g.tw;
         wino_output_adjoint(dy, g, tr0, tr1, dM.get());
         wino_input(x, g, tr0, tr1, V.get());
-        for (int xi = 0; xi < 16; ++xi) {  // dU += V^T dM
-          cblas_sgemm(kRowMajor, kTrans, kNoTrans, g.C, g.O, T, 1.0f, V.get() + xi * g.C, 16 * g.C,
-                      dM.get() + xi * g.O, 16 * g.O, first ? 0.0f : 1.0f, dU.get() + xi * CO, g.O);
-        }
+        each_product(16, [&](int xi) {
+          // dU += dM^T V, then dV = dM U into V's storage (V is read first: same position, same thread)
+          gemm(true, false, g.O, g.C, T, dM.get() + xi * g.O, 16 * g.O, V.get() + xi * g.C, 16 * g.C,
+               first ? 0.0f : 1.0f, dU.get() + xi * CO, g.C);
+          gemm(false, false, T, g.C, g.O, dM.get() + xi * g.O, 16 * g.O, U.get() + xi * CO, g.C, 0.0f,
+               V.get() + xi * g.C, 16 * g.C);
+        });
         first = false;
-        for (int xi = 0; xi < 16; ++xi) {  // dV = dM U^T (into V's storage)
-          cblas_sgemm(kRowMajor, kNoTrans, kTrans, T, g.C, g.O, 1.0f, dM.get() + xi * g.O, 16 * g.O,
-                      U.get() + xi * CO, g.O, 0.0f, V.get() + xi * g.C, 16 * g.C);
-        }
         wino_input_adjoint(V.get(), g, tr0, tr1, dx);
       }
       wino_weights_adjoint(dU.get(), g.C, g.O, dw);
@@ -816,6 +908,7 @@ void bn_stats(const BnGeom& g, const float* const* ys, double* mean, double* var
         const int cp = g.Cp[p], off = g.coff[p];
         for (int j = 0; j < g.w; ++j) {
           const float* row = ys[p] + g.in_offset(p, static_cast<int>(i), j);
+          #pragma GCC ivdep
           for (int c = 0; c < cp; ++c) {
             double v = row[c];
             s[off + c] += v;
@@ -826,6 +919,7 @@ void bn_stats(const BnGeom& g, const float* const* ys, double* mean, double* var
     }
   });
   const double n = static_cast<double>(g.h) * g.w;
+  #pragma GCC ivdep
   for (int c = 0; c < g.C; ++c) {
     double s = 0, q = 0;
     for (int t = 0; t < parts; ++t) {
@@ -861,6 +955,7 @@ class BnAct : public mx::Primitive {
       std::vector<double> mean(g.C), var(g.C);
       bn_stats(g, ys, mean.data(), var.data());
       std::vector<float> a(g.C), b(g.C);
+      #pragma GCC ivdep
       for (int c = 0; c < g.C; ++c) {
         float inv = 1.0f / std::sqrt(static_cast<float>(var[c]) + eps);
         mean_out[c] = static_cast<float>(mean[c]);
@@ -892,6 +987,7 @@ class BnAct : public mx::Primitive {
               const float* bp = b.data() + g.coff[p];
               float* d = dst + g.coff[p];
               const float slope = g.slope;
+              #pragma GCC ivdep
               for (int c = 0; c < g.Cp[p]; ++c) {
                 float v = ap[c] * src[c] + bp[c];
                 d[c] = v > 0.0f ? v : slope * v;
@@ -957,6 +1053,7 @@ class BnActGrad : public mx::Primitive {
       auto rows = preimages(g.h, g.pad, g.reflect);
       auto cols = preimages(g.w, g.pad, g.reflect);
       std::vector<float> a(g.C), b(g.C);
+      #pragma GCC ivdep
       for (int c = 0; c < g.C; ++c) {
         a[c] = gamma[c] * invstd[c];
         b[c] = beta[c] - mean[c] * a[c];
@@ -973,6 +1070,7 @@ class BnActGrad : public mx::Primitive {
               float* __restrict gj = grow + static_cast<int64_t>(j) * g.C;
               for (int s : cols[j]) {
                 const float* src = drow + static_cast<int64_t>(s) * g.C;
+                #pragma GCC ivdep
                 for (int c = 0; c < g.C; ++c) gj[c] += src[c];
               }
             }
@@ -986,6 +1084,7 @@ class BnActGrad : public mx::Primitive {
             for (int j = 0; j < g.w; ++j) {
               const float* src = ys[p] + g.in_offset(p, i, j);
               float* __restrict gj = grow + static_cast<int64_t>(j) * g.C + g.coff[p];
+              #pragma GCC ivdep
               for (int c = 0; c < g.Cp[p]; ++c) gj[c] *= (ap[c] * src[c] + bp[c] > 0.0f) ? 1.0f : slope;
             }
           }
@@ -1007,12 +1106,14 @@ class BnActGrad : public mx::Primitive {
             for (int j = 0; j < g.w; ++j) {
               const float* src = ys[p] + g.in_offset(p, static_cast<int>(i), j);
               const float* gj = grow.get() + static_cast<int64_t>(j) * g.C + off;
+              #pragma GCC ivdep
               for (int c = 0; c < g.Cp[p]; ++c) {
                 rs[off + c] += gj[c];
                 rsx[off + c] += gj[c] * ((src[c] - mean[off + c]) * invstd[off + c]);
               }
             }
           }
+          #pragma GCC ivdep
           for (int c = 0; c < g.C; ++c) {
             sg[c] += rs[c];
             sgx[c] += rsx[c];
@@ -1021,6 +1122,7 @@ class BnActGrad : public mx::Primitive {
       });
       const double n = static_cast<double>(g.h) * g.w;
       std::vector<float> k1(g.C), k2(g.C), scale(g.C);
+      #pragma GCC ivdep
       for (int c = 0; c < g.C; ++c) {
         double s = 0, sx = 0;
         for (int t = 0; t < nparts; ++t) {
@@ -1055,6 +1157,7 @@ class BnActGrad : public mx::Primitive {
               const float* src = ys[p] + at;
               float* __restrict dst = ds[p] + at;
               const float* gj = grow.get() + static_cast<int64_t>(j) * g.C + off;
+              #pragma GCC ivdep
               for (int c = 0; c < g.Cp[p]; ++c) {
                 float xhat = (src[c] - mean[off + c]) * invstd[off + c];
                 dst[c] = scale[off + c] * (gj[c] - k1[off + c] - xhat * k2[off + c]);
@@ -1112,6 +1215,7 @@ struct Taps {
 
 Taps up_taps(int n, int out_n, bool bilinear) {
   Taps t;
+  #pragma GCC ivdep
   for (int o = 0; o < out_n; ++o) {
     int i = o / 2;
     if (!bilinear) {
@@ -1145,6 +1249,7 @@ class Upsample : public mx::Primitive {
             const int64_t ca = static_cast<int64_t>(tc.s0[q]) * C, cb = static_cast<int64_t>(tc.s1[q]) * C;
             float va = tc.w0[q], vb = tc.w1[q];
             float* dst = y + (o * Wo + q) * C;
+            #pragma GCC ivdep
             for (int c = 0; c < C; ++c) {
               dst[c] = wa * (va * ra[ca + c] + vb * ra[cb + c]) + wb * (va * rb[ca + c] + vb * rb[cb + c]);
             }
@@ -1208,6 +1313,7 @@ class UpsampleGrad : public mx::Primitive {
             float* dst = dst_row + static_cast<int64_t>(j) * C;
             for (auto [q, wc] : ac.from[j]) {
               const float* src = row.data() + static_cast<int64_t>(q) * C;
+              #pragma GCC ivdep
               for (int c = 0; c < C; ++c) dst[c] += wc * src[c];
             }
           }
@@ -1303,12 +1409,25 @@ mx::array upsample(const mx::array& x, const std::vector<int>& region, int out_h
                    std::make_shared<Upsample>(cpu_stream(), r, bilinear), {mx::contiguous(x)});
 }
 
+// Use a single-threaded CBLAS (loaded privately) for the kernels' products; false if unusable.
+bool use_serial_blas(const std::string& path) {
+  void* lib = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) return false;
+  auto fn = reinterpret_cast<Sgemm>(dlsym(lib, "cblas_sgemm"));
+  if (fn == nullptr) return false;
+  g_sgemm = fn;
+  g_serial = true;
+  return true;
+}
+
 }  // namespace
 
 NB_MODULE(_cpu_kernels, m) {
   m.doc() = "CPU kernels of the skip network for MLX (see dip_mlx/cpu_kernels.py)";
   m.attr("mlx_version") = DIP_MLX_VERSION;
   m.def("threads", [] { return pool().size(); });
+  m.def("use_serial_blas", &use_serial_blas, nb::arg("path"));
+  m.def("serial_blas", [] { return g_serial; });
   m.def("conv", &conv, nb::arg("x"), nb::arg("w"), nb::arg("stride"), nb::arg("region"));
   m.def("winograd_conv", &winograd_conv, nb::arg("x"), nb::arg("w"), nb::arg("region"));
   m.def("bn_act", &bn_act, nb::arg("ys"), nb::arg("regions"), nb::arg("gamma"), nb::arg("beta"), nb::arg("pad"),
