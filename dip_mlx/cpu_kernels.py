@@ -59,7 +59,8 @@ def status() -> str:
     if _PROBLEM is not None:
         return _PROBLEM
     blas = "a single-threaded BLAS per thread" if _SERIAL else "MLX's BLAS"
-    return f"on ({_k.threads()} threads, products on {blas})"
+    n = _k.threads()
+    return f"on ({n} thread{'s' if n != 1 else ''}, products on {blas})"
 
 
 def enabled() -> bool:

@@ -180,13 +180,18 @@ def test_unsupported_layers_fall_back():
     assert ck.supports(SMALL)
 
 
-def test_kernels_on_mlx_threaded_blas():
-    """Without a single-threaded BLAS the products run on MLX's own, from one thread: same results."""
+@pytest.mark.parametrize(
+    ("env", "expect"),
+    [({"DIP_SERIAL_BLAS": "none"}, "MLX's BLAS"), ({"DIP_THREADS": "3"}, "3 threads")],
+    ids=["mlx-blas", "3-threads"],
+)
+def test_kernels_in_other_thread_setups(env, expect):
+    """Products on MLX's threaded BLAS from one thread, or split three ways: the same results."""
     code = (
         "import numpy as np, mlx.core as mx\n"
         "from dip_mlx import cpu_kernels as ck\n"
         "from dip_core.config import Pad\n"
-        "assert 'MLX' in ck.status(), ck.status()\n"
+        f"assert {expect!r} in ck.status(), ck.status()\n"
         "x = ck.from_image(mx.array(np.random.default_rng(0).random((1, 9, 11, 5), np.float32)), 1, Pad.REFLECTION)\n"
         "w = mx.array(np.random.default_rng(1).random((4, 3, 3, 5), np.float32))\n"
         "for s in (1, 2):\n"
@@ -194,6 +199,5 @@ def test_kernels_on_mlx_threaded_blas():
         "    got = ck.conv(x, w, s).image()\n"
         "    assert np.allclose(np.array(got), np.array(ref), atol=1e-4), s\n"
     )
-    env = {**os.environ, "DIP_SERIAL_BLAS": "none"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **env})
     assert result.returncode == 0, result.stderr

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -82,8 +83,10 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float*
 class Pool {
  public:
   Pool() {
-    unsigned n = std::thread::hardware_concurrency();
-    size_ = static_cast<int>(std::clamp(n, 1u, 64u));
+    // One per core, at most 32; DIP_THREADS sets the count.
+    long n = std::min<long>(std::thread::hardware_concurrency(), 32);
+    if (const char* env = std::getenv("DIP_THREADS")) n = std::strtol(env, nullptr, 10);
+    size_ = static_cast<int>(std::clamp(n, 1L, 256L));
     for (int i = 1; i < size_; ++i) workers_.emplace_back([this, i] { work(i); });
   }
   ~Pool() {
