@@ -15,22 +15,31 @@ class ReportError(UserError):
     """A results file that cannot be read."""
 
 
+REPORTED = ("speed", "quality")
+OTHER_KINDS = ("autostop",)  # results of bench/autostop.py live beside them, with their own table
+
+
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
-    files: list[Path] = []
+    """Speed and quality results from files and folders; a folder's other bench results are skipped."""
+    files: list[tuple[Path, bool]] = []
     for p in paths:
-        files += sorted(p.glob("*.json")) if p.is_dir() else [p]
-    if not files:
-        raise ReportError("no result files given")
+        files += [(f, True) for f in sorted(p.glob("*.json"))] if p.is_dir() else [(p, False)]
     results = []
-    for f in files:
+    for f, in_folder in files:
         try:
             data = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ReportError(f"cannot read {f}: {exc}") from None
-        if not isinstance(data, dict) or data.get("kind") not in ("speed", "quality") or "fingerprint" not in data:
+        if not isinstance(data, dict) or "fingerprint" not in data or data.get("kind") not in REPORTED + OTHER_KINDS:
             raise ReportError(f"{f} is not a dip bench result")
+        if data["kind"] in OTHER_KINDS:
+            if in_folder:
+                continue
+            raise ReportError(f"{f} is a {data['kind']} result: `python -m bench.{data['kind']} table` reads it")
         data["_file"] = f.name
         results.append(data)
+    if not results:
+        raise ReportError("no speed or quality results given")
     return results
 
 

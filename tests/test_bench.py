@@ -88,6 +88,19 @@ def test_bench_quality_and_report(tmp_path, paper_images):
     assert "barbara-restore-50" in md and (report_dir / "quality.png").exists()
 
 
+def test_report_skips_other_bench_results_in_a_folder(tmp_path, paper_images):
+    """bench/results also holds auto-stop curves: a folder's report leaves them out, a named one is an error."""
+    out = tmp_path / "results"
+    args = ["bench", "quality", "--profile", "smoke", "--data", str(paper_images), "--out", str(out)]
+    assert runner.invoke(app, args).exit_code == 0
+    curves = out / "autostop.json"
+    curves.write_text(json.dumps({"kind": "autostop", "fingerprint": {}, "rows": []}))
+    result = runner.invoke(app, ["bench", "report", str(out), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["bench", "report", str(curves), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and "autostop" in result.output
+
+
 def test_report_rejects_foreign_files(tmp_path):
     bad = tmp_path / "x.json"
     bad.write_text('{"hello": 1}')
