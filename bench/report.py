@@ -78,7 +78,21 @@ def speed_markdown(results: list[dict[str, Any]]) -> str:
                 f"| {label} | {date} | {q['device']} | {q['size']}² | {q['net']} | {q['kind']} "
                 f"| {q['mlx_over_torch']:.2f} |"
             )
-    return "\n".join(lines) + "\n\n" + "\n".join(ratio_lines) + "\n"
+    notes = [
+        "GFLOP/s and % of matmul peak count the FLOPs of direct convolution (forward and both gradients): for "
+        "MLX's CPU kernels, which compute 3x3 stride-1 convolutions by Winograd F(2x2,3x3) with 2.25x fewer "
+        "multiplications, they are effective rates.",
+        "",
+    ]
+    for res in results:
+        if res["kind"] == "speed":
+            fp = res["fingerprint"]
+            blas = ", ".join(f"{k} {str(v).split(' (')[0]}" for k, v in (fp.get("blas") or {}).items() if v)
+            notes.append(
+                f"- {_label(res)}: BLAS {blas}; MLX CPU kernels: {fp.get('mlx_cpu_kernels') or 'none'}; "
+                f"allocator: {fp.get('allocator') or 'system default'}"
+            )
+    return "\n".join(lines) + "\n\n" + "\n".join(ratio_lines) + "\n\n" + "\n".join(notes) + "\n"
 
 
 def quality_markdown(results: list[dict[str, Any]]) -> str:
