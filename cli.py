@@ -767,6 +767,9 @@ def bench_speed(
     blocks: Annotated[int, typer.Option(min=1, help="Timed blocks (median, min, max over them).")] = 5,
     per_block: Annotated[int, typer.Option(min=1, help="Steps per timed block.")] = 3,
     extras: Annotated[bool, typer.Option(help="Also time forward-only and the small cross-check net.")] = True,
+    isolate: Annotated[
+        bool, typer.Option(help="Each row in a process of its own (its own peak memory, no shared threads).")
+    ] = True,
     out: ResultsDir = Path("bench/results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -792,7 +795,7 @@ def bench_speed(
     data = _envelope(
         run_speed(
             names, [d.value for d in devices] if devices else None, chosen, preset, warmup, blocks, per_block,
-            extras, on_row=show,
+            extras, on_row=show, isolate=isolate,
         )
     )  # fmt: skip
     path = _save_result(data, out if out and str(out) else None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
+import json
 import resource
 import statistics
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -78,6 +80,10 @@ def _sync(dev: Any) -> None:
 
 def _memory(backend: Any) -> tuple[int | None, str]:
     """Peak memory of the measured work, and where it was read."""
+    if backend.device == "cpu":
+        # MLX's own count leaves out what its CPU kernels allocate: the process's peak tells both
+        # backends alike (per row when each row has its own process, as `run_speed` runs them).
+        return _peak_rss(), "process peak RSS"
     if backend.name == "mlx":
         import mlx.core as mx
 
@@ -173,35 +179,68 @@ def run_speed(
     per_block: int = 3,
     extras: bool = True,
     on_row: Any = None,
+    isolate: bool = True,
 ) -> dict[str, Any]:
-    """Every backend x device x size; plus forward-only and cross-check-net rows at the smallest size."""
+    """Every size x backend x device (backends alternating, so drift in the machine hits them alike);
+    plus forward-only and cross-check-net rows at the smallest size.
+
+    With `isolate`, every row and every matmul roofline runs in a process of its own: its peak
+    memory is its own, and neither framework's threads or allocations touch the other's timing.
+    """
     backends = backends or available_backends()
     devices = devices or ["auto"]
     for size in sizes:  # fail before measuring anything
         check_size(network_for(SpeedCase(backends[0], devices[0], size, preset)), size, size)
+    for b in backends:
+        for d in devices:
+            get_backend(b, d)  # a missing framework or device is a user error, here rather than in a child
+    cases = [SpeedCase(b, d, s, preset) for s in sizes for b in backends for d in devices]
+    if extras:
+        smallest = min(sizes)
+        cases += [SpeedCase(b, d, smallest, preset, kind="forward") for b in backends for d in devices]
+        cases += [SpeedCase(b, d, 64, preset, net="small") for b in backends for d in devices]
     rows: list[dict[str, Any]] = []
     roofline: dict[str, float] = {}
-    for name in backends:
-        for device in devices:
-            resolved = get_backend(name, device).device
-            key = f"{name}/{resolved}"
-            if key in roofline:
-                continue
-            roofline[key] = matmul_gflops(name, resolved)
-            cases = [SpeedCase(name, device, s, preset) for s in sizes]
-            if extras:
-                cases += [
-                    SpeedCase(name, device, min(sizes), preset, kind="forward"),
-                    SpeedCase(name, device, 64, preset, net="small"),
-                ]
-            for case in cases:
-                row = time_case(case, warmup, blocks, per_block)
-                row["roofline_gflops"] = roofline[key]
-                row["roofline_fraction"] = row["gflops_per_s"] / roofline[key]
-                rows.append(row)
-                if on_row is not None:
-                    on_row(row)
-    return {"kind": "speed", "rows": rows, "roofline_gflops": roofline, "ratios": ratios(rows)}
+    for case in cases:
+        row = _run_isolated(case, warmup, blocks, per_block) if isolate else time_case(case, warmup, blocks, per_block)
+        key = f"{case.backend}/{row['device']}"
+        if key not in roofline:
+            roofline[key] = _matmul_isolated(case.backend, row["device"]) if isolate else matmul_gflops(*key.split("/"))
+        row["roofline_gflops"] = roofline[key]
+        row["roofline_fraction"] = row["gflops_per_s"] / roofline[key]
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return {"kind": "speed", "isolated": isolate, "rows": rows, "roofline_gflops": roofline, "ratios": ratios(rows)}
+
+
+def _child(args: list[str]) -> dict[str, Any]:
+    """Run `python -m bench.speed ARGS` and return the JSON it prints last."""
+    result = subprocess.run([sys.executable, "-m", "bench.speed", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or ["no output"]
+        raise RuntimeError(f"bench.speed {args[0]} failed: {lines[-1]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _run_isolated(case: SpeedCase, warmup: int, blocks: int, per_block: int) -> dict[str, Any]:
+    return _child(["case", json.dumps(asdict(case)), str(warmup), str(blocks), str(per_block)])
+
+
+def _matmul_isolated(backend: str, device: str) -> float:
+    return _child(["matmul", backend, device])["gflops"]
+
+
+def main() -> None:
+    """The child side of `run_speed(isolate=True)`: one measurement, printed as JSON."""
+    what, *args = sys.argv[1:]
+    if what == "case":
+        row = time_case(SpeedCase(**json.loads(args[0])), *(int(a) for a in args[1:]))
+        print(json.dumps(row))
+    elif what == "matmul":
+        print(json.dumps({"gflops": matmul_gflops(args[0], args[1])}))
+    else:
+        sys.exit(f"unknown measurement {what!r}")
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -217,3 +256,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 {"device": kind, "size": size, "kind": what, "net": net, "mlx_over_torch": ms["mlx"] / ms["torch"]}
             )
     return out
+
+
+if __name__ == "__main__":
+    main()

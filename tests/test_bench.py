@@ -50,6 +50,16 @@ def test_bench_speed_json_schema(tmp_path):
     assert all(positive(r["mlx_over_torch"]) for r in data["ratios"]) and data["ratios"]
     saved = list(tmp_path.glob("*-speed-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["rows"] == data["rows"]
+    # Each row ran in a process of its own: its peak memory is its own.
+    assert data["isolated"] and all(r["memory_source"] == "process peak RSS" for r in data["rows"])
+
+
+def test_bench_speed_in_one_process(tmp_path):
+    args = ["bench", "speed", "--sizes", "40", "--blocks", "1", "--per-block", "1", "--warmup", "0", "--no-extras"]
+    result = runner.invoke(app, [*args, "--no-isolate", "--json", "--out", ""])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert not data["isolated"] and len(data["rows"]) == 2
 
 
 @pytest.fixture
