@@ -7,7 +7,8 @@ a convolution's output has junk columns right of its region, which only the
 kernels that know the region read. `Act.image()` gives the plain array.
 
 Set DIP_CPU_KERNELS=0 to run MLX's own ops instead, DIP_WINOGRAD=0 to run
-3x3 convolutions tap by tap (for comparisons).
+3x3 convolutions tap by tap (for comparisons), DIP_THREADS=N for the number
+of threads (one per core by default), DIP_SERIAL_BLAS (see dip_mlx/blas.py).
 """
 
 from __future__ import annotations

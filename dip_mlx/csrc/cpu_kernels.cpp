@@ -3,7 +3,8 @@
 // MLX's own CPU ops run on one thread and make a full pass over memory per
 // op; a DIP step on the CPU spent as long in them as in its matrix products.
 // These primitives cover the network's hot path with few passes, on every
-// core, and keep the matrix products in the BLAS that MLX uses:
+// core (one pool of threads, which also splits the matrix products over a
+// single-threaded BLAS when one is loaded; see gemm below):
 //
 //   conv          stride-1 or stride-2 convolution as one GEMM per kernel tap,
 //                 read in place from a padded activation ("wide" output rows)
