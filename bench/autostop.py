@@ -10,9 +10,10 @@ output against the clean image at every step; the curves go to a JSON file.
 minimum for P iterations) on those curves, for any P, exactly as `fit` applies
 it, and prints the gap to the best PSNR seen and the PSNR after the fixed count.
 
-Cases: the reference cases of `dip bench quality --profile quick` whose task
-stops automatically by default (denoise, restore, sr), and images degraded
-here: the synthetic scene at sigma 15/25/50 and F16 at sigma 15/50 (64x64).
+Cases: every reference case of `dip bench quality --profile quick` (denoise,
+inpaint, restore, sr; inpainting runs a fixed count by default, measured for
+comparison), and images degraded here: the synthetic scene at sigma 15/25/50
+and F16 at sigma 15/50 (64x64).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def _cases(data: Path, size: int) -> list[dict[str, Any]]:
     cases: list[dict[str, Any]] = []
     for case in CASES:
-        if case.task in ("denoise", "restore", "sr") and all((data / f).exists() for f in case.files):
+        if case.task != "jpeg" and all((data / f).exists() for f in case.files):
             inputs = prepare(case, data, size, seed=0)
             options = dict(inputs["options"])
             if "mask" in options:
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> None:
             "ema": ema,
             "exp_weight": rep["preset"]["exp_weight"],
             "seconds": rep["seconds"],
+            "rollbacks": rep["rollbacks"],
             "loss_curve": rep["loss_curve"],
             # What a run returns at a given step: the EMA when on, else net(z) (no input noise).
             "candidate_psnr": rep["psnr_ema_curve"] if ema else rep["psnr_output_curve"],
