@@ -320,9 +320,23 @@ void check_input(const mx::array& a, int ndim, const char* what) {
   if (a.ndim() != ndim) throw std::invalid_argument(std::string(what) + ": wrong number of dimensions");
 }
 
-void alloc(std::vector<mx::array>& outs) {
-  for (auto& o : outs) o.set_data(mx::allocator::malloc(o.nbytes()));
-}
+// What every primitive here shares: CPU only; outputs allocated and registered with the encoder.
+class CpuPrimitive : public mx::Primitive {
+ public:
+  using mx::Primitive::Primitive;
+  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
+    throw std::runtime_error(std::string(name()) + ": dip's kernels run on the CPU only");
+  }
+
+ protected:
+  mx::cpu::CommandEncoder& prepare(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
+    for (auto& o : out) o.set_data(mx::allocator::malloc(o.nbytes()));
+    auto& enc = mx::cpu::get_command_encoder(stream());
+    for (auto& a : in) enc.set_input_array(a);
+    for (auto& o : out) enc.set_output_array(o);
+    return enc;
+  }
+};
 
 std::vector<int> region_vec(const Region& r) { return {r.r0, r.c0, r.h, r.w}; }
 
@@ -330,13 +344,10 @@ class ConvGradInput;
 class ConvGradWeight;
 
 // y = conv(x, w): x (1, Hb, Wb, C) with the region, w (O, k, k, C); y (1, Ho, Wg, O), columns >= Wo junk.
-class Conv : public mx::Primitive {
+class Conv : public CpuPrimitive {
  public:
-  Conv(mx::Stream s, int stride, Region r) : mx::Primitive(s), stride_(stride), r_(r) {}
+  Conv(mx::Stream s, int stride, Region r) : CpuPrimitive(s), stride_(stride), r_(r) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override;
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
-  }
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
   const char* name() const override { return "DipConv"; }
@@ -353,10 +364,7 @@ ConvGeom geom_of(const mx::array& x, const mx::array& w, int stride, Region r) {
 }
 
 void Conv::eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) {
-  alloc(out);
-  auto& enc = mx::cpu::get_command_encoder(stream());
-  for (auto& a : in) enc.set_input_array(a);
-  enc.set_output_array(out[0]);
+  auto& enc = prepare(in, out);
   ConvGeom g = geom_of(in[0], in[1], stride_, r_);
   enc.dispatch([g, x = in[0].data<float>(), w = in[1].data<float>(), y = out[0].data<float>(),
                 total = out[0].size()]() {
@@ -378,15 +386,12 @@ void Conv::eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& ou
   });
 }
 
-class ConvGradInput : public mx::Primitive {
+class ConvGradInput : public CpuPrimitive {
  public:
   ConvGradInput(mx::Stream s, int stride, Region r, int Hb, int Wb)
-      : mx::Primitive(s), stride_(stride), r_(r), Hb_(Hb), Wb_(Wb) {}
+      : CpuPrimitive(s), stride_(stride), r_(r), Hb_(Hb), Wb_(Wb) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    enc.set_output_array(out[0]);
+    auto& enc = prepare(in, out);
     auto& dy = in[0];
     auto& w = in[1];
     ConvGeom g(w.shape(1), stride_, Hb_, Wb_, w.shape(3), w.shape(0), r_);
@@ -411,23 +416,17 @@ class ConvGradInput : public mx::Primitive {
       if (g.stride == 2) merge_phases(phases.get(), g, dx);
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
-  }
   const char* name() const override { return "DipConvGradInput"; }
   int stride_;
   Region r_;
   int Hb_, Wb_;
 };
 
-class ConvGradWeight : public mx::Primitive {
+class ConvGradWeight : public CpuPrimitive {
  public:
-  ConvGradWeight(mx::Stream s, int stride, Region r, int k) : mx::Primitive(s), stride_(stride), r_(r), k_(k) {}
+  ConvGradWeight(mx::Stream s, int stride, Region r, int k) : CpuPrimitive(s), stride_(stride), r_(r), k_(k) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    enc.set_output_array(out[0]);
+    auto& enc = prepare(in, out);
     auto& x = in[0];
     auto& dy = in[1];
     ConvGeom g(k_, stride_, x.shape(1), x.shape(2), x.shape(3), dy.shape(3), r_);
@@ -462,9 +461,6 @@ class ConvGradWeight : public mx::Primitive {
         });
       }
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
   }
   const char* name() const override { return "DipConvGradWeight"; }
   int stride_;
@@ -770,14 +766,11 @@ void wino_output_adjoint(const float* dy, const WinoGeom& g, int tr0, int tr1, f
 class WinoConvGrad;
 
 // y (1, h, w, O) = conv3x3(x, w) over the region (border >= 1), compact.
-class WinoConv : public mx::Primitive {
+class WinoConv : public CpuPrimitive {
  public:
-  WinoConv(mx::Stream s, Region r) : mx::Primitive(s), r_(r) {}
+  WinoConv(mx::Stream s, Region r) : CpuPrimitive(s), r_(r) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    enc.set_output_array(out[0]);
+    auto& enc = prepare(in, out);
     WinoGeom g(in[0].shape(1), in[0].shape(2), in[0].shape(3), in[1].shape(0), r_);
     enc.dispatch([g, x = in[0].data<float>(), w = in[1].data<float>(), y = out[0].data<float>()]() {
       Scratch U = scratch(16 * static_cast<int64_t>(g.C) * g.O);
@@ -796,9 +789,6 @@ class WinoConv : public mx::Primitive {
       }
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
-  }
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
   const char* name() const override { return "DipWinoConv"; }
@@ -809,15 +799,12 @@ class WinoConv : public mx::Primitive {
 };
 
 // Both gradients of WinoConv in one sweep over the tiles: dx (x's buffer) and dw.
-class WinoConvGrad : public mx::Primitive {
+class WinoConvGrad : public CpuPrimitive {
  public:
-  WinoConvGrad(mx::Stream s, Region r) : mx::Primitive(s), r_(r) {}
+  WinoConvGrad(mx::Stream s, Region r) : CpuPrimitive(s), r_(r) {}
   // inputs: x, w, dy
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    for (auto& o : out) enc.set_output_array(o);
+    auto& enc = prepare(in, out);
     WinoGeom g(in[0].shape(1), in[0].shape(2), in[0].shape(3), in[1].shape(0), r_);
     enc.dispatch([g, x = in[0].data<float>(), w = in[1].data<float>(), dy = in[2].data<float>(),
                   dx = out[0].data<float>(), dw = out[1].data<float>(), dx_size = out[0].size()]() {
@@ -845,9 +832,6 @@ class WinoConvGrad : public mx::Primitive {
       }
       wino_weights_adjoint(dU.get(), g.C, g.O, dw);
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
   }
   const char* name() const override { return "DipWinoConvGrad"; }
   Region r_;
@@ -938,15 +922,12 @@ void bn_stats(const BnGeom& g, const float* const* ys, double* mean, double* var
 class BnActGrad;
 
 // out (1, h+2p, w+2p, C) = pad(act(BN(concat(ys)))), mean (C), invstd (C).
-class BnAct : public mx::Primitive {
+class BnAct : public CpuPrimitive {
  public:
   BnAct(mx::Stream s, std::vector<Region> r, int pad, bool reflect, float slope, float eps)
-      : mx::Primitive(s), r_(std::move(r)), pad_(pad), reflect_(reflect), slope_(slope), eps_(eps) {}
+      : CpuPrimitive(s), r_(std::move(r)), pad_(pad), reflect_(reflect), slope_(slope), eps_(eps) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    for (auto& o : out) enc.set_output_array(o);
+    auto& enc = prepare(in, out);
     int parts = static_cast<int>(r_.size());
     std::vector<mx::array> ys(in.begin(), in.begin() + parts);
     BnGeom g = bn_geom(ys, r_, pad_, reflect_, slope_);
@@ -1002,9 +983,6 @@ class BnAct : public mx::Primitive {
       });
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
-  }
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
   const char* name() const override { return "DipBnAct"; }
@@ -1029,16 +1007,13 @@ std::vector<std::vector<int>> preimages(int n, int pad, bool reflect_mode) {
 }
 
 // Gradients of BnAct: dys (each input's buffer, zero outside its region), dgamma, dbeta.
-class BnActGrad : public mx::Primitive {
+class BnActGrad : public CpuPrimitive {
  public:
   BnActGrad(mx::Stream s, std::vector<Region> r, int pad, bool reflect, float slope)
-      : mx::Primitive(s), r_(std::move(r)), pad_(pad), reflect_(reflect), slope_(slope) {}
+      : CpuPrimitive(s), r_(std::move(r)), pad_(pad), reflect_(reflect), slope_(slope) {}
   // inputs: dout, ys..., gamma, beta, mean, invstd
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    for (auto& a : in) enc.set_input_array(a);
-    for (auto& o : out) enc.set_output_array(o);
+    auto& enc = prepare(in, out);
     int parts = static_cast<int>(r_.size());
     std::vector<mx::array> ys(in.begin() + 1, in.begin() + 1 + parts);
     BnGeom g = bn_geom(ys, r_, pad_, reflect_, slope_);
@@ -1172,9 +1147,6 @@ class BnActGrad : public mx::Primitive {
       });
     });
   }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
-  }
   const char* name() const override { return "DipBnActGrad"; }
   std::vector<Region> r_;
   int pad_;
@@ -1233,14 +1205,11 @@ Taps up_taps(int n, int out_n, bool bilinear) {
 }
 
 // out (1, Ho, Wo, C): x2 upsampling of the region, cropped to (Ho, Wo).
-class Upsample : public mx::Primitive {
+class Upsample : public CpuPrimitive {
  public:
-  Upsample(mx::Stream s, Region r, bool bilinear) : mx::Primitive(s), r_(r), bilinear_(bilinear) {}
+  Upsample(mx::Stream s, Region r, bool bilinear) : CpuPrimitive(s), r_(r), bilinear_(bilinear) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(in[0]);
-    enc.set_output_array(out[0]);
+    auto& enc = prepare(in, out);
     int Ho = out[0].shape(1), Wo = out[0].shape(2), C = out[0].shape(3), Wb = in[0].shape(2);
     enc.dispatch([r = r_, bl = bilinear_, Ho, Wo, C, Wb, x = in[0].data<float>(), y = out[0].data<float>()]() {
       Taps tr = up_taps(r.h, Ho, bl), tc = up_taps(r.w, Wo, bl);
@@ -1261,9 +1230,6 @@ class Upsample : public mx::Primitive {
         }
       });
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
   }
   std::vector<mx::array> vjp(const std::vector<mx::array>& primals, const std::vector<mx::array>& cotangents,
                              const std::vector<int>& argnums, const std::vector<mx::array>& outputs) override;
@@ -1291,14 +1257,11 @@ Adjoint adjoint(const Taps& t, int n) {
   return a;
 }
 
-class UpsampleGrad : public mx::Primitive {
+class UpsampleGrad : public CpuPrimitive {
  public:
-  UpsampleGrad(mx::Stream s, Region r, bool bilinear) : mx::Primitive(s), r_(r), bilinear_(bilinear) {}
+  UpsampleGrad(mx::Stream s, Region r, bool bilinear) : CpuPrimitive(s), r_(r), bilinear_(bilinear) {}
   void eval_cpu(const std::vector<mx::array>& in, std::vector<mx::array>& out) override {
-    alloc(out);
-    auto& enc = mx::cpu::get_command_encoder(stream());
-    enc.set_input_array(in[0]);
-    enc.set_output_array(out[0]);
+    auto& enc = prepare(in, out);
     int Ho = in[0].shape(1), Wo = in[0].shape(2), C = in[0].shape(3), Wb = out[0].shape(2);
     enc.dispatch([r = r_, bl = bilinear_, Ho, Wo, C, Wb, dy = in[0].data<float>(), dx = out[0].data<float>(),
                   total = out[0].size()]() {
@@ -1324,9 +1287,6 @@ class UpsampleGrad : public mx::Primitive {
         }
       });
     });
-  }
-  void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("dip cpu kernels: no GPU");
   }
   const char* name() const override { return "DipUpsampleGrad"; }
   Region r_;
