@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from dip_core.backend import available_backends
 
 runner = CliRunner()
 
@@ -62,3 +65,6 @@ def test_doctor_reports_blas_and_matmul_speed():
     result = runner.invoke(app, ["doctor"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "GFLOP/s" in result.output and "BLAS" in result.output
+    assert "memory allocator:" in result.output
+    if sys.platform.startswith("linux") and "mlx" in available_backends():
+        assert "mlx CPU kernels:" in result.output
