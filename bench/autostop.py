@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from bench.fingerprint import fingerprint, machine_label
+from bench.fingerprint import RESULTS, fingerprint, machine_label
 from bench.quality import CASES, DEFAULT_DATA, prepare
 from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
@@ -37,7 +37,6 @@ from dip_core.degrade import add_noise
 from dip_core.examples import synthetic_scene
 
 WINDOW = 100
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _cases(data: Path, size: int) -> list[dict[str, Any]]:

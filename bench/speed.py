@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -202,7 +203,7 @@ def run_speed(
     rows: list[dict[str, Any]] = []
     roofline: dict[str, float] = {}
     for case in cases:
-        row = _run_isolated(case, warmup, blocks, per_block) if isolate else time_case(case, warmup, blocks, per_block)
+        row = run_isolated(case, warmup, blocks, per_block) if isolate else time_case(case, warmup, blocks, per_block)
         key = f"{case.backend}/{row['device']}"
         if key not in roofline:
             roofline[key] = _matmul_isolated(case.backend, row["device"]) if isolate else matmul_gflops(*key.split("/"))
@@ -214,17 +215,21 @@ def run_speed(
     return {"kind": "speed", "isolated": isolate, "rows": rows, "roofline_gflops": roofline, "ratios": ratios(rows)}
 
 
-def _child(args: list[str]) -> dict[str, Any]:
-    """Run `python -m bench.speed ARGS` and return the JSON it prints last."""
-    result = subprocess.run([sys.executable, "-m", "bench.speed", *args], capture_output=True, text=True)
+def _child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run `python -m bench.speed ARGS` (with `env` added to the environment) and return the JSON it prints last."""
+    full_env = {**os.environ, **env} if env else None
+    result = subprocess.run([sys.executable, "-m", "bench.speed", *args], capture_output=True, text=True, env=full_env)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["no output"]
         raise RuntimeError(f"bench.speed {args[0]} failed: {lines[-1]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _run_isolated(case: SpeedCase, warmup: int, blocks: int, per_block: int) -> dict[str, Any]:
-    return _child(["case", json.dumps(asdict(case)), str(warmup), str(blocks), str(per_block)])
+def run_isolated(
+    case: SpeedCase, warmup: int, blocks: int, per_block: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """time_case in a fresh process (with `env` added to its environment)."""
+    return _child(["case", json.dumps(asdict(case)), str(warmup), str(blocks), str(per_block)], env)
 
 
 def _matmul_isolated(backend: str, device: str) -> float:

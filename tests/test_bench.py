@@ -121,3 +121,15 @@ def test_report_rejects_foreign_files(tmp_path):
 def test_bench_speed_rejects_bad_sizes():
     result = runner.invoke(app, ["bench", "speed", "--sizes", "16", "--out", ""])
     assert result.exit_code == 2 and "too small" in result.output
+
+
+def test_ladder_runs_each_rung_in_its_own_environment(monkeypatch):
+    from bench import ladder
+
+    rungs = [("MLX ops", "mlx", {"DIP_CPU_KERNELS": "0"}), ("PyTorch (default)", "torch", {})]
+    monkeypatch.setattr(ladder, "RUNGS", rungs)
+    data = ladder.run([40], blocks=1, per_block=1)
+    assert [r["rung"] for r in data["rows"]] == ["MLX ops", "PyTorch (default)"]
+    assert data["rows"][0]["env"] == {"DIP_CPU_KERNELS": "0"} and positive(data["rows"][0]["ms_per_iter"])
+    table = ladder.markdown(data)
+    assert "| MLX ops |" in table and "(1.00)" in table.splitlines()[-1]
