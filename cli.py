@@ -750,9 +750,12 @@ def _envelope(kind_data: dict[str, Any]) -> dict[str, Any]:
     return {**kind_data, "date": now, "command": " ".join(["dip", *sys.argv[1:]]), "fingerprint": fingerprint()}
 
 
-ResultsDir = Annotated[
-    Path | None, typer.Option("--out", help="Folder for the result JSON (one file per run); '' to skip.")
-]
+ResultsDir = Annotated[str, typer.Option("--out", help="Folder for the result JSON (one file per run); '' to skip.")]
+
+
+def _results_dir(out: str) -> Path | None:
+    """The --out folder; None for '' (as a Path, '' would mean the current folder)."""
+    return Path(out) if out.strip() else None
 
 
 @bench_app.command("speed", context_settings=EXTRA_ARGS)
@@ -770,7 +773,7 @@ def bench_speed(
     isolate: Annotated[
         bool, typer.Option(help="Each row in a process of its own (its own peak memory, no shared threads).")
     ] = True,
-    out: ResultsDir = Path("bench/results"),
+    out: ResultsDir = "bench/results",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Time the full optimisation step of every backend in one run, with the MLX/torch ratio."""
@@ -798,7 +801,7 @@ def bench_speed(
             extras, on_row=show, isolate=isolate,
         )
     )  # fmt: skip
-    path = _save_result(data, out if out and str(out) else None)
+    path = _save_result(data, _results_dir(out))
     if as_json:
         typer.echo(json.dumps(data, indent=2))
     for r in data["ratios"]:
@@ -817,7 +820,7 @@ def bench_quality(
     backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
     device: DeviceOpt = Device.AUTO,
     cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
-    out: ResultsDir = Path("bench/results"),
+    out: ResultsDir = "bench/results",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run the paper's cases on each backend: final, EMA and best PSNR beside the published figures."""
@@ -838,7 +841,7 @@ def bench_quality(
         _err().print(f"{row['case']:>20} {row['backend']:>5}: {result}, {row['seconds']:.0f} s", highlight=False)
 
     result = _envelope(run_quality(names, device.value, profile, data, cases, on_row=show))
-    path = _save_result(result, out if out and str(out) else None)
+    path = _save_result(result, _results_dir(out))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     if path:

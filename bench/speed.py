@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.fingerprint import blas
 from bench.flops import forward_flops, step_flops
 from dip_core.backend import SessionSpec, available_backends, get_backend
 from dip_core.config import SkipConfig, check_size, load_config
@@ -43,6 +44,7 @@ def _peak_rss() -> int:
 
 def matmul_gflops(backend: str, device: str, n: int = 2048, repeats: int = 5) -> float:
     """Measured fp32 matmul throughput: the roofline this run is judged against."""
+    get_backend(backend, device)  # the runtime the rows get: dip_mlx's BLAS, the allocator setting
     if backend == "mlx":
         import mlx.core as mx
 
@@ -202,17 +204,29 @@ def run_speed(
         cases += [SpeedCase(b, d, 64, preset, net="small") for b in backends for d in devices]
     rows: list[dict[str, Any]] = []
     roofline: dict[str, float] = {}
+    roofline_blas: dict[str, str | None] = {}  # the BLAS the matmul ran on (as the rows' process had it)
     for case in cases:
         row = run_isolated(case, warmup, blocks, per_block) if isolate else time_case(case, warmup, blocks, per_block)
         key = f"{case.backend}/{row['device']}"
         if key not in roofline:
-            roofline[key] = _matmul_isolated(case.backend, row["device"]) if isolate else matmul_gflops(*key.split("/"))
+            if isolate:
+                measured = _matmul_isolated(case.backend, row["device"])
+                roofline[key], roofline_blas[key] = measured["gflops"], measured["blas"]
+            else:
+                roofline[key], roofline_blas[key] = matmul_gflops(*key.split("/")), blas().get(case.backend)
         row["roofline_gflops"] = roofline[key]
         row["roofline_fraction"] = row["gflops_per_s"] / roofline[key]
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    return {"kind": "speed", "isolated": isolate, "rows": rows, "roofline_gflops": roofline, "ratios": ratios(rows)}
+    return {
+        "kind": "speed",
+        "isolated": isolate,
+        "rows": rows,
+        "roofline_gflops": roofline,
+        "roofline_blas": roofline_blas,
+        "ratios": ratios(rows),
+    }
 
 
 def _child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -232,8 +246,8 @@ def run_isolated(
     return _child(["case", json.dumps(asdict(case)), str(warmup), str(blocks), str(per_block)], env)
 
 
-def _matmul_isolated(backend: str, device: str) -> float:
-    return _child(["matmul", backend, device])["gflops"]
+def _matmul_isolated(backend: str, device: str) -> dict[str, Any]:
+    return _child(["matmul", backend, device])
 
 
 def main() -> None:
@@ -243,7 +257,8 @@ def main() -> None:
         row = time_case(SpeedCase(**json.loads(args[0])), *(int(a) for a in args[1:]))
         print(json.dumps(row))
     elif what == "matmul":
-        print(json.dumps({"gflops": matmul_gflops(args[0], args[1])}))
+        gflops = matmul_gflops(args[0], args[1])
+        print(json.dumps({"gflops": gflops, "blas": blas().get(args[0])}))
     else:
         sys.exit(f"unknown measurement {what!r}")
 

@@ -52,6 +52,8 @@ def test_bench_speed_json_schema(tmp_path):
     assert len(saved) == 1 and json.loads(saved[0].read_text())["rows"] == data["rows"]
     # Each row ran in a process of its own: its peak memory is its own.
     assert data["isolated"] and all(r["memory_source"] == "process peak RSS" for r in data["rows"])
+    # The matmul roofline ran on the BLAS the rows had (for MLX: dip's, not the bundled one).
+    assert data["roofline_blas"]["mlx/cpu"] == data["fingerprint"]["blas"]["mlx"]
 
 
 def test_bench_speed_in_one_process(tmp_path):
