@@ -259,6 +259,13 @@ def run(
     ] = None,
     window: Annotated[int, typer.Option(min=2, help="ES-WMV window (outputs).")] = 100,
     patience: Annotated[int, typer.Option(min=1, help="ES-WMV patience (iterations).")] = 1000,
+    noise_sigma: Annotated[
+        float | None,
+        typer.Option(
+            help="denoise: the noise's standard deviation (0-255) if known, else estimated from the image; "
+            "the automatic choice never keeps an output whose residual is under half its power."
+        ),
+    ] = None,
     pad: Annotated[
         PadMode, typer.Option(help="reflect: pad to a multiple of 2^depth and crop back; none: only tiny images.")
     ] = PadMode.REFLECT,
@@ -327,6 +334,7 @@ def run(
             "stop": None if stop is None else stop.value,
             "window": window,
             "patience": patience,
+            "noise_sigma": noise_sigma,
             "pad": pad.value,
             "on_step": bar.step if progress is not None else None,
             **overrides,

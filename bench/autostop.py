@@ -12,8 +12,9 @@ it, and prints the gap to the best PSNR seen and the PSNR after the fixed count.
 
 Cases: every reference case of `dip bench quality --profile quick` (denoise,
 inpaint, restore, sr; inpainting runs a fixed count by default, measured for
-comparison), and images degraded here: the synthetic scene at sigma 15/25/50
-and F16 at sigma 15/50 (64x64).
+comparison), and images degraded here: the synthetic scene at sigma 15/25/50,
+F16 at 15/50, and, held out from the choice of the discrepancy threshold,
+kate at 25, barbara at 15, zebra at 25 (64x64).
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
 from dip_core.degrade import add_noise
 from dip_core.examples import synthetic_scene
+from dip_core.fit import FitSettings, ema_lag, is_overfit, mean_recent_loss
+from dip_core.metrics import noise_sigma_estimate
 
 WINDOW = 100
+# Images degraded here, and their noise levels. kate, barbara and zebra were added after the
+# discrepancy check's threshold was chosen on the others: they test it on cases it was not fitted to.
+NOISE_LEVELS = {"scene": (15, 25, 50), "f16": (15, 50), "kate": (25,), "barbara": (15,), "zebra": (25,)}
+DEGRADED_IMAGES = {"f16": "F16_GT.png", "kate": "kate.png", "barbara": "barbara.png", "zebra": "zebra_GT.png"}
+HELD_OUT = ("kate-denoise-s25", "barbara-denoise-s15", "zebra-denoise-s25")
 
 
 def _cases(data: Path, size: int) -> list[dict[str, Any]]:
@@ -49,12 +57,12 @@ def _cases(data: Path, size: int) -> list[dict[str, Any]]:
                 options["mask"] = (options["mask"] * 255).astype(np.uint8)
             cases.append({"name": case.name, "task": case.task, **inputs, "options": options})
     clean = {"scene": synthetic_scene(size, size)}
-    f16 = data / "F16_GT.png"
-    if f16.exists():
-        im = PILImage.open(f16).convert("RGB").resize((size, size), PILImage.Resampling.LANCZOS)
-        clean["f16"] = np.asarray(im, np.float32) / 255
+    for name, file in DEGRADED_IMAGES.items():
+        if (data / file).exists():
+            im = PILImage.open(data / file).convert("RGB").resize((size, size), PILImage.Resampling.LANCZOS)
+            clean[name] = np.asarray(im, np.float32) / 255
     for name, img in clean.items():
-        for sigma in (15, 25, 50) if name == "scene" else (15, 50):
+        for sigma in NOISE_LEVELS[name]:
             cases.append(
                 {
                     "name": f"{name}-denoise-s{sigma}",
@@ -103,6 +111,7 @@ def run(args: argparse.Namespace) -> None:
             "best_psnr": rep["best_psnr"],
             "final_psnr": rep["psnr_ema"] if ema else rep["psnr"],
             "variance_curve": rep["variance_curve"],
+            "noise_sigma": rep["stopping"]["noise_sigma"] / 255 if "noise_sigma" in rep["stopping"] else None,
         }
         rows.append(row)
         best = rep["best_psnr"]
@@ -111,29 +120,55 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-def replay(row: dict[str, Any], patience: int) -> dict[str, Any]:
-    """Where `fit`'s auto stop would have ended this run, and the PSNR it would have returned."""
-    finite = [i + 1 for i, loss in enumerate(row["loss_curve"]) if math.isfinite(loss)]
-    var_iters = finite[WINDOW - 1 :]  # the variance exists from the W-th finite step on
-    best_var, best_at, stop_at = math.inf, None, None
-    for it, var in zip(var_iters, row["variance_curve"], strict=True):
+def replay(row: dict[str, Any], patience: int, noise_sigma: float | None = None) -> dict[str, Any]:
+    """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
+
+    Mirrors `dip_core.fit` step by step: the variance rule (ES-WMV) and, with a noise level
+    (denoising), the discrepancy point that replaces a variance point deep in noise fitting.
+    """
+    settings = FitSettings(iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma)
+    lag = ema_lag(row["exp_weight"]) if row["ema"] else 0
+    variances = iter(row["variance_curve"])
+    losses: list[float] = []
+    finite: list[int] = []
+    best_var, best_at, wmv_loss, disc, disc_ready, stop_at = math.inf, None, math.inf, 0, False, None
+    for i, loss in enumerate(row["loss_curve"], start=1):
+        losses.append(loss)
+        if not math.isfinite(loss):
+            continue  # a rolled-back step: no output, no variance
+        finite.append(i)
+        recent = mean_recent_loss(losses)
+        if noise_sigma and not disc and recent <= noise_sigma**2:
+            disc = i
+        disc_ready = disc_ready or (disc > 0 and i == disc + lag)
+        if len(finite) < WINDOW:
+            continue  # the variance exists from the W-th finite step on
+        var = next(variances)
         if var < best_var:
-            best_var, best_at = var, it
-        elif it - best_at >= patience:
-            stop_at = it
+            best_var, best_at, wmv_loss = var, i, recent
+        elif i - best_at >= patience:
+            stop_at = i
+            break
+        if disc_ready and i - disc >= patience and is_overfit(settings, wmv_loss) and is_overfit(settings, recent):
+            stop_at = i
             break
     psnrs = row["candidate_psnr"]
     # The PSNR curves skip rolled-back (non-finite) steps like the variance does; the best
     # seen is over the returned candidate (the EMA when on) and the noisy-input output alike.
-    by_iter = dict(zip(finite, psnrs, strict=True))
-    end = finite.index(stop_at) + 1 if stop_at else len(psnrs)
+    by_iter = dict(zip([i + 1 for i, x in enumerate(row["loss_curve"]) if math.isfinite(x)], psnrs, strict=True))
+    end = len(finite)
     best_seen = max(max(psnrs[:end]), max(row["noisy_psnr"][:end]))
-    auto = by_iter[best_at] if best_at else psnrs[-1]
-    lag = round(row["exp_weight"] / (1 - row["exp_weight"])) if row["ema"] else 0
-    if best_at and lag and best_at + lag in by_iter and (stop_at is None or best_at + lag <= stop_at):
+    rule, chosen_at = "wmv", best_at
+    if is_overfit(settings, wmv_loss) and best_at and 0 < disc < best_at and disc_ready:
+        rule, chosen_at = "discrepancy", disc
+        auto = by_iter[disc + lag]
+    elif best_at and lag and best_at + lag in by_iter and best_at + lag <= finite[-1]:
         auto = by_iter[best_at + lag]  # fit returns the EMA centred on the minimum
+    else:
+        auto = by_iter[best_at] if best_at else psnrs[-1]
     return {
-        "detected": best_at,
+        "rule": rule,
+        "detected": chosen_at,
         "stopped": stop_at,
         "auto": auto,
         "best_seen": best_seen,
@@ -143,22 +178,38 @@ def replay(row: dict[str, Any], patience: int) -> dict[str, Any]:
     }
 
 
+def noise_levels(rows: list[dict[str, Any]], data: Path) -> dict[str, float | None]:
+    """The noise level `restore` uses for each denoising case: recorded, or estimated anew from its input."""
+    levels: dict[str, float | None] = {}
+    cases = None
+    for row in rows:
+        if row["task"] != "denoise":
+            levels[row["case"]] = None
+        elif row.get("noise_sigma") is not None:
+            levels[row["case"]] = row["noise_sigma"]
+        else:  # curves recorded before the level was: the same input, made again
+            cases = cases or {c["name"]: c for c in _cases(data, max(row["size"]))}
+            levels[row["case"]] = noise_sigma_estimate(cases[row["case"]]["image"])
+    return levels
+
+
 def table(args: argparse.Namespace) -> None:
     docs = [json.loads(f.read_text()) for f in args.files]
     rows = [row for doc in docs for row in doc["rows"]]
+    levels = noise_levels(rows, args.data)
     for p in args.patience:
         print(f"\nW={WINDOW}, P={p}\n")
         print(
-            "| case | size | iters (preset) | stop / detected | auto dB | best seen dB | gap dB | fixed dB "
+            "| case | size | iters (preset) | stop / chosen (rule) | auto dB | best seen dB | gap dB | fixed dB "
             "| auto - fixed |"
         )
         print("|---|---|---|---|---|---|---|---|---|")
         gaps, deltas = [], []
         for row in rows:
-            r = replay(row, p)
+            r = replay(row, p, levels[row["case"]])
             gaps.append(r["gap"])
             deltas.append(r["auto_minus_fixed"])
-            stop = f"{r['stopped'] or 'none'} / {r['detected']}"
+            stop = f"{r['stopped'] or 'none'} / {r['detected']} ({r['rule']})"
             print(
                 f"| {row['case']} | {row['size'][1]}x{row['size'][0]} | {row['iters']} ({row['preset_iters']}) "
                 f"| {stop} | {r['auto']:.2f} | "
@@ -182,6 +233,7 @@ def main() -> None:
     r.add_argument("--only", nargs="*", help="case names")
     t = sub.add_parser("table")
     t.add_argument("files", type=Path, nargs="+")
+    t.add_argument("--data", type=Path, default=DEFAULT_DATA, help="to re-make inputs whose noise level is missing")
     t.add_argument("--patience", type=int, nargs="*", default=[300, 500, 1000])
     args = ap.parse_args()
     run(args) if args.cmd == "run" else table(args)

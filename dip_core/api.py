@@ -19,7 +19,7 @@ from dip_core.fit import FitResult, FitSettings, StepInfo, fit
 from dip_core.image import Image, from_array, load_image, save_image
 from dip_core.inputs import make_input
 from dip_core.memory import check_memory
-from dip_core.metrics import psnr, ssim
+from dip_core.metrics import noise_sigma_estimate, psnr, ssim
 from dip_core.padding import CroppedSession, PadMode, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
@@ -61,6 +61,15 @@ def resolve_preset(task: Task | str, preset: str | None = None, factor: int | No
     return base.override(**overrides)
 
 
+def _noise_level(task: Task, problem: Any, given: float | None) -> tuple[float | None, str | None]:
+    """Denoising: the noise's standard deviation (image units) for the overfitting check, and its source."""
+    if task is not Task.DENOISE:
+        return None, None
+    if given is not None:
+        return given / 255, "given"
+    return noise_sigma_estimate(problem.observed), "estimated"
+
+
 def restore(
     task: Task | str,
     image: ImageLike,
@@ -79,6 +88,7 @@ def restore(
     stop: str | None = None,
     patience: int = 1000,
     window: int = 100,
+    noise_sigma: float | None = None,
     trace_output: bool = False,
     pad: str = "reflect",
     checkpoint: str | Path | None = None,
@@ -111,6 +121,8 @@ def restore(
         raise ProblemError(f"unknown padding {pad!r}: choose reflect or none")
     if window < 2 or patience < 1:
         raise ProblemError(f"the variance window must be >= 2 and the patience >= 1, got {window} and {patience}")
+    if noise_sigma is not None and not 0 < noise_sigma < 255:
+        raise ProblemError(f"the noise level is a standard deviation in (0, 255), got {noise_sigma}")
     img = as_image(image)
     settings = resolve_preset(task, preset, factor, **overrides)
     problem = _problem(task, img, settings, mask, mask_color, kernel, drop, seed)
@@ -124,6 +136,7 @@ def restore(
     z = make_input(settings.input, settings.input_channels, h, w, seed=seed + 1)
     spec = SessionSpec(cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, seed)
     session = CroppedSession(be.session(spec), crop)
+    noise, noise_source = _noise_level(task, problem, noise_sigma)
     fit_settings = FitSettings(
         iters=settings.iters,
         exp_weight=settings.exp_weight,
@@ -136,6 +149,7 @@ def restore(
         patience=patience,
         window=window,
         trace_output=trace_output,
+        noise_sigma=noise,
     )
     ckpt = None
     if checkpoint is not None:
@@ -148,7 +162,14 @@ def restore(
             "seed": seed,
             "preset": {k: v for k, v in settings.to_dict().items() if k not in ("iters", "note")},
             "net": cfg.to_dict(),
-            "fit": {"keep": keep, "stop": stop, "window": window, "patience": patience, "trace": trace_output},
+            "fit": {
+                "keep": keep,
+                "stop": stop,
+                "window": window,
+                "patience": patience,
+                "trace": trace_output,
+                "noise_sigma": noise,
+            },
             "pad": pad,
             "inputs": digest(padded.observed, padded.op.mask, padded.op.kernel, ref),
         }
@@ -171,6 +192,8 @@ def restore(
     out_image = output_image(img, result.result, problem)
     report = _report(task, be, cfg, settings, seed, keep, problem, result, ref, out_image)
     report["stopping"] = {"stop": stop, "window": window, "patience": patience}
+    if noise is not None:
+        report["stopping"].update({"noise_sigma": 255 * noise, "noise_sigma_source": noise_source})
     report["padding"] = {"mode": pad, "size": [h, w], "offset": [crop.top, crop.left]}
     if ckpt is not None:
         report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
@@ -375,6 +398,8 @@ def _report(
         report["variance_curve"] = result.variance_curve
     report["stopped_early"] = result.stopped_early
     report["stop_iter"] = result.stop_iter
+    report["auto_rule"] = result.auto_rule
+    report["discrepancy_iter"] = result.discrepancy_iter
     if ref is not None:
         report.update(
             {

@@ -21,7 +21,7 @@ import numpy as np
 from dip_core.atomic import atomic_write
 from dip_core.errors import UserError
 
-FORMAT = "dip-checkpoint/1"
+FORMAT = "dip-checkpoint/2"  # 2: the discrepancy check's state
 
 
 class CheckpointError(UserError):

@@ -34,6 +34,8 @@ class FitSettings:
     patience: int = 1000  # ES-WMV patience (iterations)
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
+    noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below
+    overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_sigma^2
 
 
 @dataclass
@@ -68,8 +70,10 @@ class FitResult:
     variance_curve: list[float] = field(default_factory=list)
     best_psnr: float | None = None
     stopped_early: bool = False  # --stop auto ended the run
-    stop_iter: int | None = None  # iteration of the variance minimum (the ES-WMV detection point)
+    stop_iter: int | None = None  # iteration of the automatic choice (the ES-WMV point, or the discrepancy point)
     auto_psnr: float | None = None  # with a reference: PSNR of the output at stop_iter
+    auto_rule: str | None = None  # "wmv" | "discrepancy": which rule made the automatic choice
+    discrepancy_iter: int | None = None  # first iteration whose loss (mean of the last 20) fell below noise_sigma^2
     final_lr: float | None = None  # the learning rate at the end (lower after rollbacks)
 
 
@@ -89,6 +93,10 @@ class _Loop:
     wmv_iter: int = 0
     wmv_choice: np.ndarray | None = None  # the candidate at the variance minimum
     wmv_snap: Any = None  # the session state there (without EMA: its net(z) is the result)
+    wmv_loss: float = math.inf  # the loss (mean of the last LOSS_WINDOW) at the variance minimum
+    disc_iter: int = 0  # first iteration whose mean loss fell below noise_sigma^2 (0: not yet)
+    disc_choice: np.ndarray | None = None  # the candidate there (with EMA: the average centred on it)
+    disc_snap: Any = None  # the session state there (without EMA)
     chosen: np.ndarray | None = None
     chosen_iter: int = 0
     best_score: float = -math.inf
@@ -99,16 +107,21 @@ class _Loop:
     psnrs_output: list[float] = field(default_factory=list)
     variances: list[float] = field(default_factory=list)
 
-    _SCALARS = ("done", "rollbacks", "last_check", "wmv_min", "wmv_iter", "chosen_iter", "best_score", "seconds", "lr")
-    _ARRAYS = ("ema", "snap_ema", "wmv_choice", "chosen")
+    _SCALARS = (
+        "done", "rollbacks", "last_check", "wmv_min", "wmv_iter", "chosen_iter", "best_score", "seconds", "lr",
+        "wmv_loss", "disc_iter",
+    )  # fmt: skip
+    _ARRAYS = ("ema", "snap_ema", "wmv_choice", "chosen", "disc_choice")
+    _SNAPSHOTS = ("wmv_snap", "disc_snap")
     _CURVES = ("losses", "psnrs", "psnrs_ema", "psnrs_output", "variances")
 
     def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
         """This state and the session's, exactly, as named numpy arrays."""
         arrays = _prefixed("session/", session.to_arrays(session.snapshot()))
         arrays.update(_prefixed("snap/", session.to_arrays(self.snap)))
-        if self.wmv_snap is not None:
-            arrays.update(_prefixed("wmv_snap/", session.to_arrays(self.wmv_snap)))
+        for name in self._SNAPSHOTS:
+            if getattr(self, name) is not None:
+                arrays.update(_prefixed(f"{name}/", session.to_arrays(getattr(self, name))))
         scalars = [float(getattr(self, k)) for k in self._SCALARS]
         scalars[self._SCALARS.index("seconds")] = self.seconds + seconds
         arrays["loop/scalars"] = np.array(scalars, np.float64)
@@ -127,9 +140,10 @@ class _Loop:
         """Go on from `to_arrays`'s output: the session is put back in that state too."""
         session.restore(session.from_arrays(_unprefixed("session/", arrays)))
         self.snap = session.from_arrays(_unprefixed("snap/", arrays))
-        wmv_snap = _unprefixed("wmv_snap/", arrays)
-        self.wmv_snap = session.from_arrays(wmv_snap) if wmv_snap else None
-        counters = ("done", "rollbacks", "wmv_iter", "chosen_iter")
+        for name in self._SNAPSHOTS:
+            snap = _unprefixed(f"{name}/", arrays)
+            setattr(self, name, session.from_arrays(snap) if snap else None)
+        counters = ("done", "rollbacks", "wmv_iter", "chosen_iter", "disc_iter")
         for name, value in zip(self._SCALARS, arrays["loop/scalars"], strict=True):
             setattr(self, name, int(value) if name in counters else float(value))
         for name in self._ARRAYS:
@@ -195,10 +209,16 @@ def fit(
     done = len(st.losses)
     final = session.output()
     chosen, chosen_iter, best_score, wmv_choice = st.chosen, st.chosen_iter, st.best_score, st.wmv_choice
-    if st.wmv_snap is not None:
+    auto_iter, auto_rule = st.wmv_iter, "wmv"
+    disc_ready = st.disc_snap is not None or st.disc_choice is not None
+    if is_overfit(settings, st.wmv_loss) and 0 < st.disc_iter < st.wmv_iter and disc_ready:
+        # The variance's point lies deep in noise fitting: take the discrepancy point instead.
+        auto_iter, auto_rule = st.disc_iter, "discrepancy"
+        wmv_choice = _output_at(session, st.disc_snap) if st.disc_snap is not None else st.disc_choice
+    elif st.wmv_snap is not None:
         wmv_choice = _output_at(session, st.wmv_snap)
-        if by_variance:
-            chosen = wmv_choice
+    if by_variance and wmv_choice is not None:
+        chosen, chosen_iter = wmv_choice, auto_iter
     if chosen is None or settings.keep == "last":
         chosen, chosen_iter, selection = (st.ema if use_ema and st.ema is not None else final), done, "last"
     else:
@@ -226,8 +246,10 @@ def fit(
         variance_curve=st.variances,
         best_psnr=best_score if reference is not None and chosen_iter else None,
         stopped_early=stopped_early,
-        stop_iter=st.wmv_iter if wmv_choice is not None else None,
+        stop_iter=auto_iter if wmv_choice is not None else None,
         auto_psnr=psnr(wmv_choice, reference) if reference is not None and wmv_choice is not None else None,
+        auto_rule=auto_rule if wmv_choice is not None else None,
+        discrepancy_iter=st.disc_iter or None,
         final_lr=st.lr,
     )
 
@@ -258,18 +280,21 @@ def _accept(
         else:
             st.snap, st.last_check = session.snapshot(), psnr_in
             st.snap_ema = None if st.ema is None else st.ema.copy()
-    if st.wmv is not None and use_ema and i == st.wmv_iter + _ema_lag(settings.exp_weight):
+    if st.wmv is not None and use_ema and i == st.wmv_iter + ema_lag(settings.exp_weight):
         # The EMA lags the outputs by w / (1 - w) steps: the average centred on the
         # variance minimum is the one this many steps after it.
         st.wmv_choice = st.ema.copy()
         if by_variance:
             st.chosen = st.wmv_choice
+    recent = mean_recent_loss(st.losses)
+    if st.wmv is not None and settings.noise_sigma:
+        _track_discrepancy(session, settings, st, i, recent, use_ema)
     if st.wmv is not None:
         var = st.wmv.push(out)
         if var is not None:
             st.variances.append(var)
             if var < st.wmv_min:
-                st.wmv_min, st.wmv_iter, st.wmv_choice = var, i, candidate.copy()
+                st.wmv_min, st.wmv_iter, st.wmv_choice, st.wmv_loss = var, i, candidate.copy(), recent
                 # Without EMA the output at the minimum is net(z) there, as a fixed run's
                 # final output is: kept as the state, evaluated once at the end.
                 st.wmv_snap = None if use_ema else session.snapshot()
@@ -277,6 +302,8 @@ def _accept(
                     st.chosen, st.chosen_iter = st.wmv_choice, i
             elif settings.stop == "auto" and i - st.wmv_iter >= settings.patience:
                 return True
+        if settings.stop == "auto" and _discrepancy_settled(settings, st, i, recent):
+            return True
     score = None
     if reference is not None:
         p_out = psnr(out, reference)
@@ -294,6 +321,40 @@ def _accept(
     return False
 
 
+LOSS_WINDOW = 20  # losses averaged for the discrepancy check (single losses are noisy: z gets fresh noise)
+
+
+def mean_recent_loss(losses: list[float]) -> float:
+    """Mean of the last LOSS_WINDOW finite losses (inf until there are that many)."""
+    recent = [x for x in losses[-2 * LOSS_WINDOW :] if math.isfinite(x)][-LOSS_WINDOW:]
+    return sum(recent) / len(recent) if len(recent) == LOSS_WINDOW else math.inf
+
+
+def is_overfit(settings: FitSettings, loss: float) -> bool:
+    """A loss this far below the noise power means the output reproduces the noise."""
+    return bool(settings.noise_sigma) and loss < settings.overfit_ratio * settings.noise_sigma**2
+
+
+def _track_discrepancy(session: Session, settings: FitSettings, st: _Loop, i: int, recent: float, ema: bool) -> None:
+    """Remember the first point where the loss reaches the noise power (Morozov's discrepancy principle)."""
+    if not st.disc_iter and recent <= settings.noise_sigma**2:
+        st.disc_iter = i
+        st.disc_snap = None if ema else session.snapshot()
+    if ema and st.disc_iter and i == st.disc_iter + ema_lag(settings.exp_weight):
+        st.disc_choice = st.ema.copy()
+
+
+def _discrepancy_settled(settings: FitSettings, st: _Loop, i: int, recent: float) -> bool:
+    """Auto-stop when the choice can only be the discrepancy point: the variance's minimum and the
+    current loss are both overfit, and the patience has passed since the discrepancy point."""
+    return (
+        (st.disc_snap is not None or st.disc_choice is not None)
+        and i - st.disc_iter >= settings.patience
+        and is_overfit(settings, st.wmv_loss)
+        and is_overfit(settings, recent)
+    )
+
+
 def _roll_back(session: Session, settings: FitSettings, st: _Loop) -> None:
     """Back to the last good parameters, Adam state and EMA, with a lower learning rate."""
     session.restore(st.snap)
@@ -302,7 +363,8 @@ def _roll_back(session: Session, settings: FitSettings, st: _Loop) -> None:
     st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
 
 
-def _ema_lag(weight: float) -> int:
+def ema_lag(weight: float) -> int:
+    """How many steps an EMA of this weight lags the outputs it averages."""
     return round(weight / (1 - weight))
 
 

@@ -86,6 +86,7 @@ CASES = [
     ("output of unknown type", ["run", "denoise", "{d}/img.png", "-o", "{d}/out.xyz"], "use one of"),
     ("existing output without --force", ["run", "denoise", "{d}/img.png", "-o", "{d}/img.denoise.png"], "--force"),
     ("variance window of 1", ["run", "denoise", "{d}/img.png", "--window", "1"], "window"),
+    ("negative noise level", ["run", "denoise", "{d}/img.png", "--noise-sigma", "-5", "-o", "{d}/n.png"], "noise"),
     ("tile too small", ["run", "denoise", "{d}/img.png", "--tile", "4", "-o", "{d}/t.png"], "tiles"),
     ("resume without checkpoint", ["run", "denoise", "{d}/img.png", "--resume", "-o", "{d}/r.png"], "no checkpoint"),
     ("broken checkpoint", ["run", "denoise", "{d}/img.png", "--resume", "-o", "{d}/bad.png"], "not a readable"),

@@ -147,7 +147,8 @@ def test_auto_stop_with_a_reference_reports_the_gap(noisy):
     )  # fmt: skip
     rep = r.report
     assert rep["stop_iter"] is not None and rep["auto_gap"] >= 0
-    assert rep["stopping"] == {"stop": "auto", "window": 5, "patience": 10}
+    assert rep["stopping"] == {**rep["stopping"], "stop": "auto", "window": 5, "patience": 10}
+    assert rep["auto_rule"] in ("wmv", "discrepancy")
     if rep["stopped_early"]:
         assert rep["iters"] == rep["stop_iter"] + 10
 
@@ -188,3 +189,66 @@ def test_auto_stop_is_the_default_where_it_was_measured_unless_iters_are_given(t
 def test_an_iteration_count_makes_the_run_fixed(noisy):
     r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, **SMALL)
     assert r.report["stopping"]["stop"] == "fixed"
+
+
+class Overfitting(FakeSession):
+    """Losses fall steadily through the noise power while the outputs keep settling (no variance minimum)."""
+
+    def __init__(self, sigma: float, steps: int):
+        super().__init__([])
+        self.sigma, self.steps = sigma, steps
+
+    def step(self):
+        self.t += 1
+        loss = 2 * self.sigma**2 * (0.05 / 2) ** (self.t / self.steps)  # 2 sigma^2 down to 0.05 sigma^2
+        spread = 0.2 / self.t
+        out = (0.5 + spread * np.random.default_rng(self.t).standard_normal((4, 4, 1))).astype(np.float32)
+        return loss, out
+
+
+def test_discrepancy_point_replaces_an_overfit_variance_point():
+    sigma, steps = 0.1, 400
+    settings = FitSettings(iters=steps, window=5, stop="auto", patience=50, noise_sigma=sigma)
+    result = fit(Overfitting(sigma, steps), settings)
+    # the first step at which the mean of the last 20 losses is at most sigma^2
+    expected = next(
+        t for t in range(20, steps + 1)
+        if np.mean([2 * sigma**2 * 0.025 ** (s / steps) for s in range(t - 19, t + 1)]) <= sigma**2
+    )  # fmt: skip
+    assert result.auto_rule == "discrepancy" and result.discrepancy_iter == result.stop_iter == expected
+    assert result.selection == "wmv" and result.result_iter == expected
+    assert result.stopped_early and result.iters_done < steps  # settled: the choice could not change any more
+    # without a noise level the variance rule alone runs to the end and keeps its (overfit) last point
+    plain = fit(Overfitting(sigma, steps), FitSettings(iters=steps, window=5, stop="auto", patience=50))
+    assert plain.auto_rule == "wmv" and plain.stop_iter > 0.9 * steps and not plain.stopped_early
+
+
+def test_variance_point_stays_when_it_is_not_overfit():
+    class Drift(FakeSession):
+        def step(self):
+            self.t += 1
+            spread = abs(self.t - 30) / 100 + 0.01
+            out = (0.5 + spread * np.random.default_rng(self.t).standard_normal((4, 4, 1))).astype(np.float32)
+            return 0.02, out  # above sigma^2 = 0.01 throughout
+
+    result = fit(Drift([]), FitSettings(iters=500, window=5, stop="auto", patience=20, noise_sigma=0.1))
+    assert result.auto_rule == "wmv" and 25 <= result.stop_iter <= 40 and result.discrepancy_iter is None
+
+
+def test_noise_level_estimate():
+    from dip_core.metrics import noise_sigma_estimate
+
+    rng = np.random.default_rng(0)
+    flat = np.full((64, 64, 3), 0.5)
+    assert abs(noise_sigma_estimate(flat + 0.1 * rng.standard_normal(flat.shape)) - 0.1) < 0.005
+    assert noise_sigma_estimate(synthetic(64, 64)) < 0.02  # a clean image: little
+
+
+def test_denoise_report_gives_the_noise_level(noisy):
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, **SMALL)
+    assert r.report["stopping"]["noise_sigma_source"] == "estimated"
+    assert 15 < r.report["stopping"]["noise_sigma"] < 40  # the fixture's noise is sigma 25
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, noise_sigma=25, **SMALL)
+    assert r.report["stopping"] == {**r.report["stopping"], "noise_sigma": 25.0, "noise_sigma_source": "given"}
+    assert "noise_sigma" not in restore("inpaint", noisy, backend=BACKENDS[0], device="cpu", iters=2,
+                                        mask=np.ones(noisy.shape[:2]), **SMALL).report["stopping"]  # fmt: skip
