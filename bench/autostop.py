@@ -120,7 +120,9 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
-def replay(row: dict[str, Any], patience: int, noise_sigma: float | None = None) -> dict[str, Any]:
+def replay(
+    row: dict[str, Any], patience: int, noise_sigma: float | None = None, window: int = WINDOW
+) -> dict[str, Any]:
     """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
 
     Mirrors `dip_core.fit` step by step: the variance rule (ES-WMV) and, with a noise level
@@ -141,7 +143,7 @@ def replay(row: dict[str, Any], patience: int, noise_sigma: float | None = None)
         if noise_sigma and not disc and recent <= noise_sigma**2:
             disc = i
         disc_ready = disc_ready or (disc > 0 and i == disc + lag)
-        if len(finite) < WINDOW:
+        if len(finite) < window:
             continue  # the variance exists from the W-th finite step on
         var = next(variances)
         if var < best_var:

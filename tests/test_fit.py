@@ -252,3 +252,29 @@ def test_denoise_report_gives_the_noise_level(noisy):
     assert r.report["stopping"] == {**r.report["stopping"], "noise_sigma": 25.0, "noise_sigma_source": "given"}
     assert "noise_sigma" not in restore("inpaint", noisy, backend=BACKENDS[0], device="cpu", iters=2,
                                         mask=np.ones(noisy.shape[:2]), **SMALL).report["stopping"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("noise_sigma", "overrides", "patience", "rule"),
+    [(None, {}, 15, "wmv"), (80.0, {"exp_weight": 0.0}, 60, "discrepancy")],
+    ids=["variance-rule", "discrepancy-rule"],
+)
+def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overrides, patience, rule):
+    """bench.autostop's table replays recorded curves: it must end where a real auto-stopped run ends."""
+    from bench.autostop import replay
+
+    clean = synthetic(40, 36)
+    common = dict(backend=BACKENDS[0], device="cpu", reference=clean, window=5, seed=1, noise_sigma=noise_sigma)
+    common.update(SMALL, **overrides)
+    full = restore("denoise", noisy, iters=120, stop="auto", patience=121, trace_output=True, **common).report
+    ema = full["preset"]["exp_weight"] > 0
+    row = {
+        "loss_curve": full["loss_curve"], "variance_curve": full["variance_curve"], "ema": ema,
+        "exp_weight": full["preset"]["exp_weight"], "noisy_psnr": full["psnr_curve"], "final_psnr": 0.0,
+        "candidate_psnr": full["psnr_ema_curve"] if ema else full["psnr_output_curve"],
+    }  # fmt: skip
+    r = replay(row, patience, full["stopping"]["noise_sigma"] / 255, window=5)
+    real = restore("denoise", noisy, iters=120, stop="auto", patience=patience, **common).report
+    assert (r["rule"], r["detected"]) == (real["auto_rule"], real["stop_iter"]) and r["rule"] == rule
+    assert (r["stopped"] or 120) == real["iters"]
+    assert r["auto"] == pytest.approx(real["psnr_auto"], abs=1e-6)
