@@ -96,7 +96,9 @@ def test_every_task_runs_and_keeps_size_and_mode(tmp_path, scene, backend, task)
 
 @pytest.mark.parametrize(
     "task, iters, clean_key",
-    [("denoise", 150, "clean"), ("restore", 150, "clean"), ("inpaint", 150, "clean"), ("sr", 300, "sr4_clean")],
+    # sr x4 gets 500 iterations: at 300 the gain over bicubic (0.4-1.5 dB over seeds, rounding order and backends)
+    # straddles the margin; at 500 it is 1.3-2.0 dB on every seed tried.
+    [("denoise", 150, "clean"), ("restore", 150, "clean"), ("inpaint", 150, "clean"), ("sr", 500, "sr4_clean")],
 )
 def test_restoration_beats_the_corrupted_input(tmp_path, scene, task, iters, clean_key):
     """A modest run improves PSNR over the input (for sr x4: over bicubic upscaling)."""
