@@ -1,7 +1,7 @@
 """Measure the ES-WMV auto-stop: how far its choice falls short of the best output seen.
 
     .venv/bin/python -m bench.autostop run [--data ../shared/data] [--max-iters 3000]
-    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--patience 300 500]
+    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--patience 300 500] [--noise given]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
@@ -9,6 +9,8 @@ output against the clean image at every step; the curves go to a JSON file.
 `table` then replays the stopping rule (stop once the variance has had no new
 minimum for P iterations) on those curves, for any P, exactly as `fit` applies
 it, and prints the gap to the best PSNR seen and the PSNR after the fixed count.
+Denoising's noise level is estimated from the input as a run does (or, with
+`--noise given`, the true one, as with `dip run --noise-sigma`).
 
 Cases: every reference case of `dip bench quality --profile quick` (denoise,
 inpaint, restore, sr; inpainting runs a fixed count by default, measured for
@@ -180,16 +182,18 @@ def replay(
     }
 
 
-def noise_levels(rows: list[dict[str, Any]], data: Path) -> dict[str, float | None]:
-    """The noise level `restore` uses for each denoising case: recorded, or estimated anew from its input."""
+def noise_levels(rows: list[dict[str, Any]], data: Path, given: bool) -> dict[str, float | None]:
+    """The noise level `restore` uses for each denoising case: the true one (as with --noise-sigma) when
+    `given`, else estimated from its input, made again, with today's estimator (the level a run recorded
+    is the estimate of its day; the curves do not depend on it: the runs never stop early)."""
     levels: dict[str, float | None] = {}
-    cases = None
+    cases: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row["task"] != "denoise":
             levels[row["case"]] = None
-        elif row.get("noise_sigma") is not None:
-            levels[row["case"]] = row["noise_sigma"]
-        else:  # curves recorded before the level was: the same input, made again
+        elif given:
+            levels[row["case"]] = int(row["case"].rsplit("-s", 1)[1]) / 255
+        else:
             cases = cases or {c["name"]: c for c in _cases(data, max(row["size"]))}
             levels[row["case"]] = noise_sigma_estimate(cases[row["case"]]["image"])
     return levels
@@ -198,9 +202,9 @@ def noise_levels(rows: list[dict[str, Any]], data: Path) -> dict[str, float | No
 def table(args: argparse.Namespace) -> None:
     docs = [json.loads(f.read_text()) for f in args.files]
     rows = [row for doc in docs for row in doc["rows"]]
-    levels = noise_levels(rows, args.data)
+    levels = noise_levels(rows, args.data, args.noise == "given")
     for p in args.patience:
-        print(f"\nW={WINDOW}, P={p}\n")
+        print(f"\nW={WINDOW}, P={p}, noise level {args.noise}\n")
         print(
             "| case | size | iters (preset) | stop / chosen (rule) | auto dB | best seen dB | gap dB | fixed dB "
             "| auto - fixed |"
@@ -212,8 +216,9 @@ def table(args: argparse.Namespace) -> None:
             gaps.append(r["gap"])
             deltas.append(r["auto_minus_fixed"])
             stop = f"{r['stopped'] or 'none'} / {r['detected']} ({r['rule']})"
+            name = row["case"] + (" (held out)" if row["case"] in HELD_OUT else "")
             print(
-                f"| {row['case']} | {row['size'][1]}x{row['size'][0]} | {row['iters']} ({row['preset_iters']}) "
+                f"| {name} | {row['size'][1]}x{row['size'][0]} | {row['iters']} ({row['preset_iters']}) "
                 f"| {stop} | {r['auto']:.2f} | "
                 f"{r['best_seen']:.2f} | {r['gap']:.2f} | {r['fixed']:.2f} | {r['auto_minus_fixed']:+.2f} |"
             )
@@ -235,7 +240,8 @@ def main() -> None:
     r.add_argument("--only", nargs="*", help="case names")
     t = sub.add_parser("table")
     t.add_argument("files", type=Path, nargs="+")
-    t.add_argument("--data", type=Path, default=DEFAULT_DATA, help="to re-make inputs whose noise level is missing")
+    t.add_argument("--data", type=Path, default=DEFAULT_DATA, help="to re-make the denoising inputs")
+    t.add_argument("--noise", choices=("estimated", "given"), default="estimated", help="denoising's noise level")
     t.add_argument("--patience", type=int, nargs="*", default=[300, 500, 1000])
     args = ap.parse_args()
     run(args) if args.cmd == "run" else table(args)

@@ -34,16 +34,46 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, data_range=1.0, channel_axis=-1))
 
 
-def noise_sigma_estimate(x: np.ndarray) -> float:
+NOISE_PATCH = 5  # side of the patches whose covariance the noise estimate reads
+NOISE_MAX_PATCHES = 1 << 17  # patches taken on a grid beyond this many (memory, time)
+
+
+def noise_sigma_estimate(x: np.ndarray, patch: int = NOISE_PATCH) -> float:
     """Standard deviation of white Gaussian noise in an image (H, W[, C]), in its units.
 
-    Donoho's estimator: the median absolute finest diagonal (Haar) wavelet
-    coefficient / 0.6745, averaged over channels. Image texture biases it up a
-    little (F16 at 64x64: 17.3 for a true 14.9 of 255).
+    The smaller of two estimates, each biased up by a different kind of image
+    structure: the patch-covariance estimate (Chen, Zhu and Heng, ICCV 2015),
+    which hard edges inflate at low noise, and Donoho's wavelet MAD rule, which
+    fine texture inflates (barbara at 64x64, true 15 of 255: patches 14.6,
+    MAD 18.2). On the project's test images at sigma 0-35 the smaller one's mean
+    error was 9 % at 64 px and 6 % at 256 px (MAD alone: 44 % and 26 %).
     """
     x = np.asarray(x, np.float64)
     if x.ndim == 2:
         x = x[..., None]
+    return min(_haar_mad_sigma(x), _patch_pca_sigma(x, patch))
+
+
+def _patch_pca_sigma(x: np.ndarray, patch: int) -> float:
+    """White noise adds sigma^2 to every principal direction of the image's patches, structure lives in a
+    few: sigma^2 is the mean of the smallest eigenvalues, over the largest set whose mean is not above its
+    median. Images under a patch give inf (no estimate)."""
+    if min(x.shape[:2]) < patch + 1:
+        return math.inf
+    windows = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(0, 1))
+    step = max(1, math.ceil(math.sqrt(windows.shape[0] * windows.shape[1] / NOISE_MAX_PATCHES)))
+    patches = windows[::step, ::step].reshape(-1, x.shape[2] * patch * patch)
+    patches = patches - patches.mean(axis=0)
+    eig = np.clip(np.linalg.eigvalsh(patches.T @ patches / len(patches)), 0.0, None)  # ascending
+    for k in range(len(eig), 0, -1):
+        smallest = eig[:k]
+        if smallest.mean() <= np.median(smallest):
+            return float(math.sqrt(smallest.mean()))
+    return float(math.sqrt(eig[0]))
+
+
+def _haar_mad_sigma(x: np.ndarray) -> float:
+    """Donoho's rule: median absolute finest diagonal Haar coefficient / 0.6745, averaged over channels."""
     h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
     if h == 0 or w == 0:
         return 0.0

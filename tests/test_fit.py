@@ -244,6 +244,37 @@ def test_noise_level_estimate():
     assert noise_sigma_estimate(synthetic(64, 64)) < 0.02  # a clean image: little
 
 
+@pytest.mark.parametrize("shape", [(61, 47, 3), (53, 70), (300, 301, 1)])
+def test_noise_level_estimate_on_texture(shape):
+    """Fine texture is not read as noise (the wavelet MAD rule reads it as 0.1 too many here)."""
+    from dip_core.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
+
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    texture = 0.5 + 0.3 * np.sin(2.4 * xx + 0.9 * yy) * np.cos(1.7 * yy)
+    texture = np.broadcast_to(texture[..., None] if len(shape) == 3 else texture, shape)
+    noisy = texture + 0.05 * rng.standard_normal(shape)
+    assert abs(noise_sigma_estimate(noisy) - 0.05) < 0.005
+    assert _haar_mad_sigma(np.atleast_3d(noisy)) > 0.1
+    assert noise_sigma_estimate(noisy) == _patch_pca_sigma(np.atleast_3d(noisy), 5)
+
+
+def test_noise_level_estimate_on_hard_edges():
+    """Flat discs with hard edges: the patch estimate reads edges as noise, the MAD rule does not."""
+    from dip_core.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
+
+    clean = synthetic(64, 64).astype(np.float64)
+    assert _patch_pca_sigma(clean, 5) > 0.02 > noise_sigma_estimate(clean) == _haar_mad_sigma(clean)
+
+
+def test_noise_level_estimate_on_tiny_images():
+    from dip_core.metrics import noise_sigma_estimate
+
+    assert noise_sigma_estimate(np.zeros((1, 1, 3))) == 0.0
+    tiny = 0.5 + 0.1 * np.random.default_rng(2).standard_normal((4, 5, 3))
+    assert 0.0 < noise_sigma_estimate(tiny) < 0.3  # under a patch: the MAD rule
+
+
 def test_denoise_report_gives_the_noise_level(noisy):
     r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, **SMALL)
     assert r.report["stopping"]["noise_sigma_source"] == "estimated"
