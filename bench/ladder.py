@@ -1,6 +1,7 @@
 """What each speed-up of MLX on the Linux CPU is worth: the default denoising step under each configuration.
 
     .venv/bin/python -m bench.ladder [--sizes 128 256] [--blocks 3] [--per-block 2]
+    .venv/bin/python -m bench.ladder --show bench/results/...-ladder-....json
 
 Each rung adds one change to the one above and runs, like every `dip bench
 speed` row, in a process of its own; PyTorch is measured in the same run, with
@@ -14,8 +15,10 @@ to bench/results as JSON and is printed as a Markdown table.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.fingerprint import RESULTS, fingerprint, machine_label
@@ -67,7 +70,11 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--per-block", type=int, default=2)
+    ap.add_argument("--show", type=Path, help="print the table of a recorded ladder result instead of running")
     args = ap.parse_args()
+    if args.show:
+        print(markdown(json.loads(args.show.read_text())))
+        return
     data = run(args.sizes, args.blocks, args.per_block)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(data["fingerprint"])).strip("-").lower()[:40]
     out = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}-ladder-{slug}.json"

@@ -16,7 +16,8 @@ class ReportError(UserError):
 
 
 REPORTED = ("speed", "quality")
-OTHER_KINDS = ("autostop",)  # results of bench/autostop.py live beside them, with their own table
+# Other results that live beside them in bench/results, each with its own table: the command that prints it.
+OTHER_KINDS = {"autostop": "python -m bench.autostop table", "ladder": "python -m bench.ladder --show"}
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
@@ -30,12 +31,12 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
             data = json.loads(f.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise ReportError(f"cannot read {f}: {exc}") from None
-        if not isinstance(data, dict) or "fingerprint" not in data or data.get("kind") not in REPORTED + OTHER_KINDS:
+        if not isinstance(data, dict) or "fingerprint" not in data or data.get("kind") not in (*REPORTED, *OTHER_KINDS):
             raise ReportError(f"{f} is not a dip bench result")
         if data["kind"] in OTHER_KINDS:
             if in_folder:
                 continue
-            raise ReportError(f"{f} is a {data['kind']} result: `python -m bench.{data['kind']} table` reads it")
+            raise ReportError(f"{f} is a {data['kind']} result: `{OTHER_KINDS[data['kind']]} {f}` prints it")
         data["_file"] = f.name
         results.append(data)
     if not results:

@@ -100,17 +100,30 @@ def test_bench_quality_and_report(tmp_path, paper_images):
     assert "barbara-restore-50" in md and (report_dir / "quality.png").exists()
 
 
-def test_report_skips_other_bench_results_in_a_folder(tmp_path, paper_images):
-    """bench/results also holds auto-stop curves: a folder's report leaves them out, a named one is an error."""
+@pytest.mark.parametrize("kind", ["autostop", "ladder"])
+def test_report_skips_other_bench_results_in_a_folder(tmp_path, paper_images, kind):
+    """bench/results also holds auto-stop curves and ladders: a folder's report leaves them out, a named one is an
+    error that says what prints it."""
     out = tmp_path / "results"
     args = ["bench", "quality", "--profile", "smoke", "--data", str(paper_images), "--out", str(out)]
     assert runner.invoke(app, args).exit_code == 0
-    curves = out / "autostop.json"
-    curves.write_text(json.dumps({"kind": "autostop", "fingerprint": {}, "rows": []}))
+    other = out / f"{kind}.json"
+    other.write_text(json.dumps({"kind": kind, "fingerprint": {}, "rows": []}))
     result = runner.invoke(app, ["bench", "report", str(out), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["bench", "report", str(curves), "--out", str(tmp_path / "r2")])
-    assert result.exit_code == 2 and "autostop" in result.output
+    result = runner.invoke(app, ["bench", "report", str(other), "--out", str(tmp_path / "r2")])
+    assert result.exit_code == 2 and f"bench.{kind}" in result.output
+
+
+def test_ladder_shows_a_recorded_result(tmp_path):
+    from bench.ladder import markdown
+
+    rows = [
+        {"rung": "PyTorch (default)", "size": 64, "ms_per_iter": 10.0},
+        {"rung": "+ Winograd F(2x2,3x3)", "size": 64, "ms_per_iter": 8.0},
+    ]
+    md = markdown({"rows": rows})
+    assert "| + Winograd F(2x2,3x3) | 8 (0.80) |" in md and "| PyTorch (default) | 10 (1.00) |" in md
 
 
 def test_report_rejects_foreign_files(tmp_path):
