@@ -174,6 +174,14 @@ def test_network_on_the_kernels_matches_mlx_ops(knobs, size, monkeypatch):
         np.testing.assert_allclose(g, ref_grads[name], atol=2e-4 * top, err_msg=name)
 
 
+def test_kernels_only_on_the_cpu(monkeypatch):
+    """A GPU device (Metal, CUDA) runs MLX's own ops: the kernels never leave the CPU."""
+    x = mx.zeros((1, 16, 16, SMALL.in_channels))
+    assert ck.usable(SMALL, x)
+    monkeypatch.setattr(ck.mx, "default_device", lambda: mx.Device(mx.gpu))
+    assert not ck.usable(SMALL, x)
+
+
 def test_unsupported_layers_fall_back():
     for knobs in ({"act": "Swish"}, {"act": "ELU"}, {"downsample": "avg"}, {"downsample": "max"}):
         assert not ck.supports(SMALL.with_(**knobs))
