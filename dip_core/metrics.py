@@ -36,6 +36,7 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 NOISE_PATCH = 5  # side of the patches whose covariance the noise estimate reads
 NOISE_MAX_PATCHES = 1 << 17  # patches taken on a grid beyond this many (memory, time)
+NOISE_MIN_PATCH_RATIO = 4  # fewer patches than this x the patch dimension: the MAD rule alone
 
 
 def noise_sigma_estimate(x: np.ndarray, patch: int = NOISE_PATCH) -> float:
@@ -57,10 +58,13 @@ def noise_sigma_estimate(x: np.ndarray, patch: int = NOISE_PATCH) -> float:
 def _patch_pca_sigma(x: np.ndarray, patch: int) -> float:
     """White noise adds sigma^2 to every principal direction of the image's patches, structure lives in a
     few: sigma^2 is the mean of the smallest eigenvalues, over the largest set whose mean is not above its
-    median. Images under a patch give inf (no estimate)."""
-    if min(x.shape[:2]) < patch + 1:
+    median. Images with fewer patches than NOISE_MIN_PATCH_RATIO x their dimension give inf (no estimate:
+    the covariance would be rank-deficient, its smallest eigenvalues zero whatever the noise)."""
+    if min(x.shape[:2]) < patch:
         return math.inf
     windows = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(0, 1))
+    if windows.shape[0] * windows.shape[1] < NOISE_MIN_PATCH_RATIO * x.shape[2] * patch * patch:
+        return math.inf
     step = max(1, math.ceil(math.sqrt(windows.shape[0] * windows.shape[1] / NOISE_MAX_PATCHES)))
     patches = windows[::step, ::step].reshape(-1, x.shape[2] * patch * patch)
     patches = patches - patches.mean(axis=0)
