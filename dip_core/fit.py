@@ -115,6 +115,11 @@ class _Loop:
     _SNAPSHOTS = ("wmv_snap", "disc_snap")
     _CURVES = ("losses", "psnrs", "psnrs_ema", "psnrs_output", "variances")
 
+    @property
+    def disc_ready(self) -> bool:
+        """The output at the discrepancy point is in hand (with EMA: once the average centred on it exists)."""
+        return self.disc_snap is not None or self.disc_choice is not None
+
     def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
         """This state and the session's, exactly, as named numpy arrays."""
         arrays = _prefixed("session/", session.to_arrays(session.snapshot()))
@@ -210,8 +215,7 @@ def fit(
     final = session.output()
     chosen, chosen_iter, best_score, wmv_choice = st.chosen, st.chosen_iter, st.best_score, st.wmv_choice
     auto_iter, auto_rule = st.wmv_iter, "wmv"
-    disc_ready = st.disc_snap is not None or st.disc_choice is not None
-    if is_overfit(settings, st.wmv_loss) and 0 < st.disc_iter < st.wmv_iter and disc_ready:
+    if is_overfit(settings, st.wmv_loss) and 0 < st.disc_iter < st.wmv_iter and st.disc_ready:
         # The variance's point lies deep in noise fitting: take the discrepancy point instead.
         auto_iter, auto_rule = st.disc_iter, "discrepancy"
         wmv_choice = _output_at(session, st.disc_snap) if st.disc_snap is not None else st.disc_choice
@@ -348,7 +352,7 @@ def _discrepancy_settled(settings: FitSettings, st: _Loop, i: int, recent: float
     """Auto-stop when the choice can only be the discrepancy point: the variance's minimum and the
     current loss are both overfit, and the patience has passed since the discrepancy point."""
     return (
-        (st.disc_snap is not None or st.disc_choice is not None)
+        st.disc_ready
         and i - st.disc_iter >= settings.patience
         and is_overfit(settings, st.wmv_loss)
         and is_overfit(settings, recent)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from dip_core.config import Act, SkipConfig
+from dip_core.config import Act, Pad, SkipConfig
 from dip_core.params import merge_channels
 from dip_mlx import cpu_kernels as ck
 from dip_mlx.layers import BatchNorm, Conv, ConvBlock, upsample
@@ -71,7 +71,7 @@ class SkipNet(nn.Module):
     def _kernels_fit(self, h: int, w: int) -> bool:
         """Reflection padding needs every padded side longer than its padding."""
         cfg = self.cfg
-        if cfg.pad.value != "reflection":
+        if cfg.pad is not Pad.REFLECTION:
             return True
         q_down, q_up = (cfg.filter_size_down - 1) // 2, (cfg.filter_size_up - 1) // 2
         for i in range(cfg.depth):
