@@ -1,17 +1,17 @@
-"""The Python API: `restore(task, image, backend="mlx", **overrides) -> Result`."""
+"""The Python API: `restore(task, image, options, **changes) -> Result`."""
 
 from __future__ import annotations
 
 import platform
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
 
-from dip_core.backend import BackendName, Device, SessionSpec, get_backend
+from dip_core.backend import SessionSpec, get_backend
 from dip_core.checkpoint import Checkpointing, digest, load_checkpoint
 from dip_core.config import load_config
 from dip_core.degrade import parse_kernel, resize
@@ -20,7 +20,8 @@ from dip_core.image import Image, from_array, load_image, save_image
 from dip_core.inputs import make_input
 from dip_core.memory import check_memory
 from dip_core.metrics import noise_sigma_estimate, psnr, ssim
-from dip_core.padding import CroppedSession, PadMode, pad_problem
+from dip_core.options import RunOptions, Stop
+from dip_core.padding import pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color
@@ -73,70 +74,56 @@ def _noise_level(task: Task, problem: Any, given: float | None) -> tuple[float |
 def restore(
     task: Task | str,
     image: ImageLike,
+    options: RunOptions | None = None,
     *,
-    backend: BackendName | str = BackendName.MLX,
-    device: Device | str = Device.AUTO,
     mask: ImageLike | None = None,
-    mask_color: str | None = None,
-    factor: int | None = None,
-    kernel: str | np.ndarray | None = None,
-    drop: float | None = None,
     reference: ImageLike | None = None,
-    seed: int = 0,
-    preset: str | None = None,
-    keep: str = "best",
-    stop: str | None = None,
-    patience: int = 1000,
-    window: int = 100,
-    noise_sigma: float | None = None,
-    trace_output: bool = False,
-    pad: str = "reflect",
     checkpoint: str | Path | None = None,
-    checkpoint_every: int = 0,
     resume: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
-    save_every: int = 0,
+    on_save: Callable[[int, Image], None] | None = None,
     save_to: str | Path | None = None,
-    **overrides: Any,
+    **changes: Any,
 ) -> Result:
     """Restore one image with Deep Image Prior.
 
-    `task` is one of denoise, jpeg, inpaint, restore, sr, deblur. The paper's preset
-    for the task is used unless `preset` names another; any preset field
-    (iters, lr, reg_noise_std, exp_weight, backtrack, net, input, ...) can be
-    overridden by keyword. With `save_every` and `save_to`, the result so far is
-    written there every `save_every` iterations. `trace_output` (with a reference)
-    also records the PSNR of net(z) at every step, at the cost of one more forward.
-    `pad` "reflect" works on the image reflect-padded to a multiple of 2**depth
-    and crops back; "none" pads only images below the network's minimum size.
-    With `checkpoint` and `checkpoint_every`, the whole run state is written there
-    every that many iterations; `resume` goes on from that file to the same
+    `task` is one of denoise, jpeg, inpaint, restore, sr, deblur. `options` (a
+    RunOptions; keyword arguments change its fields) holds every setting: backend,
+    device, precision, seed, the preset and any of its fields (iters, lr,
+    reg_noise_std, exp_weight, backtrack, net, input, ...), the choice of the result
+    (keep, stop, window, patience, noise_sigma), padding, tiles and outputs on the way.
+    `kernel` may also be a numpy array. Every `options.save_every` iterations the
+    result so far goes to `on_save(i, image)`, or is written to `save_to`. With
+    `checkpoint` and `options.checkpoint_every`, the whole run state is written
+    there every that many iterations; `resume` goes on from that file to the same
     result an uninterrupted run gives.
     """
+    blur = changes.pop("kernel", None) if isinstance(changes.get("kernel"), np.ndarray) else None
+    opts = RunOptions.of(options, **changes)
     task = _task(task)
-    stop = default_stop(task, overrides.get("iters")) if stop is None else stop
-    if keep not in ("best", "last") or stop not in ("fixed", "auto"):
-        raise ProblemError(f"keep must be best or last and stop fixed or auto, got {keep!r} and {stop!r}")
-    if pad not in {m.value for m in PadMode}:
-        raise ProblemError(f"unknown padding {pad!r}: choose reflect or none")
-    if window < 2 or patience < 1:
-        raise ProblemError(f"the variance window must be >= 2 and the patience >= 1, got {window} and {patience}")
-    if noise_sigma is not None and not 0 < noise_sigma < 255:
-        raise ProblemError(f"the noise level is a standard deviation in (0, 255), got {noise_sigma}")
+    if opts.tile:
+        if checkpoint is not None or resume or opts.save_every:
+            raise ProblemError("checkpoints, --resume and --save-every do not work with tiles yet")
+        return restore_tiled(task, image, opts.tile, opts.overlap, opts, mask=mask, reference=reference,
+                             on_step=on_step, kernel=blur)  # fmt: skip
+    stop = opts.stop or default_stop(task, opts.iters)
     img = as_image(image)
-    settings = resolve_preset(task, preset, factor, **overrides)
-    problem = _problem(task, img, settings, mask, mask_color, kernel, drop, seed)
+    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
+    problem = _problem(task, img, settings, opts, mask, blur)
     ref = _reference(reference, problem)
     cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
-    padded, crop = pad_problem(problem, cfg, pad)
+    padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
-    be = get_backend(backend, device)
+    be = get_backend(opts.backend, opts.device, opts.precision)
     check_memory(cfg, h, w, be)
-    weights = init_weights(cfg, seed)
-    z = make_input(settings.input, settings.input_channels, h, w, seed=seed + 1)
-    spec = SessionSpec(cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, seed)
-    session = CroppedSession(be.session(spec), crop)
-    noise, noise_source = _noise_level(task, problem, noise_sigma)
+    weights = init_weights(cfg, opts.seed)
+    z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
+    spec = SessionSpec(
+        cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, opts.seed,
+        crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision,
+    )  # fmt: skip
+    session = be.session(spec)
+    noise, noise_source = _noise_level(task, problem, opts.noise_sigma)
     fit_settings = FitSettings(
         iters=settings.iters,
         exp_weight=settings.exp_weight,
@@ -144,57 +131,57 @@ def restore(
         backtrack_db=settings.backtrack_db,
         check_every=settings.check_every,
         lr=settings.lr,
-        keep=keep,
+        keep=opts.keep,
         stop=stop,
-        patience=patience,
-        window=window,
-        trace_output=trace_output,
+        patience=opts.patience,
+        window=opts.window,
+        trace_output=opts.trace_output,
         noise_sigma=noise,
+        save_every=opts.save_every if (on_save is not None or save_to is not None) else 0,
     )
     ckpt = None
     if checkpoint is not None:
-        if checkpoint_every < 0:
-            raise ProblemError(f"the checkpoint interval must be >= 0, got {checkpoint_every}")
         run = {
             "task": task.value,
             "backend": be.name,
             "device": be.device,
-            "seed": seed,
+            "precision": be.precision.value,
+            "seed": opts.seed,
             "preset": {k: v for k, v in settings.to_dict().items() if k not in ("iters", "note")},
             "net": cfg.to_dict(),
             "fit": {
-                "keep": keep,
-                "stop": stop,
-                "window": window,
-                "patience": patience,
-                "trace": trace_output,
+                "keep": opts.keep.value,
+                "stop": stop.value,
+                "window": opts.window,
+                "patience": opts.patience,
+                "trace": opts.trace_output,
                 "noise_sigma": noise,
             },
-            "pad": pad,
+            "pad": opts.pad.value,
             "inputs": digest(padded.observed, padded.op.mask, padded.op.kernel, ref),
         }
         arrays = load_checkpoint(checkpoint, run) if resume else None
-        if arrays is not None and not checkpoint_every:
-            checkpoint_every = int(arrays.get("checkpoint/every", 0))
-        ckpt = Checkpointing(Path(checkpoint), checkpoint_every, run, arrays)
+        every = opts.checkpoint_every
+        if arrays is not None and not every:
+            every = int(arrays.get("checkpoint/every", 0))
+        ckpt = Checkpointing(Path(checkpoint), every, run, arrays)
     elif resume:
         raise ProblemError("resume needs the checkpoint file to go on from")
-    callback = on_step
-    if save_every and save_to is not None:
 
-        def callback(info: StepInfo) -> None:
-            if info.i % save_every == 0:
-                save_image(save_to, output_image(img, info.current(), problem))
-            if on_step is not None:
-                on_step(info)
+    def saved(i: int, pixels: np.ndarray) -> None:
+        result_so_far = output_image(img, pixels, problem)
+        if save_to is not None:
+            save_image(save_to, result_so_far)
+        if on_save is not None:
+            on_save(i, result_so_far)
 
-    result = fit(session, fit_settings, reference=ref, on_step=callback, checkpoint=ckpt)
+    result = fit(session, fit_settings, reference=ref, on_step=on_step, checkpoint=ckpt, on_save=saved)
     out_image = output_image(img, result.result, problem)
-    report = _report(task, be, cfg, settings, seed, keep, problem, result, ref, out_image)
-    report["stopping"] = {"stop": stop, "window": window, "patience": patience}
+    report = _report(task, be, cfg, settings, opts, problem, result, ref, out_image)
+    report["stopping"] = {"stop": stop.value, "window": opts.window, "patience": opts.patience}
     if noise is not None:
         report["stopping"].update({"noise_sigma": 255 * noise, "noise_sigma_source": noise_source})
-    report["padding"] = {"mode": pad, "size": [h, w], "offset": [crop.top, crop.left]}
+    report["padding"] = {"mode": opts.pad.value, "size": [h, w], "offset": [crop.top, crop.left]}
     if ckpt is not None:
         report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
     return Result(out_image, report, result, problem, ref)
@@ -203,12 +190,12 @@ def restore(
 AUTO_STOP_TASKS = frozenset({Task.DENOISE, Task.JPEG, Task.RESTORE, Task.SR})
 
 
-def default_stop(task: Task | str, iters: int | None) -> str:
+def default_stop(task: Task | str, iters: int | None) -> Stop:
     """ES-WMV auto-stop where it was measured to help (denoise, jpeg, restore, sr) unless an iteration count is given.
 
     The preset's count is then the most the run may take.
     """
-    return "auto" if Task(task) in AUTO_STOP_TASKS and iters is None else "fixed"
+    return Stop.AUTO if Task(task) in AUTO_STOP_TASKS and iters is None else Stop.FIXED
 
 
 def _task(task: Task | str) -> Task:
@@ -219,23 +206,16 @@ def _task(task: Task | str) -> Task:
 
 
 def _problem(
-    task: Task,
-    img: Image,
-    settings: Preset,
-    mask: ImageLike | None,
-    mask_color: str | None,
-    kernel: str | np.ndarray | None,
-    drop: float | None,
-    seed: int,
+    task: Task, img: Image, settings: Preset, opts: RunOptions, mask: ImageLike | None, blur: np.ndarray | None
 ) -> Problem:
-    if mask is not None and mask_color is not None:
+    if mask is not None and opts.mask_color is not None:
         raise ProblemError("give either a mask or a mask colour, not both")
     mask_img = as_image(mask, "mask") if mask is not None else None
-    if mask_color is not None:
-        mask_img = mask_from_color(img, mask_color)
-    blur = parse_kernel(kernel) if isinstance(kernel, str) else kernel
+    if opts.mask_color is not None:
+        mask_img = mask_from_color(img, opts.mask_color)
+    kernel = blur if blur is not None else (parse_kernel(opts.kernel) if opts.kernel is not None else None)
     factor = settings.factor if task is Task.SR else None
-    return make_problem(task, img, mask=mask_img, factor=factor, kernel=blur, drop=drop, seed=seed)
+    return make_problem(task, img, mask=mask_img, factor=factor, kernel=kernel, drop=opts.drop, seed=opts.seed)
 
 
 def restore_tiled(
@@ -243,35 +223,34 @@ def restore_tiled(
     image: ImageLike,
     tile: int,
     overlap: int = 32,
+    options: RunOptions | None = None,
     *,
     mask: ImageLike | None = None,
-    mask_color: str | None = None,
-    factor: int | None = None,
-    kernel: str | np.ndarray | None = None,
-    drop: float | None = None,
     reference: ImageLike | None = None,
-    seed: int = 0,
-    preset: str | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
     on_tile: Callable[[int, int], None] | None = None,
-    **options: Any,
+    **changes: Any,
 ) -> Result:
     """Restore an image too large for one fit in overlapping tiles of `tile` input pixels.
 
-    Every tile is one `restore` with the same settings (and seed); the results
+    Every tile is one `restore` with the same options (and seed); the results
     are blended linearly across each `overlap`. `on_tile(index, count)` is
     called before each tile. An interrupted tile ends the run: tiles not reached
     keep the corrupted input.
     """
-    if options.get("checkpoint") is not None or options.get("resume"):
+    if changes.get("checkpoint") is not None or changes.get("resume"):
         raise ProblemError("checkpoints and --resume do not work with tiles yet")
+    blur = changes.pop("kernel", None) if isinstance(changes.get("kernel"), np.ndarray) else None
+    opts = RunOptions.of(options, **changes)
     task = _task(task)
     img = as_image(image)
-    settings = resolve_preset(task, preset, factor, **{k: v for k, v in options.items() if k in _PRESET_FIELDS})
-    problem = _problem(task, img, settings, mask, mask_color, kernel, drop, seed)
+    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
+    problem = _problem(task, img, settings, opts, mask, blur)
     ref = _reference(reference, problem)
     tiles = plan(img.height, img.width, tile, overlap)
     f = settings.factor if task is Task.SR else 1
-    # With --drop the full image's mask is drawn once, so the tiles share it.
+    # The full image's mask (drawn once with --drop, or from a colour) is cut with the tiles.
+    per_tile = replace(opts, tile=0, drop=None, mask_color=None)
     clean = problem.image.pixels
     results = [t.scaled(f)(problem.corrupted) for t in tiles]
     reports: list[dict[str, Any]] = []
@@ -279,8 +258,9 @@ def restore_tiled(
         if on_tile is not None:
             on_tile(k, len(tiles))
         r = restore(
-            task, t(clean), mask=None if problem.mask is None else t(problem.mask)[..., 0], factor=factor,
-            kernel=kernel, reference=None if ref is None else t.scaled(f)(ref), seed=seed, preset=preset, **options,
+            task, t(clean), per_tile, mask=None if problem.mask is None else t(problem.mask)[..., 0],
+            reference=None if ref is None else t.scaled(f)(ref), on_step=on_step,
+            **({"kernel": blur} if blur is not None else {}),
         )  # fmt: skip
         results[k] = r.fit.result
         reports.append({"box": [t.top, t.left, t.height, t.width], **_tile_summary(r.report)})
@@ -299,7 +279,8 @@ def restore_tiled(
         "seconds": sum(r["seconds"] for r in reports),
         "interrupted": any(r["interrupted"] for r in reports) or len(reports) < len(tiles),
         "rollbacks": sum(r["rollbacks"] for r in reports),
-        "seed": seed,
+        "seed": opts.seed,
+        "precision": reports[0]["precision"],
         "size": [problem.out_height, problem.out_width],
         "preset": settings.to_dict(),
         "selection": "tiles",
@@ -315,11 +296,9 @@ def restore_tiled(
     return Result(out_image, report, None, problem, ref)
 
 
-_PRESET_FIELDS = {f.name for f in fields(Preset)} - {"task", "factor", "note"}
-
-
 def _tile_summary(rep: dict[str, Any]) -> dict[str, Any]:
-    keys = ("backend", "device", "iters", "seconds", "interrupted", "rollbacks", "result_iter", "selection")
+    keys = ("backend", "device", "precision", "iters", "seconds", "interrupted", "rollbacks", "result_iter")
+    keys += ("selection",)
     out = {k: rep[k] for k in keys}
     for k in ("psnr_input", "psnr_result"):
         if k in rep:
@@ -364,8 +343,7 @@ def _report(
     be: Any,
     cfg: Any,
     settings: Preset,
-    seed: int,
-    keep: str,
+    opts: RunOptions,
     problem: Problem,
     result: FitResult,
     ref: np.ndarray | None,
@@ -375,16 +353,18 @@ def _report(
         "task": task.value,
         "backend": be.name,
         "device": be.device,
+        "precision": be.precision.value,
+        "step": result.step,
         "iters": result.iters_done,
         "iters_planned": settings.iters,
-        "seed": seed,
+        "seed": opts.seed,
         "params": count_params(cfg),
         "ms_per_iter": result.ms_per_iter,
         "seconds": result.seconds,
         "interrupted": result.interrupted,
         "rollbacks": result.rollbacks,
         "final_lr": result.final_lr,
-        "keep": keep,
+        "keep": opts.keep.value,
         "selection": result.selection,
         "result_iter": result.result_iter,
         "input": {"path": str(problem.image.path) if problem.image.path else None, "mode": problem.image.source_mode},

@@ -15,6 +15,7 @@ from dip_core.allocator import tune_allocator
 from dip_core.config import SkipConfig
 from dip_core.degrade import Operator
 from dip_core.errors import UserError
+from dip_core.precision import Precision
 from dip_core.weights import Weights
 
 
@@ -49,22 +50,85 @@ class SessionSpec:
     lr: float
     reg_noise_std: float
     seed: int  # seeds the backend's noise stream
+    crop: tuple[int, int, int, int] | None = None  # (top, left, height, width) of the output the loop sees
+    precision: Precision = Precision.FP32
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """What a session computes beside every step, on its own device, for the loop's decisions.
+
+    The loop reads back scalars only (`StepStats`); images stay where the step ran
+    until the loop asks for one (`fetch`, `output`).
+    """
+
+    exp_weight: float = 0.0  # EMA of outputs (ema = w * ema + (1 - w) * out); 0: none
+    window: int = 0  # windowed variance of the last `window` outputs (ES-WMV); 0: none
+    reference: np.ndarray | None = None  # the clean image (h, w, C): MSE of the output and of the EMA
+    trace_output: bool = False  # with a reference: MSE of net(z) too (one more forward per step)
+    keep_states: bool = False  # the parameters after a step may be kept (`keep(..., Kept.STATE)`)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """The scalars of one step, on the host. A step that is not finite is not monitored."""
+
+    loss: float
+    finite: bool  # loss and output finite (and every step since the last restore)
+    variance: float | None = None  # over the window, once it is full
+    mse: float | None = None  # output (net(z + noise)) against the reference
+    mse_ema: float | None = None  # EMA against the reference
+    mse_output: float | None = None  # net(z) against the reference (trace_output)
+
+
+class Kept(str, Enum):
+    """What `Session.keep` copies from a step into a slot, on the device."""
+
+    OUT = "out"  # the output the step was computed from
+    EMA = "ema"  # the EMA after the step
+    STATE = "state"  # the parameters after the step (`output(slot)` evaluates net(z) with them)
 
 
 @runtime_checkable
 class Session(Protocol):
-    """One network being fitted: Adam steps on MSE(A(net(z + noise)), y)."""
+    """One network being fitted: Adam steps on MSE(A(net(z + noise)), y), with monitors beside it.
 
-    def step(self) -> tuple[float, np.ndarray]:
-        """One optimisation step: its loss and the (H, W, C) output it was computed from."""
+    `step` queues a step and returns a handle at once; `read` waits for that
+    step's scalars. A `pipelined` session lets the loop queue step i+1 before it
+    reads step i, so the device never waits for the host. Handles stay valid for
+    `keep` until two more steps are queued.
+    """
+
+    pipelined: bool
+
+    def start(self, monitoring: Monitoring) -> None:
+        """Set up the monitors (before the first step)."""
         ...
 
-    def output(self) -> np.ndarray:
-        """net(z) with no input noise."""
+    def step(self, refresh: bool = False) -> Any:
+        """Queue one step and its monitors; `refresh` recomputes the window's sums exactly."""
+        ...
+
+    def read(self, handle: Any) -> StepStats: ...
+
+    def keep(self, slot: str, handle: Any, what: Kept) -> None:
+        """Keep the step's output, EMA or parameters in `slot` (on the device)."""
+        ...
+
+    def fetch(self, slot: str) -> np.ndarray:
+        """A kept image, on the host (h, w, C)."""
+        ...
+
+    def ema(self) -> np.ndarray | None:
+        """The EMA as it stands, on the host (None before the first monitored step or without EMA)."""
+        ...
+
+    def output(self, slot: str | None = None) -> np.ndarray:
+        """net(z) with no input noise, on the host: now, or with the parameters kept in `slot`."""
         ...
 
     def snapshot(self) -> Any:
-        """Parameters, optimizer state and noise stream, to come back to."""
+        """Parameters, optimizer state, noise stream and EMA, to come back to."""
         ...
 
     def restore(self, snap: Any) -> None: ...
@@ -77,9 +141,21 @@ class Session(Protocol):
         """The snapshot `to_arrays` gave, back in this session's framework."""
         ...
 
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything the session holds (state, monitors, kept slots) as numpy arrays (checkpoints)."""
+        ...
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        """Go on from `state_arrays`' output."""
+        ...
+
     def set_lr(self, lr: float) -> None: ...
 
     def weights(self) -> Weights: ...
+
+    def describe(self) -> dict[str, Any]:
+        """How the step runs (precision, kernels, fused optimizer, ...), for reports."""
+        ...
 
 
 @runtime_checkable
@@ -93,6 +169,7 @@ class Backend(Protocol):
 
     name: str
     device: str  # resolved device, e.g. "cpu", "cuda", "mps", "gpu"
+    precision: Precision  # what fp32 work runs as on that device (dip_core.precision)
 
     def build(self, cfg: SkipConfig, weights: Weights) -> Any:
         """A network with exactly these weights (checked strictly)."""
@@ -152,20 +229,41 @@ def available_backends() -> list[str]:
     return [b.value for b in BackendName if importlib.util.find_spec(_FRAMEWORKS[b]) is not None]
 
 
-def get_backend(name: BackendName | str = BackendName.MLX, device: Device | str = Device.AUTO) -> Backend:
-    """Import a backend lazily and bind it to a device."""
+# Names of resolved devices (a report's "device") that may be given back as a device choice.
+_DEVICE_ALIASES = {"cuda": Device.GPU, "mps": Device.GPU, "metal": Device.GPU}
+
+
+def parse_device(device: Device | str) -> Device:
+    """A device choice; the resolved names a report gives (cuda, mps) mean the GPU."""
+    if isinstance(device, str) and device.lower() in _DEVICE_ALIASES:
+        return _DEVICE_ALIASES[device.lower()]
+    try:
+        return Device(device)
+    except ValueError:
+        raise DeviceUnavailable(
+            f"unknown device {device!r}; choose one of {', '.join(d.value for d in Device)}"
+        ) from None
+
+
+def get_backend(
+    name: BackendName | str = BackendName.MLX,
+    device: Device | str = Device.AUTO,
+    precision: Precision | str | None = None,
+) -> Backend:
+    """Import a backend lazily and bind it to a device and a precision (None: the device's default)."""
     try:
         name = BackendName(name)
     except ValueError:
         raise BackendUnavailable(
             f"unknown backend {name!r}; choose one of {', '.join(b.value for b in BackendName)}"
         ) from None
-    try:
-        device = Device(device)
-    except ValueError:
-        raise DeviceUnavailable(
-            f"unknown device {device!r}; choose one of {', '.join(d.value for d in Device)}"
-        ) from None
+    device = parse_device(device)
+    if precision is not None:
+        try:
+            precision = Precision(precision)
+        except ValueError:
+            choices = ", ".join(p.value for p in Precision)
+            raise UserError(f"unknown precision {precision!r}; choose one of {choices}") from None
     framework = _FRAMEWORKS[name]
     tune_allocator()  # before the framework allocates anything: see dip_core/allocator.py
     if importlib.util.find_spec(framework) is None:
@@ -178,4 +276,4 @@ def get_backend(name: BackendName | str = BackendName.MLX, device: Device | str 
                 f"the {name.value} backend cannot import {framework} ({exc}): {install_hint(name)}"
             ) from None
         raise
-    return module.create(device)
+    return module.create(device, precision)

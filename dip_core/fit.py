@@ -1,23 +1,33 @@
-"""The DIP loop, framework-neutral: EMA, backtracking, choice of the result, progress.
+"""The DIP loop, framework-neutral: every decision between steps, made on scalars.
 
-Each backend supplies a Session (its loop.py) that takes one optimisation step
-at a time; everything decided between steps lives here, once.
+Each backend supplies a Session (its loop.py) that queues one optimisation step
+at a time and keeps the monitors beside it on its device (EMA, windowed
+variance, PSNR against a reference, the candidates for the result). The loop
+reads back a few scalars per step and decides, once for every backend:
+backtracking, the automatic stop, the discrepancy rule, which output to keep.
+Images cross to the host at the end, on a save and on a checkpoint only.
+
+One small tracker per concern, each with its own state for checkpoints:
+`Rollback` (backtracking and divergence), `VarianceRule` (ES-WMV),
+`DiscrepancyRule`, `BestByReference`, `Curves`; `choose` picks the result.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from enum import Enum
 from typing import Any
 
 import numpy as np
 
-from dip_core.backend import Session
+from dip_core.backend import Kept, Monitoring, Session, StepStats
 from dip_core.checkpoint import Checkpointing, save_checkpoint
 from dip_core.metrics import psnr, psnr_from_mse
-from dip_core.stopping import WindowVariance
+from dip_core.options import Keep, Stop
 
 
 @dataclass(frozen=True)
@@ -29,18 +39,23 @@ class FitSettings:
     check_every: int = 100
     window: int = 100  # ES-WMV window for the no-reference choice
     lr: float = 0.01
-    keep: str = "best"  # "best": by PSNR with a reference, by ES-WMV without; "last": the final output
-    stop: str = "fixed"  # "fixed": run all iters; "auto": stop once the variance has no new minimum for `patience`
+    keep: Keep = Keep.BEST  # best: by PSNR with a reference, by ES-WMV without; last: the final output
+    stop: Stop = Stop.FIXED  # fixed: run all iters; auto: stop once the variance has no new minimum for `patience`
     patience: int = 1000  # ES-WMV patience (iterations)
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
     noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below
     overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_sigma^2
+    save_every: int = 0  # hand the result so far to `on_save` every this many iterations (0: never)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep", Keep(self.keep))
+        object.__setattr__(self, "stop", Stop(self.stop))
 
 
 @dataclass
 class StepInfo:
-    """What the progress display shows after each step."""
+    """What the progress display shows after each step (scalars only)."""
 
     i: int  # 1-based iteration just done
     iters: int
@@ -48,7 +63,6 @@ class StepInfo:
     psnr_input: float  # PSNR of A(out) against the corrupted input (from the loss)
     psnr: float | None  # PSNR of the current result against the reference
     rollbacks: int
-    current: Callable[[], np.ndarray]  # the result as it stands (for periodic saving)
 
 
 @dataclass
@@ -75,254 +89,7 @@ class FitResult:
     auto_rule: str | None = None  # "wmv" | "discrepancy": which rule made the automatic choice
     discrepancy_iter: int | None = None  # first iteration whose loss (mean of the last 20) fell below noise_sigma^2
     final_lr: float | None = None  # the learning rate at the end (lower after rollbacks)
-
-
-@dataclass
-class _Loop:
-    """Everything the loop carries from one step to the next (and into a checkpoint)."""
-
-    lr: float
-    snap: Any  # the session state backtracking and divergence return to
-    wmv: WindowVariance | None
-    done: int = 0  # steps taken, rolled-back ones included
-    rollbacks: int = 0
-    last_check: float = -math.inf  # PSNR against the input at the last backtracking check
-    ema: np.ndarray | None = None
-    snap_ema: np.ndarray | None = None
-    wmv_min: float = math.inf
-    wmv_iter: int = 0
-    wmv_choice: np.ndarray | None = None  # the candidate at the variance minimum
-    wmv_snap: Any = None  # the session state there (without EMA: its net(z) is the result)
-    wmv_loss: float = math.inf  # the loss (mean of the last LOSS_WINDOW) at the variance minimum
-    disc_iter: int = 0  # first iteration whose mean loss fell below noise_sigma^2 (0: not yet)
-    disc_choice: np.ndarray | None = None  # the candidate there (with EMA: the average centred on it)
-    disc_snap: Any = None  # the session state there (without EMA)
-    chosen: np.ndarray | None = None
-    chosen_iter: int = 0
-    best_score: float = -math.inf
-    seconds: float = 0.0  # spent in earlier processes of a resumed run
-    losses: list[float] = field(default_factory=list)
-    psnrs: list[float] = field(default_factory=list)
-    psnrs_ema: list[float] = field(default_factory=list)
-    psnrs_output: list[float] = field(default_factory=list)
-    variances: list[float] = field(default_factory=list)
-
-    _SCALARS = (
-        "done", "rollbacks", "last_check", "wmv_min", "wmv_iter", "chosen_iter", "best_score", "seconds", "lr",
-        "wmv_loss", "disc_iter",
-    )  # fmt: skip
-    _ARRAYS = ("ema", "snap_ema", "wmv_choice", "chosen", "disc_choice")
-    _SNAPSHOTS = ("wmv_snap", "disc_snap")
-    _CURVES = ("losses", "psnrs", "psnrs_ema", "psnrs_output", "variances")
-
-    @property
-    def disc_ready(self) -> bool:
-        """The output at the discrepancy point is in hand (with EMA: once the average centred on it exists)."""
-        return self.disc_snap is not None or self.disc_choice is not None
-
-    def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
-        """This state and the session's, exactly, as named numpy arrays."""
-        arrays = _prefixed("session/", session.to_arrays(session.snapshot()))
-        arrays.update(_prefixed("snap/", session.to_arrays(self.snap)))
-        for name in self._SNAPSHOTS:
-            if getattr(self, name) is not None:
-                arrays.update(_prefixed(f"{name}/", session.to_arrays(getattr(self, name))))
-        scalars = [float(getattr(self, k)) for k in self._SCALARS]
-        scalars[self._SCALARS.index("seconds")] = self.seconds + seconds
-        arrays["loop/scalars"] = np.array(scalars, np.float64)
-        for name in self._ARRAYS:
-            if getattr(self, name) is not None:
-                arrays[f"loop/{name}"] = getattr(self, name)
-        for name in self._CURVES:
-            arrays[f"loop/{name}"] = np.array(getattr(self, name), np.float64)
-        if self.wmv is not None:
-            window, (sumsq, count) = self.wmv.state()
-            arrays.update(_prefixed("wmv/", window))
-            arrays["wmv/scalars"] = np.array([sumsq, count], np.float64)
-        return arrays
-
-    def load(self, session: Session, arrays: dict[str, np.ndarray]) -> None:
-        """Go on from `to_arrays`'s output: the session is put back in that state too."""
-        session.restore(session.from_arrays(_unprefixed("session/", arrays)))
-        self.snap = session.from_arrays(_unprefixed("snap/", arrays))
-        for name in self._SNAPSHOTS:
-            snap = _unprefixed(f"{name}/", arrays)
-            setattr(self, name, session.from_arrays(snap) if snap else None)
-        counters = ("done", "rollbacks", "wmv_iter", "chosen_iter", "disc_iter")
-        for name, value in zip(self._SCALARS, arrays["loop/scalars"], strict=True):
-            setattr(self, name, int(value) if name in counters else float(value))
-        for name in self._ARRAYS:
-            setattr(self, name, arrays.get(f"loop/{name}"))
-        for name in self._CURVES:
-            setattr(self, name, arrays[f"loop/{name}"].tolist())
-        if self.wmv is not None and "wmv/scalars" in arrays:
-            sumsq, count = arrays["wmv/scalars"]
-            self.wmv.load_state(_unprefixed("wmv/", arrays), (sumsq, count))
-        session.set_lr(self.lr)
-
-
-def _prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {prefix + k: v for k, v in arrays.items()}
-
-
-def _unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = len(prefix)
-    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix) and k != prefix + "scalars"}
-
-
-def fit(
-    session: Session,
-    settings: FitSettings,
-    reference: np.ndarray | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
-    checkpoint: Checkpointing | None = None,
-) -> FitResult:
-    """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted).
-
-    With `checkpoint`, the whole state is written every `checkpoint.every` steps,
-    and a run given `checkpoint.resume` goes on from there exactly as if it had
-    never stopped.
-    """
-    use_ema = settings.exp_weight > 0
-    by_variance = reference is None and settings.keep == "best"
-    track = settings.stop == "auto" or by_variance
-    st = _Loop(lr=settings.lr, snap=session.snapshot(), wmv=WindowVariance(settings.window) if track else None)
-    if checkpoint is not None and checkpoint.resume is not None:
-        st.load(session, checkpoint.resume)
-    stopped_early = interrupted = False
-    start = time.perf_counter()
-    try:
-        for i in range(st.done + 1, settings.iters + 1):
-            st.done = i
-            loss, out = session.step()
-            if not math.isfinite(loss) or not np.isfinite(out).all():
-                # Divergence: back to the last good state with a lower learning rate.
-                _roll_back(session, settings, st)
-                st.losses.append(float("nan"))
-            else:
-                if _accept(session, settings, st, i, loss, out, reference, use_ema, by_variance, on_step):
-                    stopped_early = True
-                    break
-            if checkpoint is not None and checkpoint.every and i % checkpoint.every == 0:
-                arrays = st.to_arrays(session, time.perf_counter() - start)
-                arrays["checkpoint/every"] = np.array(checkpoint.every)
-                save_checkpoint(checkpoint.path, arrays, checkpoint.run)
-    except KeyboardInterrupt:
-        interrupted = True
-        st.done = len(st.losses)
-    seconds = time.perf_counter() - start
-    done = len(st.losses)
-    final = session.output()
-    chosen, chosen_iter, best_score, wmv_choice = st.chosen, st.chosen_iter, st.best_score, st.wmv_choice
-    auto_iter, auto_rule = st.wmv_iter, "wmv"
-    if is_overfit(settings, st.wmv_loss) and 0 < st.disc_iter < st.wmv_iter and st.disc_ready:
-        # The variance's point lies deep in noise fitting: take the discrepancy point instead.
-        auto_iter, auto_rule = st.disc_iter, "discrepancy"
-        wmv_choice = _output_at(session, st.disc_snap) if st.disc_snap is not None else st.disc_choice
-    elif st.wmv_snap is not None:
-        wmv_choice = _output_at(session, st.wmv_snap)
-    if by_variance and wmv_choice is not None:
-        chosen, chosen_iter = wmv_choice, auto_iter
-    if chosen is None or settings.keep == "last":
-        chosen, chosen_iter, selection = (st.ema if use_ema and st.ema is not None else final), done, "last"
-    else:
-        selection = "psnr" if reference is not None else "wmv"
-        final_psnr = psnr(final, reference) if reference is not None else -math.inf
-        if final_psnr > best_score:
-            # net(z) without input noise can beat every noisy-input output seen on the way.
-            best_score, chosen, chosen_iter = final_psnr, final, done
-    total = st.seconds + seconds
-    return FitResult(
-        result=chosen,
-        result_iter=chosen_iter,
-        selection=selection,
-        final=final,
-        ema=st.ema if use_ema else None,
-        iters_done=done,
-        seconds=total,
-        ms_per_iter=1000 * total / max(done, 1),
-        interrupted=interrupted,
-        rollbacks=st.rollbacks,
-        loss_curve=st.losses,
-        psnr_curve=st.psnrs,
-        psnr_ema_curve=st.psnrs_ema,
-        psnr_output_curve=st.psnrs_output,
-        variance_curve=st.variances,
-        best_psnr=best_score if reference is not None and chosen_iter else None,
-        stopped_early=stopped_early,
-        stop_iter=auto_iter if wmv_choice is not None else None,
-        auto_psnr=psnr(wmv_choice, reference) if reference is not None and wmv_choice is not None else None,
-        auto_rule=auto_rule if wmv_choice is not None else None,
-        discrepancy_iter=st.disc_iter or None,
-        final_lr=st.lr,
-    )
-
-
-def _accept(
-    session: Session,
-    settings: FitSettings,
-    st: _Loop,
-    i: int,
-    loss: float,
-    out: np.ndarray,
-    reference: np.ndarray | None,
-    use_ema: bool,
-    by_variance: bool,
-    on_step: Callable[[StepInfo], None] | None,
-) -> bool:
-    """Book a finite step: EMA, backtracking, variance, the best so far; True when auto-stop ends the run."""
-    ema = st.ema
-    st.ema = out if ema is None or not use_ema else settings.exp_weight * ema + (1 - settings.exp_weight) * out
-    candidate = st.ema if use_ema else out
-    st.losses.append(loss)
-    psnr_in = psnr_from_mse(loss)
-    if i % settings.check_every == 0:
-        # Backtracking: a drop of more than backtrack_db against the input means the
-        # fit collapsed; otherwise this state becomes the one to come back to.
-        if settings.backtrack and psnr_in < st.last_check - settings.backtrack_db:
-            _roll_back(session, settings, st)
-        else:
-            st.snap, st.last_check = session.snapshot(), psnr_in
-            st.snap_ema = None if st.ema is None else st.ema.copy()
-    if st.wmv is not None and use_ema and i == st.wmv_iter + ema_lag(settings.exp_weight):
-        # The EMA lags the outputs by w / (1 - w) steps: the average centred on the
-        # variance minimum is the one this many steps after it.
-        st.wmv_choice = st.ema.copy()
-        if by_variance:
-            st.chosen = st.wmv_choice
-    recent = mean_recent_loss(st.losses)
-    if st.wmv is not None and settings.noise_sigma:
-        _track_discrepancy(session, settings, st, i, recent, use_ema)
-    if st.wmv is not None:
-        var = st.wmv.push(out)
-        if var is not None:
-            st.variances.append(var)
-            if var < st.wmv_min:
-                st.wmv_min, st.wmv_iter, st.wmv_choice, st.wmv_loss = var, i, candidate.copy(), recent
-                # Without EMA the output at the minimum is net(z) there, as a fixed run's
-                # final output is: kept as the state, evaluated once at the end.
-                st.wmv_snap = None if use_ema else session.snapshot()
-                if by_variance:
-                    st.chosen, st.chosen_iter = st.wmv_choice, i
-            elif settings.stop == "auto" and i - st.wmv_iter >= settings.patience:
-                return True
-        if settings.stop == "auto" and _discrepancy_settled(settings, st, i, recent):
-            return True
-    score = None
-    if reference is not None:
-        p_out = psnr(out, reference)
-        st.psnrs.append(p_out)
-        st.psnrs_ema.append(psnr(st.ema, reference) if use_ema else p_out)
-        if settings.trace_output:
-            st.psnrs_output.append(psnr(session.output(), reference))
-        # With a reference the better of the output and its average is kept.
-        score, candidate = (st.psnrs_ema[-1], st.ema) if st.psnrs_ema[-1] >= p_out else (p_out, out)
-        if settings.keep == "best" and score > st.best_score:
-            st.best_score, st.chosen, st.chosen_iter = score, candidate.copy(), i
-    if on_step is not None:
-        current = _pick(st.chosen, candidate)
-        on_step(StepInfo(i, settings.iters, loss, psnr_in, score, st.rollbacks, lambda: current))
-    return False
+    step: dict[str, Any] = field(default_factory=dict)  # how the session ran the step (Session.describe)
 
 
 LOSS_WINDOW = 20  # losses averaged for the discrepancy check (single losses are noisy: z gets fresh noise)
@@ -339,47 +106,397 @@ def is_overfit(settings: FitSettings, loss: float) -> bool:
     return bool(settings.noise_sigma) and loss < settings.overfit_ratio * settings.noise_sigma**2
 
 
-def _track_discrepancy(session: Session, settings: FitSettings, st: _Loop, i: int, recent: float, ema: bool) -> None:
-    """Remember the first point where the loss reaches the noise power (Morozov's discrepancy principle)."""
-    if not st.disc_iter and recent <= settings.noise_sigma**2:
-        st.disc_iter = i
-        st.disc_snap = None if ema else session.snapshot()
-    if ema and st.disc_iter and i == st.disc_iter + ema_lag(settings.exp_weight):
-        st.disc_choice = st.ema.copy()
-
-
-def _discrepancy_settled(settings: FitSettings, st: _Loop, i: int, recent: float) -> bool:
-    """Auto-stop when the choice can only be the discrepancy point: the variance's minimum and the
-    current loss are both overfit, and the patience has passed since the discrepancy point."""
-    return (
-        st.disc_ready
-        and i - st.disc_iter >= settings.patience
-        and is_overfit(settings, st.wmv_loss)
-        and is_overfit(settings, recent)
-    )
-
-
-def _roll_back(session: Session, settings: FitSettings, st: _Loop) -> None:
-    """Back to the last good parameters, Adam state and EMA, with a lower learning rate."""
-    session.restore(st.snap)
-    st.lr *= settings.rollback_lr_factor
-    session.set_lr(st.lr)
-    st.ema, st.rollbacks = st.snap_ema, st.rollbacks + 1
-
-
 def ema_lag(weight: float) -> int:
     """How many steps an EMA of this weight lags the outputs it averages."""
     return round(weight / (1 - weight))
 
 
-def _output_at(session: Session, snap: object) -> np.ndarray:
-    """net(z) in an earlier state, leaving the session as it is."""
-    now = session.snapshot()
-    session.restore(snap)
-    out = session.output()
-    session.restore(now)
-    return out
+class _Scalars:
+    """Trackers whose state is their scalar dataclass fields (checkpoints)."""
+
+    def state(self) -> dict[str, float]:
+        return {f.name: float(getattr(self, f.name)) for f in fields(self) if f.init}  # type: ignore[arg-type]
+
+    def load(self, values: dict[str, float]) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.init and f.name in values:
+                setattr(self, f.name, type(getattr(self, f.name))(values[f.name]))
 
 
-def _pick(chosen: np.ndarray | None, current: np.ndarray) -> np.ndarray:
-    return chosen if chosen is not None else current
+@dataclass
+class Curves:
+    """Per-step scalars for the report and the plots."""
+
+    losses: list[float] = field(default_factory=list)
+    psnrs: list[float] = field(default_factory=list)  # output vs reference
+    psnrs_ema: list[float] = field(default_factory=list)
+    psnrs_output: list[float] = field(default_factory=list)
+    variances: list[float] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {f.name: np.array(getattr(self, f.name), np.float64) for f in fields(self)}
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        for f in fields(self):
+            setattr(self, f.name, arrays[f.name].tolist())
+
+
+@dataclass
+class Rollback(_Scalars):
+    """Backtracking and divergence: the state to come back to, the learning rate and the count."""
+
+    lr: float
+    rollbacks: int = 0
+    last_check: float = -math.inf  # PSNR against the input at the last check
+    snap: Any = field(default=None, init=False)  # the session state to return to (with its EMA)
+
+    def check(self, settings: FitSettings, session: Session, psnr_in: float) -> None:
+        """At a check: a drop of more than backtrack_db against the input means the fit collapsed;
+        otherwise this state becomes the one to come back to."""
+        if settings.backtrack and psnr_in < self.last_check - settings.backtrack_db:
+            self.roll_back(settings, session)
+        else:
+            self.snap, self.last_check = session.snapshot(), psnr_in
+
+    def roll_back(self, settings: FitSettings, session: Session) -> None:
+        """Back to the last good parameters, Adam state and EMA, with a lower learning rate."""
+        session.restore(self.snap)
+        self.lr *= settings.rollback_lr_factor
+        session.set_lr(self.lr)
+        self.rollbacks += 1
+
+
+@dataclass
+class VarianceRule(_Scalars):
+    """ES-WMV: the output where the windowed variance of outputs is least, kept in slot "wmv"."""
+
+    lag: int = -1  # steps the EMA lags the outputs; -1: no EMA (the output there is net(z), from its state)
+    minimum: float = math.inf
+    iter: int = 0  # iteration of the minimum (0: none yet)
+    loss: float = math.inf  # the loss (mean of the last LOSS_WINDOW) there
+
+    def capture(self, i: int, handle: Any, session: Session) -> None:
+        """With EMA, the average centred on the minimum is the one `lag` steps after it."""
+        if self.lag >= 0 and self.iter and i == self.iter + self.lag:
+            session.keep("wmv", handle, Kept.EMA)
+
+    def update(
+        self, settings: FitSettings, i: int, handle: Any, variance: float, recent: float, session: Session
+    ) -> bool:
+        """Take in this step's variance; True when the patience has run out since the minimum."""
+        if variance < self.minimum:
+            self.minimum, self.iter, self.loss = variance, i, recent
+            session.keep("wmv", handle, Kept.EMA if self.lag >= 0 else Kept.OUT)
+            if self.lag < 0:
+                session.keep("wmv", handle, Kept.STATE)
+            return False
+        return settings.stop is Stop.AUTO and i - self.iter >= settings.patience
+
+    def may_stop(self, settings: FitSettings, i: int) -> bool:
+        """Could step i end the run? (Known before its variance is: only a new minimum would prevent it.)"""
+        return self.iter > 0 and i - self.iter >= settings.patience
+
+
+@dataclass
+class DiscrepancyRule(_Scalars):
+    """Morozov's discrepancy principle: the first point where the loss reaches the noise power, slot "disc"."""
+
+    lag: int = -1
+    iter: int = 0  # first iteration whose mean loss fell below noise_sigma^2 (0: not yet)
+    ready: bool = False  # its output is in hand (with EMA: once the average centred on it exists)
+
+    def update(self, settings: FitSettings, i: int, handle: Any, recent: float, session: Session) -> None:
+        if not self.iter and recent <= settings.noise_sigma**2:
+            self.iter = i
+            if self.lag < 0:
+                session.keep("disc", handle, Kept.STATE)
+                self.ready = True
+        if self.lag >= 0 and self.iter and i == self.iter + self.lag:
+            session.keep("disc", handle, Kept.EMA)
+            self.ready = True
+
+    def settled(self, settings: FitSettings, i: int, recent: float, wmv: VarianceRule) -> bool:
+        """Auto-stop when the choice can only be this point: the variance's minimum and the current
+        loss are both overfit, and the patience has passed since it."""
+        return (
+            self.ready
+            and i - self.iter >= settings.patience
+            and is_overfit(settings, wmv.loss)
+            and is_overfit(settings, recent)
+        )
+
+    def may_settle(self, settings: FitSettings, i: int, losses: list[float]) -> bool:
+        """Could step i settle it? Losses are >= 0, so the mean with step i's is at least that of the others."""
+        if not self.iter or i - self.iter < settings.patience:
+            return False
+        if not self.ready and i != self.iter + self.lag:
+            return False
+        before = [x for x in losses[-(2 * LOSS_WINDOW - 1) :] if math.isfinite(x)][-(LOSS_WINDOW - 1) :]
+        return len(before) == LOSS_WINDOW - 1 and is_overfit(settings, sum(before) / LOSS_WINDOW)
+
+
+@dataclass
+class BestByReference(_Scalars):
+    """With a reference: the best of the outputs and their averages by PSNR, slot "best"."""
+
+    score: float = -math.inf
+    iter: int = 0
+
+    def update(self, settings: FitSettings, i: int, handle: Any, p_out: float, p_ema: float, session: Session) -> float:
+        score, what = (p_ema, Kept.EMA) if settings.exp_weight > 0 and p_ema >= p_out else (p_out, Kept.OUT)
+        if settings.keep is Keep.BEST and score > self.score:
+            self.score, self.iter = score, i
+            session.keep("best", handle, what)
+        return score
+
+
+class _Outcome(Enum):
+    NEXT = "next"
+    ROLLED_BACK = "rolled back"
+    STOP = "stop"
+
+
+class _Loop:
+    """The trackers of one run, and what happens to each step's scalars."""
+
+    def __init__(self, settings: FitSettings, session: Session, reference: np.ndarray | None) -> None:
+        self.settings = settings
+        self.use_ema = settings.exp_weight > 0
+        self.by_variance = reference is None and settings.keep is Keep.BEST
+        track = settings.stop is Stop.AUTO or self.by_variance
+        lag = ema_lag(settings.exp_weight) if self.use_ema else -1
+        self.curves = Curves()
+        self.rollback = Rollback(settings.lr)
+        self.wmv = VarianceRule(lag) if track else None
+        self.disc = DiscrepancyRule(lag) if track and settings.noise_sigma else None
+        self.best = BestByReference() if reference is not None else None
+        self.done = 0
+        self.seconds = 0.0  # spent in earlier processes of a resumed run
+        session.start(
+            Monitoring(
+                exp_weight=settings.exp_weight,
+                window=settings.window if track else 0,
+                reference=reference,
+                trace_output=settings.trace_output and reference is not None,
+                keep_states=track and not self.use_ema,
+            )
+        )
+        self.rollback.snap = session.snapshot()
+
+    def must_wait(self, i: int, checkpoint_every: int) -> bool:
+        """Step i needs the session as it stands after it: nothing may be queued behind it."""
+        s = self.settings
+        every = [s.check_every, checkpoint_every, s.save_every]
+        if any(k and i % k == 0 for k in every):
+            return True
+        if s.stop is not Stop.AUTO:
+            return False
+        return (self.wmv is not None and self.wmv.may_stop(s, i)) or (
+            self.disc is not None and self.disc.may_settle(s, i, self.curves.losses)
+        )
+
+    def process(
+        self, i: int, handle: Any, stats: StepStats, session: Session, on_step: Callable[[StepInfo], None] | None
+    ) -> _Outcome:
+        """Book step i from its scalars."""
+        s, c = self.settings, self.curves
+        self.done = i
+        if not stats.finite:
+            # Divergence: back to the last good state with a lower learning rate.
+            self.rollback.roll_back(s, session)
+            c.losses.append(float("nan"))
+            return _Outcome.ROLLED_BACK
+        c.losses.append(stats.loss)
+        psnr_in = psnr_from_mse(stats.loss)
+        if i % s.check_every == 0:
+            self.rollback.check(s, session, psnr_in)
+        recent = mean_recent_loss(c.losses)
+        if self.wmv is not None:
+            self.wmv.capture(i, handle, session)
+            if self.disc is not None:
+                self.disc.update(s, i, handle, recent, session)
+            if stats.variance is not None:
+                c.variances.append(stats.variance)
+                if self.wmv.update(s, i, handle, stats.variance, recent, session):
+                    return _Outcome.STOP
+            if s.stop is Stop.AUTO and self.disc is not None and self.disc.settled(s, i, recent, self.wmv):
+                return _Outcome.STOP
+        score = None
+        if self.best is not None:
+            p_out = psnr_from_mse(stats.mse)
+            p_ema = psnr_from_mse(stats.mse_ema) if self.use_ema else p_out
+            c.psnrs.append(p_out)
+            c.psnrs_ema.append(p_ema)
+            if stats.mse_output is not None:
+                c.psnrs_output.append(psnr_from_mse(stats.mse_output))
+            score = self.best.update(s, i, handle, p_out, p_ema, session)
+        if on_step is not None:
+            on_step(StepInfo(i, s.iters, stats.loss, psnr_in, score, self.rollback.rollbacks))
+        return _Outcome.NEXT
+
+    def current(self, handle: Any, session: Session) -> np.ndarray:
+        """The result as it stands (for periodic saving)."""
+        if self.by_variance and self.wmv is not None and self.wmv.iter:
+            return session.fetch("wmv")
+        if self.best is not None and self.best.iter:
+            return session.fetch("best")
+        session.keep("current", handle, Kept.EMA if self.use_ema else Kept.OUT)
+        return session.fetch("current")
+
+    def trackers(self) -> dict[str, _Scalars]:
+        named = {"rollback": self.rollback, "wmv": self.wmv, "disc": self.disc, "best": self.best}
+        return {k: v for k, v in named.items() if v is not None}
+
+    def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
+        """This state and the session's, exactly, as named numpy arrays."""
+        arrays = _prefixed("session/", session.state_arrays())
+        arrays.update(_prefixed("snap/", session.to_arrays(self.rollback.snap)))
+        arrays["loop/progress"] = np.array([self.done, self.seconds + seconds], np.float64)
+        for name, tracker in self.trackers().items():
+            arrays.update({f"loop/{name}/{k}": np.array(v, np.float64) for k, v in tracker.state().items()})
+        arrays.update(_prefixed("curves/", self.curves.arrays()))
+        return arrays
+
+    def load(self, session: Session, arrays: dict[str, np.ndarray]) -> None:
+        """Go on from `to_arrays`'s output: the session is put back in that state too."""
+        session.load_state(_unprefixed("session/", arrays))
+        self.rollback.snap = session.from_arrays(_unprefixed("snap/", arrays))
+        done, self.seconds = arrays["loop/progress"]
+        self.done = int(done)
+        for name, tracker in self.trackers().items():
+            tracker.load({k: float(v) for k, v in _unprefixed(f"loop/{name}/", arrays).items()})
+        self.curves.load_arrays(_unprefixed("curves/", arrays))
+        session.set_lr(self.rollback.lr)
+
+
+def _prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def _unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def fit(
+    session: Session,
+    settings: FitSettings,
+    reference: np.ndarray | None = None,
+    on_step: Callable[[StepInfo], None] | None = None,
+    checkpoint: Checkpointing | None = None,
+    on_save: Callable[[int, np.ndarray], None] | None = None,
+) -> FitResult:
+    """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted).
+
+    A pipelined session runs step i+1 while the loop books step i, except where
+    step i needs the state right after it (checks, saves, checkpoints, a possible
+    stop). With `checkpoint`, the whole state is written every `checkpoint.every`
+    steps, and a run given `checkpoint.resume` goes on from there exactly as if it
+    had never stopped. `on_save(i, image)` gets the result so far every
+    `settings.save_every` steps.
+    """
+    loop = _Loop(settings, session, reference)
+    if checkpoint is not None and checkpoint.resume is not None:
+        loop.load(session, checkpoint.resume)
+    every = checkpoint.every if checkpoint is not None else 0
+    stopped_early = interrupted = False
+    queued: deque[tuple[int, Any]] = deque()  # steps queued and not yet booked
+    start = time.perf_counter()
+
+    def queue(i: int) -> None:
+        refresh = loop.wmv is not None and i % settings.window == 0
+        queued.append((i, session.step(refresh)))
+
+    try:
+        following = loop.done + 1
+        while queued or following <= settings.iters:
+            if not queued:
+                queue(following)
+                following += 1
+            i, handle = queued[0]
+            if session.pipelined and len(queued) == 1 and following <= settings.iters and not loop.must_wait(i, every):
+                queue(following)
+                following += 1
+            outcome = loop.process(i, handle, session.read(handle), session, on_step)
+            queued.popleft()
+            if outcome is _Outcome.ROLLED_BACK and queued:
+                following = queued.popleft()[0]  # it ran from the diverged state: run it again
+            if outcome is _Outcome.STOP:
+                stopped_early = True
+                break
+            if on_save is not None and settings.save_every and i % settings.save_every == 0:
+                on_save(i, loop.current(handle, session))
+            if every and i % every == 0:
+                arrays = loop.to_arrays(session, time.perf_counter() - start)
+                arrays["checkpoint/every"] = np.array(every)
+                save_checkpoint(checkpoint.path, arrays, checkpoint.run)
+    except KeyboardInterrupt:
+        interrupted = True
+        # A step already queued has run: book it, so that the result and the count agree with the state.
+        for i, handle in queued:
+            if i > loop.done:
+                loop.process(i, handle, session.read(handle), session, None)
+    seconds = time.perf_counter() - start
+    return choose(loop, session, reference, seconds, interrupted, stopped_early)
+
+
+def choose(
+    loop: _Loop, session: Session, reference: np.ndarray | None, seconds: float, interrupted: bool, stopped: bool
+) -> FitResult:
+    """The result the settings ask for, from what the trackers kept (a constant number of images to the host)."""
+    s, c, wmv, disc, best = loop.settings, loop.curves, loop.wmv, loop.disc, loop.best
+    done = len(c.losses)
+    final = session.output()
+    ema = session.ema() if loop.use_ema else None
+    auto, auto_iter, auto_rule = None, wmv.iter if wmv is not None else 0, "wmv"
+    states = not loop.use_ema  # without EMA the output at a chosen point is net(z) there, from its parameters
+    if disc is not None and is_overfit(s, wmv.loss) and 0 < disc.iter < wmv.iter and disc.ready:
+        # The variance's point lies deep in noise fitting: take the discrepancy point instead.
+        auto_iter, auto_rule = disc.iter, "discrepancy"
+        auto = session.output("disc") if states else session.fetch("disc")
+    elif wmv is not None and wmv.iter:
+        auto = session.output("wmv") if states else session.fetch("wmv")
+    chosen, chosen_iter, best_score = None, 0, -math.inf
+    if loop.by_variance and auto is not None:
+        chosen, chosen_iter = auto, auto_iter
+    elif best is not None and best.iter:
+        chosen, chosen_iter, best_score = session.fetch("best"), best.iter, best.score
+    if chosen is None or s.keep is Keep.LAST:
+        chosen, chosen_iter, selection = (ema if ema is not None else final), done, "last"
+    else:
+        selection = "psnr" if reference is not None else "wmv"
+        final_psnr = psnr(final, reference) if reference is not None else -math.inf
+        if final_psnr > best_score:
+            # net(z) without input noise can beat every noisy-input output seen on the way.
+            best_score, chosen, chosen_iter = final_psnr, final, done
+    total = loop.seconds + seconds
+    return FitResult(
+        result=chosen,
+        result_iter=chosen_iter,
+        selection=selection,
+        final=final,
+        ema=ema,
+        iters_done=done,
+        seconds=total,
+        ms_per_iter=1000 * total / max(done, 1),
+        interrupted=interrupted,
+        rollbacks=loop.rollback.rollbacks,
+        loss_curve=c.losses,
+        psnr_curve=c.psnrs,
+        psnr_ema_curve=c.psnrs_ema,
+        psnr_output_curve=c.psnrs_output,
+        variance_curve=c.variances,
+        best_psnr=best_score if reference is not None and chosen_iter else None,
+        stopped_early=stopped,
+        stop_iter=auto_iter if auto is not None else None,
+        auto_psnr=psnr(auto, reference) if reference is not None and auto is not None else None,
+        auto_rule=auto_rule if auto is not None else None,
+        discrepancy_iter=(disc.iter or None) if disc is not None else None,
+        final_lr=loop.rollback.lr,
+        step=session.describe(),
+    )
+
+
+def settings_dict(settings: FitSettings) -> dict[str, Any]:
+    """FitSettings as plain values (reports)."""
+    return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(settings).items()}

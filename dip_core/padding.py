@@ -13,15 +13,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any
 
 import numpy as np
 
-from dip_core.backend import Session
 from dip_core.config import SkipConfig, min_size
 from dip_core.degrade import OpKind
 from dip_core.tasks import Problem
-from dip_core.weights import Weights
 
 
 class PadMode(str, Enum):
@@ -75,36 +72,3 @@ def pad_problem(problem: Problem, cfg: SkipConfig, mode: PadMode | str = PadMode
         op = replace(op, mask=_pad(op.mask, *sides))
     padded = replace(problem, observed=_pad(problem.observed, *sides), op=op, out_height=ph, out_width=pw)
     return padded, Crop(top * f, left * f, h, w)
-
-
-class CroppedSession:
-    """A session on the padded problem that shows the loop only the user's region."""
-
-    def __init__(self, session: Session, crop: Crop) -> None:
-        self.inner = session
-        self.crop = crop
-
-    def step(self) -> tuple[float, np.ndarray]:
-        loss, out = self.inner.step()
-        return loss, self.crop(out)
-
-    def output(self) -> np.ndarray:
-        return self.crop(self.inner.output())
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def restore(self, snap: Any) -> None:
-        self.inner.restore(snap)
-
-    def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
-        return self.inner.to_arrays(snap)
-
-    def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
-        return self.inner.from_arrays(arrays)
-
-    def set_lr(self, lr: float) -> None:
-        self.inner.set_lr(lr)
-
-    def weights(self) -> Weights:
-        return self.inner.weights()

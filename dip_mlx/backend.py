@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
@@ -11,7 +13,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
 from dip_core.memory import available_bytes
+from dip_core.precision import Precision, default_precision, effective
 from dip_core.weights import Weights, check_weights
+from dip_mlx import cpu_kernels as ck
 from dip_mlx.loop import MLXSession
 from dip_mlx.skip import SkipNet
 
@@ -40,13 +44,32 @@ def mse(out: mx.array, target: mx.array) -> mx.array:
     return mx.mean(mx.square(out - target))
 
 
+# MLX reads MLX_ENABLE_TF32 once, at its first GPU matmul or convolution: the first GPU
+# backend of a process fixes it, and a later one that wants the other setting is refused.
+_TF32_VAR = "MLX_ENABLE_TF32"
+_tf32_fixed: list[bool] = []
+
+
+def _set_tf32(on: bool) -> None:
+    if _tf32_fixed and _tf32_fixed[0] != on:
+        raise DeviceUnavailable(
+            f"MLX fixes TF32 {'on' if _tf32_fixed[0] else 'off'} once per process; "
+            "run other precisions on the MLX GPU in a process of their own"
+        )
+    os.environ[_TF32_VAR] = "1" if on else "0"
+    _tf32_fixed[:] = [on]
+
+
 class MLXBackend:
     name = "mlx"
 
-    def __init__(self, device: Device = Device.AUTO) -> None:
+    def __init__(self, device: Device = Device.AUTO, precision: Precision | None = None) -> None:
         self.mx_device = _resolve(Device(device))
         mx.set_default_device(self.mx_device)
         self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
+        self.precision = effective(precision or default_precision(self.device), self.device)
+        if self.device == "gpu":
+            _set_tf32(self.precision is not Precision.FP32)
 
     # numpy (H, W, C) <-> mlx (1, H, W, C)
     @staticmethod
@@ -58,8 +81,10 @@ class MLXBackend:
         return np.array(a[0], copy=True)
 
     def build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
+        """The network with these weights, on the CPU kernels where they serve this device and precision."""
         check_weights(cfg, weights)
-        net = SkipNet(cfg)
+        dtype = mx.bfloat16 if self.precision is Precision.BF16 else mx.float32
+        net = SkipNet(cfg, kernels=ck.usable(cfg, self.mx_device, dtype))
         expected = {name for name, _ in tree_flatten(net.parameters())}
         if expected != set(weights):  # guards the name mapping itself, not user input
             diverging = sorted(expected ^ set(weights))
@@ -115,5 +140,5 @@ class MLXBackend:
         return losses, self.forward(net, x)
 
 
-def create(device: Device | str = Device.AUTO) -> MLXBackend:
-    return MLXBackend(Device(device))
+def create(device: Device | str = Device.AUTO, precision: Precision | None = None) -> MLXBackend:
+    return MLXBackend(Device(device), precision)

@@ -78,9 +78,9 @@ def supports(cfg: SkipConfig) -> bool:
     )
 
 
-def usable(cfg: SkipConfig, x: mx.array) -> bool:
-    """Run this network on this input with the kernels? (CPU, batch 1, float32, supported layers)."""
-    return enabled() and mx.default_device() == mx.cpu and x.shape[0] == 1 and x.dtype == mx.float32 and supports(cfg)
+def usable(cfg: SkipConfig, device: mx.Device, dtype: mx.Dtype = mx.float32) -> bool:
+    """Build this network on the kernels? (the CPU, float32, supported layers; decided once per network)."""
+    return enabled() and device == mx.cpu and dtype == mx.float32 and supports(cfg)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -11,20 +14,37 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from dip_core.backend import SessionSpec
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats
+from dip_core.precision import Precision
 from dip_core.weights import Weights
+from dip_mlx import monitors as mon
+from dip_mlx.monitors import MLXMonitors
 from dip_mlx.ops import MLXOperator
 from dip_mlx.skip import SkipNet
 
 
+@dataclass
+class _Handle:
+    """A queued step: its scalars, output and EMA (lazy arrays), and parameters when states are kept."""
+
+    stats: mx.array
+    out: mx.array
+    ema: mx.array
+    params: Any
+
+
 class MLXSession:
-    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device.
+    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
 
     The whole step (input noise, forward, loss, backward, Adam) is one
-    `mx.compile`d function. The noise comes from a key the session holds and
-    splits at every step, so a seed reproduces a run exactly and a snapshot
-    (or a checkpoint) carries the noise stream with it.
+    `mx.compile`d function, and the monitors another; `step` queues both with
+    `mx.async_eval` and returns, so the loop decides about step i while step
+    i+1 runs. The noise comes from a key the session holds and splits at every
+    step, so a seed reproduces a run exactly and a snapshot (or a checkpoint)
+    carries the noise stream with it.
     """
+
+    pipelined = True
 
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
         self.backend = backend
@@ -34,9 +54,14 @@ class MLXSession:
         self.opt.init(self.net.trainable_parameters())
         self.z = backend.to_array(spec.z)
         self.y = backend.to_array(spec.observed)
+        h, w = spec.z.shape[:2]
+        top, left, ch, cw = spec.crop or (0, 0, h, w)
+        self._crop: Callable[[mx.array], mx.array] = lambda a: a[:, top : top + ch, left : left + cw, :]
+        self._shape = (1, ch, cw, spec.cfg.out_channels)
+        self.bf16 = spec.precision is Precision.BF16
         op = MLXOperator(spec.op)
         std = spec.reg_noise_std
-        loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y))
+        loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y, self.bf16))
         state = [self.net.state, self.opt.state]
 
         @partial(mx.compile, inputs=state, outputs=state)
@@ -49,46 +74,105 @@ class MLXSession:
 
         self._step = step
         self._state = state
+        self.start(Monitoring())
 
-    def step(self) -> tuple[float, np.ndarray]:
-        """One Adam step; returns its loss and the output it was computed from."""
+    def start(self, monitoring: Monitoring) -> None:
+        self.monitoring = monitoring
+        self.monitors = MLXMonitors(monitoring, self._shape)
+        self._trace = monitoring.trace_output and monitoring.reference is not None
+        self._slots: dict[str, mx.array] = {}
+        self._states: dict[str, Any] = {}
+
+    def step(self, refresh: bool = False) -> _Handle:
         loss, out, self.key = self._step(self.z, self.key)
-        mx.eval(loss, out, self.key, self._state)
-        return float(loss), self.backend.to_numpy(out)
+        out = self._crop(out)
+        traced = self._crop(self.net(self.z)) if self._trace else None
+        stats = self.monitors.update(loss, out, traced, refresh)
+        params = self.net.parameters() if self.monitoring.keep_states else None
+        mx.async_eval(stats, out, self.key, self._state, self.monitors.arrays)
+        return _Handle(stats, out, self.monitors.ema, params)
 
-    def output(self) -> np.ndarray:
-        """net(z) without input noise."""
-        out = self.net(self.z)
-        mx.eval(out)
-        return self.backend.to_numpy(out)
+    def read(self, handle: _Handle) -> StepStats:
+        v = handle.stats.tolist()
+        m = self.monitoring
+
+        def value(index: int, wanted: bool) -> float | None:
+            return v[index] if wanted and not math.isnan(v[index]) else None
+
+        with_ref = m.reference is not None
+        return StepStats(
+            loss=v[mon.LOSS],
+            finite=bool(v[mon.OK]),
+            variance=value(mon.VARIANCE, bool(m.window)),
+            mse=value(mon.MSE, with_ref),
+            mse_ema=value(mon.MSE_EMA, with_ref and bool(m.exp_weight)),
+            mse_output=value(mon.MSE_OUTPUT, self._trace),
+        )
+
+    def keep(self, slot: str, handle: _Handle, what: Kept) -> None:
+        # MLX arrays are immutable: keeping a reference is a copy.
+        if what is Kept.STATE:
+            self._states[slot] = handle.params
+        else:
+            self._slots[slot] = handle.out if what is Kept.OUT else handle.ema
+
+    def fetch(self, slot: str) -> np.ndarray:
+        return self.backend.to_numpy(self._slots[slot])
+
+    def ema(self) -> np.ndarray | None:
+        ema, on = self.monitors.keep_ema()
+        return self.backend.to_numpy(ema) if self.monitoring.exp_weight and on.item() else None
+
+    def output(self, slot: str | None = None) -> np.ndarray:
+        """net(z) without input noise (with the parameters kept in `slot`)."""
+        if slot is None:
+            out = self.net(self.z)
+        else:
+            now = self.net.parameters()
+            self.net.update(self._states[slot])
+            out = self.net(self.z)
+            self.net.update(now)
+        return self.backend.to_numpy(self._crop(out))
 
     def snapshot(self) -> Any:
         # MLX arrays are immutable: keeping references is a copy.
-        return (self.net.parameters(), tree_map(lambda a: a, self.opt.state), self.key)
+        return (self.net.parameters(), tree_map(lambda a: a, self.opt.state), self.key, self.monitors.keep_ema())
 
     def restore(self, snap: Any) -> None:
-        params, opt_state, key = snap
+        params, opt_state, key, ema = snap
         self.net.update(params)
         for name, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
             self.opt.state[name] = value
         self.key = key
+        self.monitors.restore(ema)
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         """A snapshot as named numpy arrays (for a checkpoint file)."""
-        params, opt_state, key = snap
+        params, opt_state, key, (ema, ema_on) = snap
         arrays = {f"net/{k}": np.array(v) for k, v in tree_flatten(params)}
         arrays.update({f"opt/{k}": np.array(v) for k, v in tree_flatten(opt_state)})
-        arrays["key"] = np.array(key)
+        arrays.update(key=np.array(key), ema=np.array(ema), ema_on=np.array(ema_on))
         return arrays
 
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
         """The snapshot that `to_arrays` wrote."""
+        ema = (mx.array(arrays["ema"]), mx.array(arrays["ema_on"]))
+        return (_tree(arrays, "net/"), _tree(arrays, "opt/"), mx.array(arrays["key"]), ema)
 
-        def tree(prefix: str) -> Any:
-            n = len(prefix)
-            return tree_unflatten([(k[n:], mx.array(v)) for k, v in arrays.items() if k.startswith(prefix)])
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"now/{k}": v for k, v in self.to_arrays(self.snapshot()).items()}
+        arrays.update({f"monitors/{k}": v for k, v in self.monitors.to_arrays().items()})
+        arrays.update({f"slot/{k}": np.array(v) for k, v in self._slots.items()})
+        for slot, params in self._states.items():
+            arrays.update({f"state/{slot}/{k}": np.array(v) for k, v in tree_flatten(params)})
+        return arrays
 
-        return (tree("net/"), tree("opt/"), mx.array(arrays["key"]))
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.restore(self.from_arrays(_under(arrays, "now/")))
+        self.monitors.load(_under(arrays, "monitors/"))  # restore() set the EMA only; the rest as saved
+        self._slots = {k: mx.array(v) for k, v in _under(arrays, "slot/").items()}
+        names = {k.split("/", 1)[0] for k in _under(arrays, "state/")}
+        self._states = {name: _tree(arrays, f"state/{name}/") for name in names}
 
     def set_lr(self, lr: float) -> None:
         self.opt.learning_rate = lr
@@ -96,7 +180,32 @@ class MLXSession:
     def weights(self) -> Weights:
         return self.backend.get_weights(self.net)
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "precision": self.backend.precision.value,
+            "cpu_kernels": self.net.kernels,
+            "compiled": True,
+            "pipelined": self.pipelined,
+        }
 
-def _loss(net: SkipNet, op: MLXOperator, x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
-    out = net(x)
+
+def _tree(arrays: dict[str, np.ndarray], prefix: str) -> Any:
+    n = len(prefix)
+    return tree_unflatten([(k[n:], mx.array(v)) for k, v in arrays.items() if k.startswith(prefix)])
+
+
+def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def _loss(net: SkipNet, op: MLXOperator, x: mx.array, y: mx.array, bf16: bool) -> tuple[mx.array, mx.array]:
+    if bf16:
+        # Forward and backward in bfloat16; the parameters, the loss and Adam stay float32.
+        params = net.parameters()
+        net.update(tree_map(lambda p: p.astype(mx.bfloat16), params))
+        out = net(x.astype(mx.bfloat16)).astype(mx.float32)
+        net.update(params)
+    else:
+        out = net(x)
     return mx.mean(mx.square(op(out) - y)), out

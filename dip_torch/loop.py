@@ -2,85 +2,226 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from dip_core.backend import SessionSpec
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats
+from dip_core.precision import Precision
 from dip_core.weights import Weights
+from dip_torch import monitors as mon
+from dip_torch.monitors import TorchMonitors
 from dip_torch.ops import TorchOperator
 from dip_torch.skip import SkipNet
 
 
+@dataclass
+class _Handle:
+    """A queued step: its scalars (on their way to the host), output, EMA, and parameters when states are kept."""
+
+    stats: torch.Tensor
+    ready: torch.cuda.Event | None
+    out: torch.Tensor
+    ema: torch.Tensor
+    params: list[torch.Tensor] | None
+    index: int
+
+
 class TorchSession:
-    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device."""
+    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
+
+    On a GPU the step's scalars are copied to pinned host memory without waiting
+    (`pipelined`): the loop reads step i while step i+1 runs. On the CPU, torch
+    runs each step to its end before returning anyway.
+    """
 
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
         self.backend = backend
         dev = backend.torch_device
+        self.device = dev
+        self.pipelined = dev.type != "cpu"
         self.net: SkipNet = backend.build(spec.cfg, spec.weights)
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr)
+        # Fused Adam: one kernel for every parameter on a GPU (and a vectorised loop on the CPU).
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, fused=True)
         self.z = backend.to_tensor(spec.z)
         self.y = backend.to_tensor(spec.observed)
         self.op = TorchOperator(spec.op, dev)
         self.reg_noise_std = spec.reg_noise_std
         self.gen = torch.Generator(device=dev).manual_seed(spec.seed)
+        h, w = spec.z.shape[:2]
+        top, left, ch, cw = spec.crop or (0, 0, h, w)
+        self._crop: Callable[[torch.Tensor], torch.Tensor] = lambda t: t[..., top : top + ch, left : left + cw]
+        self._shape = (1, spec.cfg.out_channels, ch, cw)
+        self.bf16 = spec.precision is Precision.BF16
+        self._steps = 0
+        self.start(Monitoring())
 
-    def step(self) -> tuple[float, np.ndarray]:
-        """One Adam step; returns its loss and the output it was computed from."""
+    def start(self, monitoring: Monitoring) -> None:
+        self.monitoring = monitoring
+        self.monitors = TorchMonitors(monitoring, self._shape, self.device)
+        self._trace = monitoring.trace_output and monitoring.reference is not None
+        self._slots: dict[str, torch.Tensor] = {}
+        self._states: dict[str, list[torch.Tensor]] = {}
+        # On a GPU the parameters after each step go into a ring of two: the loop may keep
+        # step i's after step i+1 has changed them in place.
+        self._param_ring: list[list[torch.Tensor]] = []
+        if monitoring.keep_states and self.pipelined:
+            self._param_ring = [[p.detach().clone() for p in self.net.parameters()] for _ in range(2)]
+        self._stats_host = [self._host_buffer(), self._host_buffer()] if self.device.type == "cuda" else []
+
+    def _host_buffer(self) -> torch.Tensor:
+        return torch.empty(6, pin_memory=True)
+
+    def _autocast(self) -> Any:
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self, refresh: bool = False) -> _Handle:
         self.opt.zero_grad(set_to_none=True)
         x = self.z
         if self.reg_noise_std > 0:
             noise = torch.randn(self.z.shape, generator=self.gen, device=self.z.device, dtype=self.z.dtype)
             x = self.z + self.reg_noise_std * noise
-        out = self.net(x)
-        loss = torch.mean((self.op(out) - self.y) ** 2)
+        with self._autocast():
+            out = self.net(x).float()
+            loss = torch.mean((self.op(out) - self.y) ** 2)
         loss.backward()
         self.opt.step()
-        return float(loss.detach()), self.backend.to_numpy(out)
+        out = self._crop(out.detach())
+        traced = None
+        if self._trace:
+            with torch.no_grad(), self._autocast():
+                traced = self._crop(self.net(self.z).float())
+        stats = self.monitors.update(loss.detach(), out, traced, refresh)
+        params = None
+        if self._param_ring:
+            params = self._param_ring[self._steps % 2]
+            torch._foreach_copy_(params, [p.detach() for p in self.net.parameters()])
+        ready = None
+        if self._stats_host:
+            host = self._stats_host[self._steps % 2]
+            host.copy_(stats, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record()
+            stats = host
+        self._steps += 1
+        return _Handle(stats, ready, out, self.monitors.ema, params, self._steps)
 
-    def output(self) -> np.ndarray:
-        """net(z) without input noise."""
-        with torch.no_grad():
-            return self.backend.to_numpy(self.net(self.z))
+    def read(self, handle: _Handle) -> StepStats:
+        if handle.ready is not None:
+            handle.ready.synchronize()
+        v = handle.stats.tolist()
+        m = self.monitoring
+
+        def value(index: int, wanted: bool) -> float | None:
+            return v[index] if wanted and not math.isnan(v[index]) else None
+
+        with_ref = m.reference is not None
+        return StepStats(
+            loss=v[mon.LOSS],
+            finite=bool(v[mon.OK]),
+            variance=value(mon.VARIANCE, bool(m.window)),
+            mse=value(mon.MSE, with_ref),
+            mse_ema=value(mon.MSE_EMA, with_ref and bool(m.exp_weight)),
+            mse_output=value(mon.MSE_OUTPUT, self._trace),
+        )
+
+    def keep(self, slot: str, handle: _Handle, what: Kept) -> None:
+        if what is not Kept.STATE:
+            # Outputs and EMAs are never changed in place: a reference is a copy.
+            self._slots[slot] = handle.out if what is Kept.OUT else handle.ema
+            return
+        if handle.params is not None:
+            source = handle.params
+        elif handle.index == self._steps:
+            source = [p.detach() for p in self.net.parameters()]  # the last step: its parameters are the live ones
+        else:
+            raise RuntimeError("the parameters of an earlier step are kept only by a pipelined session")
+        self._states[slot] = [p.clone() for p in source]
+
+    def fetch(self, slot: str) -> np.ndarray:
+        return self.backend.to_numpy(self._slots[slot])
+
+    def ema(self) -> np.ndarray | None:
+        ema, on = self.monitors.keep_ema()
+        return self.backend.to_numpy(ema) if self.monitoring.exp_weight and bool(on) else None
+
+    @torch.no_grad()
+    def output(self, slot: str | None = None) -> np.ndarray:
+        """net(z) without input noise (with the parameters kept in `slot`)."""
+        if slot is None:
+            with self._autocast():
+                out = self.net(self.z).float()
+        else:
+            names = [name for name, _ in self.net.named_parameters()]
+            params = dict(zip(names, self._states[slot], strict=True))
+            with self._autocast():
+                out = torch.func.functional_call(self.net, params, (self.z,)).float()
+        return self.backend.to_numpy(self._crop(out))
 
     def snapshot(self) -> Any:
-        return (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), self.gen.get_state())
+        ema = self.monitors.keep_ema()  # replaced, never changed in place: references do
+        return (copy.deepcopy(self.net.state_dict()), copy.deepcopy(self.opt.state_dict()), self.gen.get_state(), ema)
 
     def restore(self, snap: Any) -> None:
-        net_state, opt_state, gen_state = snap
+        net_state, opt_state, gen_state, ema = snap
         self.net.load_state_dict(net_state)
         self.opt.load_state_dict(opt_state)
         self.gen.set_state(gen_state)
+        self.monitors.restore(ema)
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         """A snapshot as named numpy arrays (for a checkpoint file)."""
-        net_state, opt_state, gen_state = snap
-        arrays = {f"net/{k}": v.detach().cpu().numpy().copy() for k, v in net_state.items()}
+        net_state, opt_state, gen_state, (ema, ema_on) = snap
+        arrays = {f"net/{k}": _numpy(v) for k, v in net_state.items()}
         for index, slots in opt_state["state"].items():
             for name, value in slots.items():
-                arrays[f"opt/{index}/{name}"] = value.detach().cpu().numpy().copy()
+                arrays[f"opt/{index}/{name}"] = _numpy(value)
         arrays["opt/lr"] = np.array([g["lr"] for g in opt_state["param_groups"]], np.float64)
         arrays["gen"] = gen_state.numpy().copy()
+        arrays.update(ema=_numpy(ema), ema_on=_numpy(ema_on))
         return arrays
 
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
         """The snapshot that `to_arrays` wrote."""
-        dev = self.backend.torch_device
-        net_state = {k[4:]: torch.from_numpy(v.copy()).to(dev) for k, v in arrays.items() if k.startswith("net/")}
+        dev = self.device
+        net_state = {k[4:]: _tensor(v, dev) for k, v in arrays.items() if k.startswith("net/")}
         state: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in arrays.items():
             parts = key.split("/")
             if parts[0] == "opt" and len(parts) == 3:
-                tensor = torch.from_numpy(value.copy())
-                # Adam keeps its step count on the CPU; the moments live with the parameters.
-                state.setdefault(int(parts[1]), {})[parts[2]] = tensor if parts[2] == "step" else tensor.to(dev)
+                # Fused Adam keeps its step count beside the parameters, on their device.
+                state.setdefault(int(parts[1]), {})[parts[2]] = _tensor(value, dev)
         groups = copy.deepcopy(self.opt.state_dict()["param_groups"])
         for group, lr in zip(groups, arrays["opt/lr"], strict=True):
             group["lr"] = float(lr)
-        return (net_state, {"state": state, "param_groups": groups}, torch.from_numpy(arrays["gen"].copy()))
+        ema = (_tensor(arrays["ema"], dev), _tensor(arrays["ema_on"], dev))
+        return (net_state, {"state": state, "param_groups": groups}, torch.from_numpy(arrays["gen"].copy()), ema)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        arrays = {f"now/{k}": v for k, v in self.to_arrays(self.snapshot()).items()}
+        arrays.update({f"monitors/{k}": v for k, v in self.monitors.to_arrays().items()})
+        arrays.update({f"slot/{k}": _numpy(v) for k, v in self._slots.items()})
+        names = [name for name, _ in self.net.named_parameters()]
+        for slot, params in self._states.items():
+            arrays.update({f"state/{slot}/{n}": _numpy(p) for n, p in zip(names, params, strict=True)})
+        return arrays
+
+    def load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        dev = self.device
+        self.restore(self.from_arrays(_under(arrays, "now/")))
+        self.monitors.load(_under(arrays, "monitors/"))  # restore() set the EMA only; the rest as saved
+        self._slots = {k: _tensor(v, dev) for k, v in _under(arrays, "slot/").items()}
+        names = [name for name, _ in self.net.named_parameters()]
+        kept = {k.split("/", 1)[0] for k in _under(arrays, "state/")}
+        self._states = {s: [_tensor(arrays[f"state/{s}/{n}"], dev) for n in names] for s in kept}
 
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
@@ -88,3 +229,25 @@ class TorchSession:
 
     def weights(self) -> Weights:
         return self.backend.get_weights(self.net)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "precision": self.backend.precision.value,
+            "fused_adam": True,
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if self.device.type == "cuda" else None,
+            "channels_last": self.backend.channels_last,
+            "pipelined": self.pipelined,
+        }
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().copy()
+
+
+def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(a.copy()).to(device)
+
+
+def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -175,11 +175,17 @@ def test_network_on_the_kernels_matches_mlx_ops(knobs, size, monkeypatch):
 
 
 def test_kernels_only_on_the_cpu(monkeypatch):
-    """A GPU device (Metal, CUDA) runs MLX's own ops: the kernels never leave the CPU."""
-    x = mx.zeros((1, 16, 16, SMALL.in_channels))
-    assert ck.usable(SMALL, x)
-    monkeypatch.setattr(ck.mx, "default_device", lambda: mx.Device(mx.gpu))
-    assert not ck.usable(SMALL, x)
+    """A GPU device (Metal, CUDA) runs MLX's own ops: the kernels never leave the CPU, and the choice
+    is made once, when the network is built for its backend's device."""
+    from dip_core.backend import get_backend
+    from dip_core.weights import init_weights
+
+    assert ck.usable(SMALL, mx.cpu) and not ck.usable(SMALL, mx.gpu)
+    assert not ck.usable(SMALL, mx.cpu, mx.bfloat16)
+    backend = get_backend("mlx", "cpu")
+    assert backend.build(SMALL, init_weights(SMALL, 0)).kernels
+    monkeypatch.setattr(backend, "mx_device", mx.gpu)
+    assert not backend.build(SMALL, init_weights(SMALL, 0)).kernels
 
 
 def test_unsupported_layers_fall_back():

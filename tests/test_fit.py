@@ -8,6 +8,7 @@ import pytest
 from dip_core.api import restore
 from dip_core.degrade import add_noise
 from dip_core.fit import FitSettings, fit
+from dip_core.monitors import HostSession
 from dip_core.stopping import WindowVariance
 from tests.conftest import BACKENDS
 from tests.images import synthetic
@@ -44,7 +45,7 @@ def test_window_variance_matches_direct_computation():
             assert np.isclose(v, direct, rtol=1e-6)
 
 
-class FakeSession:
+class FakeSession(HostSession):
     """A session whose losses follow a script: lets the loop's decisions be tested exactly."""
 
     def __init__(self, losses):
@@ -53,18 +54,18 @@ class FakeSession:
         self.restored = 0
         self.lr = None
 
-    def step(self):
+    def advance(self):
         loss = self.losses[self.t]
         self.t += 1
         return loss, np.full((4, 4, 1), self.t / 100, np.float32)
 
-    def output(self):
+    def net_output(self):
         return np.zeros((4, 4, 1), np.float32)
 
-    def snapshot(self):
+    def model_snapshot(self):
         return self.t
 
-    def restore(self, snap):
+    def model_restore(self, snap):
         self.restored += 1
 
     def set_lr(self, lr):
@@ -91,15 +92,17 @@ def test_nan_rolls_back_and_halves_the_learning_rate():
     assert np.isnan(result.loss_curve[1])
 
 
-def test_interrupt_keeps_the_best_so_far(noisy):
+@pytest.mark.parametrize("name", BACKENDS)
+def test_interrupt_keeps_the_best_so_far(name, noisy):
     clean = synthetic(40, 36)
 
     def stop(info):
         if info.i == 8:
             raise KeyboardInterrupt
 
-    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=50, reference=clean, on_step=stop, **SMALL)
-    assert r.report["interrupted"] and r.report["iters"] == 8
+    r = restore("denoise", noisy, backend=name, device="cpu", iters=50, reference=clean, on_step=stop, **SMALL)
+    # A pipelined session had step 9 queued when step 8's Ctrl-C came: it has run, and it is counted.
+    assert r.report["interrupted"] and r.report["iters"] == (9 if r.report["step"]["pipelined"] else 8)
     assert r.pixels.shape == noisy.shape and np.isfinite(r.pixels).all()
 
 
@@ -125,7 +128,7 @@ def test_package_level_api(noisy):
 def test_auto_stop_ends_after_the_patience():
     # outputs whose spread shrinks until step 30 and then grows: the variance minimum is near 30
     class Drift(FakeSession):
-        def step(self):
+        def advance(self):
             self.t += 1
             spread = abs(self.t - 30) / 100 + 0.01
             rng = np.random.default_rng(self.t)
@@ -159,7 +162,7 @@ def test_auto_stop_with_ema_returns_the_average_centred_on_the_minimum():
             super().__init__([])
             self.outs = []
 
-        def step(self):
+        def advance(self):
             self.t += 1
             spread = abs(self.t - 30) / 100 + 0.01
             out = (0.5 + spread * np.random.default_rng(self.t).standard_normal((4, 4, 1))).astype(np.float32)
@@ -198,7 +201,7 @@ class Overfitting(FakeSession):
         super().__init__([])
         self.sigma, self.steps = sigma, steps
 
-    def step(self):
+    def advance(self):
         self.t += 1
         loss = 2 * self.sigma**2 * (0.05 / 2) ** (self.t / self.steps)  # 2 sigma^2 down to 0.05 sigma^2
         spread = 0.2 / self.t
@@ -225,7 +228,7 @@ def test_discrepancy_point_replaces_an_overfit_variance_point():
 
 def test_variance_point_stays_when_it_is_not_overfit():
     class Drift(FakeSession):
-        def step(self):
+        def advance(self):
             self.t += 1
             spread = abs(self.t - 30) / 100 + 0.01
             out = (0.5 + spread * np.random.default_rng(self.t).standard_normal((4, 4, 1))).astype(np.float32)
@@ -310,4 +313,5 @@ def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overri
     real = restore("denoise", noisy, iters=120, stop="auto", patience=patience, **common).report
     assert (r["rule"], r["detected"]) == (real["auto_rule"], real["stop_iter"]) and r["rule"] == rule
     assert (r["stopped"] or 120) == real["iters"]
-    assert r["auto"] == pytest.approx(real["psnr_auto"], abs=1e-6)
+    # The curves are PSNRs of float32 MSEs taken on the device; psnr_auto is taken on the host in float64.
+    assert r["auto"] == pytest.approx(real["psnr_auto"], abs=1e-4)

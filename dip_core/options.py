@@ -1,0 +1,124 @@
+"""Every setting of a run in one frozen object, built once (by the CLI or the caller) and passed down.
+
+`restore`, `restore_tiled`, `dip run` and `dip batch` all take a `RunOptions`;
+keyword arguments of the Python API are folded into one with `RunOptions.of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from enum import Enum
+from typing import Any
+
+from dip_core.backend import BackendName, Device
+from dip_core.inputs import InputKind
+from dip_core.padding import PadMode
+from dip_core.precision import Precision
+from dip_core.tasks import ProblemError
+
+
+class Keep(str, Enum):
+    BEST = "best"  # by PSNR with a reference, by the windowed output variance (ES-WMV) without
+    LAST = "last"  # the output after the last step (its EMA when on)
+
+
+class Stop(str, Enum):
+    FIXED = "fixed"  # run every iteration
+    AUTO = "auto"  # stop once the variance has had no new minimum for `patience` iterations
+
+
+# Preset fields a run may override (None keeps the preset's value); see dip_core.presets.Preset.
+PRESET_OVERRIDES = (
+    "iters", "lr", "reg_noise_std", "exp_weight", "backtrack", "backtrack_db", "check_every", "net", "input",
+    "input_channels",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: backend, precision, preset and its overrides, the choice of the result, outputs on the way."""
+
+    backend: BackendName = BackendName.MLX
+    device: Device = Device.AUTO  # auto: Metal / CUDA / MPS when present, else the CPU
+    precision: Precision | None = None  # None: the device's default (fp32 on a CPU, tf32 on a GPU)
+    seed: int = 0  # seeds the weights, z and the per-step input noise
+    preset: str | None = None  # None: the task's preset (sr: the one of `factor`)
+    # Preset overrides; None keeps the preset's value.
+    iters: int | None = None
+    lr: float | None = None
+    reg_noise_std: float | None = None
+    exp_weight: float | None = None  # EMA of outputs; 0 turns it off
+    backtrack: bool | None = None
+    backtrack_db: float | None = None
+    check_every: int | None = None
+    net: str | None = None  # a name of dip_core.config.NETS or a JSON file
+    input: InputKind | None = None
+    input_channels: int | None = None
+    # The problem, where the task needs it.
+    factor: int | None = None  # sr: 2, 4 or 8
+    kernel: str | None = None  # deblur: gaussian:S, box:K, motion:L,A or a kernel image's path
+    drop: float | None = None  # restore: drop this fraction of a clean image's pixels first
+    mask_color: str | None = None  # inpaint: the overlay's pure colour is the mask
+    # Which output is the result, and when to stop.
+    keep: Keep = Keep.BEST
+    stop: Stop | None = None  # None: auto for denoise, jpeg, restore and sr unless `iters` is given
+    window: int = 100  # ES-WMV window (outputs)
+    patience: int = 1000  # ES-WMV patience (iterations)
+    noise_sigma: float | None = None  # denoise: the noise's std on 0-255 if known (else estimated)
+    trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward)
+    # Size handling and outputs on the way.
+    pad: PadMode = PadMode.REFLECT  # reflect-pad to a multiple of 2**depth and crop back
+    tile: int = 0  # restore in overlapping tiles of this many input pixels; 0: the whole image
+    overlap: int = 32  # overlap of neighbouring tiles (pixels), blended
+    save_every: int = 0  # write the result so far every this many iterations (0: never)
+    checkpoint_every: int = 0  # write a checkpoint every this many iterations (0: never)
+
+    def __post_init__(self) -> None:
+        for name, enum in _ENUMS.items():
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, enum):
+                try:
+                    object.__setattr__(self, name, enum(value))
+                except ValueError:
+                    choices = ", ".join(e.value for e in enum)
+                    what = _WORDS.get(name, name)
+                    raise ProblemError(f"unknown {what} {value!r}; choose one of {choices}") from None
+        if self.window < 2 or self.patience < 1:
+            raise ProblemError(
+                f"the variance window must be >= 2 and the patience >= 1, got {self.window} and {self.patience}"
+            )
+        if self.noise_sigma is not None and not 0 < self.noise_sigma < 255:
+            raise ProblemError(f"the noise level is a standard deviation in (0, 255), got {self.noise_sigma}")
+        for name in ("tile", "overlap", "save_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ProblemError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
+
+    @classmethod
+    def of(cls, options: RunOptions | None = None, **changes: Any) -> RunOptions:
+        """`options` (or the defaults) with keyword changes; an unknown keyword is a user error."""
+        base = options if options is not None else cls()
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ProblemError(f"unknown setting(s): {', '.join(unknown)}")
+        return replace(base, **changes) if changes else base
+
+    def overrides(self) -> dict[str, Any]:
+        """The preset fields this run changes."""
+        return {k: getattr(self, k) for k in PRESET_OVERRIDES if getattr(self, k) is not None}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (enums as their names)."""
+        return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(self).items()}
+
+
+_WORDS = {"pad": "padding", "input": "network input", "keep": "keep rule", "stop": "stop rule"}
+_ENUMS: dict[str, type[Enum]] = {
+    "backend": BackendName,
+    "device": Device,
+    "precision": Precision,
+    "input": InputKind,
+    "keep": Keep,
+    "stop": Stop,
+    "pad": PadMode,
+}

@@ -1,0 +1,114 @@
+"""The loop's monitors on the torch device: EMA, windowed variance, MSE against a reference.
+
+The same monitors as dip_mlx/monitors.py, written for torch: every tensor stays
+on the device the step ran on; the loop gets one small vector of scalars per
+step. A step that is not finite (or follows one, until the session is restored)
+changes nothing.
+
+The window's variance is kept as per-pixel sums of (x - shift) and (x - shift)^2
+over the last W outputs, updated as one output enters and one leaves; `shift`
+is the window's mean at the last exact recomputation (`refresh`, every W steps),
+so float32 keeps its digits where the variance is small. The window is the one
+tensor updated in place; the others are replaced at every step, so a step's
+EMA can be kept by reference.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from dip_core.backend import Monitoring
+
+# Order of the scalars in the vector a step returns.
+LOSS, OK, VARIANCE, MSE, MSE_EMA, MSE_OUTPUT = range(6)
+_STATE = ("ema", "ema_on", "healthy", "ring", "s1", "s2", "shift", "count")
+
+
+class TorchMonitors:
+    """Monitor state (tensors on `device`) for outputs of shape `shape` (1, C, h, w), and its update."""
+
+    def __init__(self, monitoring: Monitoring, shape: tuple[int, ...], device: torch.device) -> None:
+        self.monitoring = monitoring
+        w = monitoring.window
+        pixels = math.prod(shape)
+        size = (pixels,) if w else (0,)
+
+        def zeros(*s: int) -> torch.Tensor:
+            return torch.zeros(s, device=device)
+
+        self.ema = zeros(*shape)
+        self.ema_on = torch.zeros((), dtype=torch.bool, device=device)
+        self.healthy = torch.ones((), dtype=torch.bool, device=device)
+        self.ring = zeros(w, pixels) if w else zeros(0)
+        self.s1, self.s2, self.shift = zeros(*size), zeros(*size), zeros(*size)
+        self.count = torch.zeros((), dtype=torch.int64, device=device)
+        ref = monitoring.reference
+        self.reference = None
+        if ref is not None:
+            self.reference = torch.from_numpy(np.ascontiguousarray(np.asarray(ref, np.float32).transpose(2, 0, 1)))
+            self.reference = self.reference[None].to(device)
+        self._nan = torch.tensor(math.nan, device=device)
+
+    @torch.no_grad()
+    def update(self, loss: torch.Tensor, out: torch.Tensor, traced: torch.Tensor | None, refresh: bool) -> torch.Tensor:
+        """Take in one step; returns its scalars (see the indices above), on the device."""
+        m = self.monitoring
+        ok = self.healthy & torch.isfinite(loss) & torch.isfinite(out).all()
+        self.healthy = ok
+        w = m.exp_weight
+        if w:
+            blended = torch.where(self.ema_on, w * self.ema + (1 - w) * out, out)
+            self.ema = torch.where(ok, blended, self.ema)
+            self.ema_on = self.ema_on | ok
+        variance = self._nan
+        if m.window:
+            variance = self._push(out.reshape(-1), ok, m.window, refresh)
+        mse = mse_ema = mse_output = self._nan
+        ref = self.reference
+        if ref is not None:
+            mse = torch.mean(torch.square(out - ref))
+            if w:
+                mse_ema = torch.mean(torch.square(self.ema - ref))
+            if traced is not None:
+                mse_output = torch.mean(torch.square(traced - ref))
+        return torch.stack([loss.detach().float(), ok.float(), variance, mse, mse_ema, mse_output])
+
+    def _push(self, x: torch.Tensor, ok: torch.Tensor, window: int, refresh: bool) -> torch.Tensor:
+        slot = (self.count % window).reshape(1)
+        old = self.ring.index_select(0, slot)[0]
+        self.shift = torch.where(ok & (self.count == 0), x, self.shift)
+        dx = x - self.shift
+        do = torch.where(self.count >= window, old - self.shift, 0.0)
+        self.s1 = torch.where(ok, self.s1 + dx - do, self.s1)
+        self.s2 = torch.where(ok, self.s2 + dx * dx - do * do, self.s2)
+        self.ring.index_copy_(0, slot, torch.where(ok, x, old)[None])
+        self.count = self.count + ok.long()
+        n = torch.clamp(self.count, max=window)
+        if refresh:
+            valid = (torch.arange(window, device=x.device) < n)[:, None]
+            nf = torch.clamp(n, min=1).float()
+            self.shift = torch.where(n > 0, torch.where(valid, self.ring, 0.0).sum(0) / nf, self.shift)
+            d = torch.where(valid, self.ring - self.shift, 0.0)
+            self.s1, self.s2 = d.sum(0), (d * d).sum(0)
+        mean = self.s1 / window
+        variance = torch.clamp(torch.mean(self.s2 / window - mean * mean), min=0.0)
+        return torch.where(self.count >= window, variance, self._nan)
+
+    def keep_ema(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The EMA and whether it has started (what a snapshot carries; never changed in place)."""
+        return self.ema, self.ema_on
+
+    def restore(self, ema: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Back to a snapshot's EMA; the steps after it are monitored again."""
+        self.ema, self.ema_on = ema
+        self.healthy = torch.ones_like(self.healthy)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k).detach().cpu().numpy().copy() for k in _STATE}
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None:
+        for k in _STATE:
+            setattr(self, k, torch.from_numpy(arrays[k].copy()).to(self.healthy.device))
