@@ -1,6 +1,6 @@
 """Measure the ES-WMV auto-stop: how far its choice falls short of the best output seen.
 
-    .venv/bin/python -m bench.autostop run [--data ../shared/data] [--max-iters 3000]
+    .venv/bin/python -m bench.autostop run [--data DIR_OF_THE_PAPERS_IMAGES] [--max-iters 3000]
     .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--patience 300 500] [--noise given]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),

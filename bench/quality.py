@@ -21,7 +21,7 @@ class Case:
     name: str
     task: str
     files: tuple[str, ...]  # clean image first (or the only input), then a mask
-    paper_psnr: float | None  # published figure (design.md §4), where one exists
+    paper_psnr: float | None  # the paper's published figure (its Table 1), where one exists
     paper_note: str
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import resource
@@ -29,11 +30,17 @@ from dip_core.weights import init_weights
 @dataclass(frozen=True)
 class SpeedCase:
     backend: str
-    device: str
+    device: str  # a device choice: auto, cpu or gpu
     size: int
     preset: str = "denoise"
     net: str | None = None  # overrides the preset's network
-    kind: str = "step"  # "step": forward + loss + backward + Adam; "forward": forward only
+    # "step": forward + loss + backward + Adam, back to back; "forward": forward only;
+    # "loop": `dip run`'s loop (the step, its monitors and the loop's decisions); "loop+ref": with --reference
+    kind: str = "step"
+    precision: str | None = None  # None: the device's default
+
+
+KINDS = ("step", "forward", "loop", "loop+ref")
 
 
 def _peak_rss() -> int:
@@ -42,13 +49,13 @@ def _peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-def matmul_gflops(backend: str, device: str, n: int = 2048, repeats: int = 5) -> float:
-    """Measured fp32 matmul throughput: the roofline this run is judged against."""
-    get_backend(backend, device)  # the runtime the rows get: dip_mlx's BLAS, the allocator setting
+def matmul_gflops(backend: str, device: str, n: int = 2048, repeats: int = 5, precision: str | None = None) -> float:
+    """Measured fp32 matmul throughput (in the run's precision): the roofline this run is judged against."""
+    be = get_backend(backend, device, precision)  # the runtime the rows get: dip_mlx's BLAS, TF32, the allocator
     if backend == "mlx":
         import mlx.core as mx
 
-        dev = mx.gpu if device == "gpu" else mx.cpu
+        dev = be.mx_device
         with mx.stream(dev):
             a, b = mx.random.normal((n, n)), mx.random.normal((n, n))
             mx.eval(a, b, a @ b)
@@ -59,7 +66,7 @@ def matmul_gflops(backend: str, device: str, n: int = 2048, repeats: int = 5) ->
     else:
         import torch
 
-        dev = torch.device(device)
+        dev = be.torch_device
         a, b = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
         _sync(dev)
         a @ b
@@ -124,40 +131,44 @@ def network_for(case: SpeedCase) -> SkipConfig:
 
 def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int = 3) -> dict[str, Any]:
     """Median, min and max ms/iteration over timed blocks, after warm-up."""
-    backend = get_backend(case.backend, case.device)
+    backend = get_backend(case.backend, case.device, case.precision)
     cfg = network_for(case)
     h = w = case.size
-    rng = np.random.default_rng(0)
-    target = rng.random((h, w, cfg.out_channels), dtype=np.float32)
-    z = make_input("noise", cfg.in_channels, h, w, seed=1)
-    spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, Operator(OpKind.IDENTITY), 0.01, 1 / 30, 0)
     gc.collect()
     _reset_memory(backend)
-    if case.kind == "forward":
-        net = backend.build(cfg, spec.weights)
-        run = lambda: backend.forward(net, z)  # noqa: E731  (forward returns numpy: synchronised)
-        flops = forward_flops(cfg, h, w)
-    else:
-        session = backend.session(spec)
-        run = session.step  # returns the loss as a float: synchronised
+    if case.kind.startswith("loop"):
+        times, step = _time_loop(case, warmup, blocks, per_block)
         flops = step_flops(cfg, h, w)
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(per_block):
-            run()
-        times.append(1000 * (time.perf_counter() - start) / per_block)
+    else:
+        rng = np.random.default_rng(0)
+        target = rng.random((h, w, cfg.out_channels), dtype=np.float32)
+        z = make_input("noise", cfg.in_channels, h, w, seed=1)
+        identity = Operator(OpKind.IDENTITY)
+        spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, identity, 0.01, 1 / 30, 0, precision=backend.precision)
+        if case.kind == "forward":
+            net = backend.build(cfg, spec.weights)
+            run = lambda: backend.forward(net, z)  # noqa: E731  (forward returns numpy: synchronised)
+            flops = forward_flops(cfg, h, w)
+            step = {"precision": backend.precision.value}
+        else:
+            session = backend.session(spec)
+            run = lambda: _steps(session, per_block)  # noqa: E731
+            flops = step_flops(cfg, h, w)
+            step = session.describe()
+        times = _time_blocks(run, warmup, blocks, per_block if case.kind == "forward" else 1)
+        if case.kind == "step":
+            times = [t / per_block for t in times]
     memory, memory_source = _memory(backend)
     ms = statistics.median(times)
     return {
         "backend": case.backend,
         "device": backend.device,
+        "precision": backend.precision.value,
         "size": case.size,
         "preset": case.preset,
         "net": case.net or "preset",
         "kind": case.kind,
+        "step": step,
         "params": count_params(cfg),
         "ms_per_iter": ms,
         "ms_min": min(times),
@@ -172,6 +183,49 @@ def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int 
     }
 
 
+def _steps(session: Any, n: int) -> None:
+    """n steps back to back, waiting for the last: the device's own pace, as a loop that never reads sees it."""
+    handle = None
+    for _ in range(n):
+        handle = session.step()
+    session.read(handle)
+
+
+def _time_blocks(run: Any, warmup: int, blocks: int, calls: int) -> list[float]:
+    """ms per call of `run`, one figure per block of `calls` calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(calls):
+            run()
+        times.append(1000 * (time.perf_counter() - start) / calls)
+    return times
+
+
+def _time_loop(case: SpeedCase, warmup: int, blocks: int, per_block: int) -> tuple[list[float], dict[str, Any]]:
+    """ms/iteration of `dip run`'s loop (fit through the API, default auto-stop), from the moments it books steps."""
+    from dip_core.api import restore
+    from dip_core.degrade import add_noise
+    from dip_core.examples import synthetic_scene
+
+    clean = synthetic_scene(case.size, case.size, 3)
+    noisy = add_noise(clean, 25, 0)
+    warmup = max(warmup, 1)  # the first booking starts the clock
+    iters = warmup + blocks * per_block
+    booked: list[float] = []
+    result = restore(
+        "denoise", noisy, backend=case.backend, device=case.device, precision=case.precision, preset=case.preset,
+        net=case.net, iters=iters, stop="auto", reference=clean if case.kind == "loop+ref" else None,
+        on_step=lambda info: booked.append(time.perf_counter()),
+    )  # fmt: skip
+    if len(booked) < iters:
+        raise RuntimeError(f"the loop booked {len(booked)} of {iters} steps")
+    marks = booked[warmup - 1 :: per_block]
+    return [1000 * (b - a) / per_block for a, b in itertools.pairwise(marks)], result.report["step"]
+
+
 def run_speed(
     backends: list[str] | None = None,
     devices: list[str] | None = None,
@@ -183,9 +237,12 @@ def run_speed(
     extras: bool = True,
     on_row: Any = None,
     isolate: bool = True,
+    loop: bool = True,
+    precision: str | None = None,
 ) -> dict[str, Any]:
-    """Every size x backend x device (backends alternating, so drift in the machine hits them alike);
-    plus forward-only and cross-check-net rows at the smallest size.
+    """Every size x backend x device (backends alternating, so drift in the machine hits them alike): the bare
+    step and, with `loop`, `dip run`'s loop around it (with and without a reference); plus forward-only and
+    cross-check-net rows at the smallest size.
 
     With `isolate`, every row and every matmul roofline runs in a process of its own: its peak
     memory is its own, and neither framework's threads or allocations touch the other's timing.
@@ -196,24 +253,28 @@ def run_speed(
         check_size(network_for(SpeedCase(backends[0], devices[0], size, preset)), size, size)
     for b in backends:
         for d in devices:
-            get_backend(b, d)  # a missing framework or device is a user error, here rather than in a child
-    cases = [SpeedCase(b, d, s, preset) for s in sizes for b in backends for d in devices]
+            get_backend(b, d, precision)  # a missing framework or device is a user error, here rather than in a child
+    kinds = ("step", "loop", "loop+ref") if loop else ("step",)
+    cases = [SpeedCase(b, d, s, preset, kind=k, precision=precision) for s in sizes for k in kinds for b in backends
+             for d in devices]  # fmt: skip
     if extras:
         smallest = min(sizes)
-        cases += [SpeedCase(b, d, smallest, preset, kind="forward") for b in backends for d in devices]
-        cases += [SpeedCase(b, d, 64, preset, net="small") for b in backends for d in devices]
+        cases += [SpeedCase(b, d, smallest, preset, kind="forward", precision=precision) for b in backends
+                  for d in devices]  # fmt: skip
+        cases += [SpeedCase(b, d, 64, preset, net="small", precision=precision) for b in backends for d in devices]
     rows: list[dict[str, Any]] = []
     roofline: dict[str, float] = {}
     roofline_blas: dict[str, str | None] = {}  # the BLAS the matmul ran on (as the rows' process had it)
     for case in cases:
         row = run_isolated(case, warmup, blocks, per_block) if isolate else time_case(case, warmup, blocks, per_block)
-        key = f"{case.backend}/{row['device']}"
+        key = f"{case.backend}/{row['device']}"  # by the device it resolved to (cpu, gpu, cuda, mps)
         if key not in roofline:
             if isolate:
-                measured = _matmul_isolated(case.backend, row["device"])
+                measured = _matmul_isolated(case.backend, case.device, precision)
                 roofline[key], roofline_blas[key] = measured["gflops"], measured["blas"]
             else:
-                roofline[key], roofline_blas[key] = matmul_gflops(*key.split("/")), blas().get(case.backend)
+                roofline[key] = matmul_gflops(case.backend, case.device, precision=precision)
+                roofline_blas[key] = blas().get(case.backend)
         row["roofline_gflops"] = roofline[key]
         row["roofline_fraction"] = row["gflops_per_s"] / roofline[key]
         rows.append(row)
@@ -226,6 +287,7 @@ def run_speed(
         "roofline_gflops": roofline,
         "roofline_blas": roofline_blas,
         "ratios": ratios(rows),
+        "loop_overhead": loop_overhead(rows),
     }
 
 
@@ -246,8 +308,8 @@ def run_isolated(
     return _child(["case", json.dumps(asdict(case)), str(warmup), str(blocks), str(per_block)], env)
 
 
-def _matmul_isolated(backend: str, device: str) -> dict[str, Any]:
-    return _child(["matmul", backend, device])
+def _matmul_isolated(backend: str, device: str, precision: str | None) -> dict[str, Any]:
+    return _child(["matmul", backend, device, precision or ""])
 
 
 def main() -> None:
@@ -257,7 +319,7 @@ def main() -> None:
         row = time_case(SpeedCase(**json.loads(args[0])), *(int(a) for a in args[1:]))
         print(json.dumps(row))
     elif what == "matmul":
-        gflops = matmul_gflops(args[0], args[1])
+        gflops = matmul_gflops(args[0], args[1], precision=args[2] or None)
         print(json.dumps({"gflops": gflops, "blas": blas().get(args[0])}))
     else:
         sys.exit(f"unknown measurement {what!r}")
@@ -275,6 +337,19 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             out.append(
                 {"device": kind, "size": size, "kind": what, "net": net, "mlx_over_torch": ms["mlx"] / ms["torch"]}
             )
+    return out
+
+
+def loop_overhead(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`dip run`'s loop ms/iter over the bare step's, per backend, device and size (1.0: the loop costs nothing)."""
+    steps = {(r["backend"], r["device"], r["size"]): r["ms_per_iter"] for r in rows if r["kind"] == "step"
+             and r["net"] == "preset"}  # fmt: skip
+    out = []
+    for r in rows:
+        key = (r["backend"], r["device"], r["size"])
+        if r["kind"].startswith("loop") and key in steps:
+            out.append({"backend": key[0], "device": key[1], "size": key[2], "kind": r["kind"],
+                        "loop_over_step": r["ms_per_iter"] / steps[key]})  # fmt: skip
     return out
 
 

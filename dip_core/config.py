@@ -44,7 +44,7 @@ BN_EPS = 1e-5
 
 @dataclass(frozen=True)
 class SkipConfig:
-    """The encoder-decoder with skip connections of the paper (design.md §2)."""
+    """The encoder-decoder with skip connections of the paper ("skip" in its code; Ulyanov et al. 2018, supp. mat.)."""
 
     in_channels: int = 32  # channels of the input z (32 noise maps, 2 for meshgrid)
     out_channels: int = 3  # 3 for colour, 1 for grey
@@ -130,7 +130,7 @@ def _scales(value: int, n: int = 5) -> tuple[int, ...]:
     return (value,) * n
 
 
-# The networks of the paper's code (design.md §3), by name.
+# The networks the paper's code uses for each task (see dip_core/presets.py), by name.
 NETS: dict[str, SkipConfig] = {
     "default": SkipConfig(),
     "jpeg": SkipConfig(

@@ -78,6 +78,7 @@ class Comparison:
 class CrossCheckReport:
     backends: tuple[str, str]
     devices: tuple[str, str]
+    precision: str  # what both ran as (dip_core.precision)
     config: dict[str, Any]
     size: tuple[int, int]
     steps: int
@@ -130,6 +131,7 @@ class CrossCheckReport:
         return {
             "backends": list(self.backends),
             "devices": list(self.devices),
+            "precision": self.precision,
             "params": self.params,
             "size": list(self.size),
             "steps": self.steps,
@@ -284,6 +286,7 @@ def crosscheck(a: Backend, b: Backend, case: CrossCheckCase, floor_samples: int 
     return CrossCheckReport(
         backends=(a.name, b.name),
         devices=(a.device, b.device),
+        precision=a.precision.value if a.precision is b.precision else f"{a.precision.value}/{b.precision.value}",
         config=cfg.to_dict(),
         size=(case.height, case.width),
         steps=case.steps,

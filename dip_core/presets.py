@@ -1,4 +1,4 @@
-"""The paper's per-task settings (design.md §3), as named presets."""
+"""The paper's per-task settings (from the authors' code, one notebook per task), as named presets."""
 
 from __future__ import annotations
 

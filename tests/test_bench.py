@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from bench.flops import forward_flops, step_flops
 from cli import app
 from dip_core.config import NETS
-from tests.conftest import BOTH
+from tests.conftest import BACKENDS, BOTH
 from tests.images import synthetic, to_u8
 
 runner = CliRunner()
@@ -46,8 +46,14 @@ def test_bench_speed_json_schema(tmp_path):
         assert row["ms_min"] <= row["ms_per_iter"] <= row["ms_max"]
         assert row["peak_memory_bytes"] is None or row["peak_memory_bytes"] > 0
     kinds = {(r["kind"], r["net"]) for r in data["rows"]}
-    assert kinds == {("step", "preset"), ("forward", "preset"), ("step", "small")}
+    assert kinds == {("step", "preset"), ("loop", "preset"), ("loop+ref", "preset"), ("forward", "preset"),
+                     ("step", "small")}  # fmt: skip
+    assert all(r["precision"] == "fp32" for r in data["rows"])  # the CPU's default
     assert all(positive(r["mlx_over_torch"]) for r in data["ratios"]) and data["ratios"]
+    # The loop beside the bare step, per backend, with and without a reference.
+    overhead = {(r["backend"], r["kind"]): r["loop_over_step"] for r in data["loop_overhead"]}
+    assert set(overhead) == {(b, k) for b in ("mlx", "torch") for k in ("loop", "loop+ref")}
+    assert all(positive(v) for v in overhead.values())
     saved = list(tmp_path.glob("*-speed-*.json"))
     assert len(saved) == 1 and json.loads(saved[0].read_text())["rows"] == data["rows"]
     # Each row ran in a process of its own: its peak memory is its own.
@@ -58,6 +64,7 @@ def test_bench_speed_json_schema(tmp_path):
 
 def test_bench_speed_in_one_process(tmp_path):
     args = ["bench", "speed", "--sizes", "40", "--blocks", "1", "--per-block", "1", "--warmup", "0", "--no-extras"]
+    args += ["--no-loop"]
     result = runner.invoke(app, [*args, "--no-isolate", "--json", "--out", ""])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -148,3 +155,16 @@ def test_ladder_runs_each_rung_in_its_own_environment(monkeypatch):
     assert data["rows"][0]["env"] == {"DIP_CPU_KERNELS": "0"} and positive(data["rows"][0]["ms_per_iter"])
     table = ladder.markdown(data)
     assert "| MLX ops |" in table and "(1.00)" in table.splitlines()[-1]
+
+
+def test_resolved_device_names_are_device_choices():
+    """A report's device (cuda, mps) given back as a device means the GPU (bench speed once passed 'cuda' on)."""
+    from dip_core.backend import Device, DeviceUnavailable, get_backend, parse_device
+
+    assert parse_device("cuda") is Device.GPU and parse_device("mps") is Device.GPU
+    assert parse_device("cpu") is Device.CPU
+    with pytest.raises(DeviceUnavailable, match="unknown device 'tpu'"):
+        parse_device("tpu")
+    for name in BACKENDS:
+        backend = get_backend(name, "auto")
+        assert get_backend(name, backend.device).device == backend.device

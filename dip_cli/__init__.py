@@ -1,0 +1,1 @@
+"""The `dip` command line, one module per group of commands; `cli.py` assembles them."""

@@ -1,0 +1,180 @@
+"""`dip bench speed|quality|report`: measurements per backend and machine, and the merged report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dip_cli.app import DeviceOpt, UsageError, err, out, user_errors
+from dip_core.backend import BackendName, Device, available_backends
+from dip_core.precision import Precision
+
+bench_app = typer.Typer(help="Benchmarks: speed and quality per backend and machine, and the merged report.")
+
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": False}
+
+
+def _numbers(first: list[int] | None, extra: list[str], default: tuple[int, ...]) -> tuple[int, ...]:
+    """`--sizes 128 256`: click gives the first value to the option and the rest as extra arguments."""
+    values = list(first or [])
+    for arg in extra:
+        try:
+            values.append(int(arg))
+        except ValueError:
+            raise UsageError(f"unexpected argument {arg!r}") from None
+    if any(v < 1 or v > 16384 for v in values):
+        raise UsageError(f"sizes must be between 1 and 16384, got {values}")
+    return tuple(values) or default
+
+
+def _save_result(data: dict[str, Any], out_dir: Path | None) -> Path | None:
+    import re
+
+    from bench.fingerprint import machine_label
+    from dip_core.atomic import write_json
+
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(data["fingerprint"])).strip("-").lower()[:40]
+    stamp = data["date"].replace(":", "").replace("-", "")[:15]
+    path = out_dir / f"{stamp}-{data['kind']}-{slug}.json"
+    write_json(path, data)
+    return path
+
+
+def _envelope(kind_data: dict[str, Any]) -> dict[str, Any]:
+    import datetime
+
+    from bench.fingerprint import fingerprint
+
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return {**kind_data, "date": now, "command": " ".join(["dip", *sys.argv[1:]]), "fingerprint": fingerprint()}
+
+
+ResultsDir = Annotated[str, typer.Option("--out", help="Folder for the result JSON (one file per run); '' to skip.")]
+
+
+def _results_dir(out: str) -> Path | None:
+    """The --out folder; None for '' (as a Path, '' would mean the current folder)."""
+    return Path(out) if out.strip() else None
+
+
+@bench_app.command("speed", context_settings=EXTRA_ARGS)
+@user_errors
+def bench_speed(
+    ctx: typer.Context,
+    sizes: Annotated[list[int] | None, typer.Option("--sizes", help="Image sides, e.g. --sizes 128 256.")] = None,
+    backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
+    devices: Annotated[list[Device] | None, typer.Option("--device", help="Repeat for several.")] = None,
+    preset: Annotated[str, typer.Option(help="Preset whose network is timed.")] = "denoise",
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps first.")] = 2,
+    blocks: Annotated[int, typer.Option(min=1, help="Timed blocks (median, min, max over them).")] = 5,
+    per_block: Annotated[int, typer.Option(min=1, help="Steps per timed block.")] = 3,
+    extras: Annotated[bool, typer.Option(help="Also time forward-only and the small cross-check net.")] = True,
+    loop: Annotated[
+        bool, typer.Option(help="Also time `dip run`'s loop around the step, without and with a reference.")
+    ] = True,
+    precision: Annotated[
+        Precision | None, typer.Option(help="fp32, tf32 or bf16; default: fp32 on a CPU, tf32 on a GPU.")
+    ] = None,
+    isolate: Annotated[
+        bool, typer.Option(help="Each row in a process of its own (its own peak memory, no shared threads).")
+    ] = True,
+    out: ResultsDir = "bench/results",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Time the optimisation step and `dip run`'s loop of every backend in one run: MLX/torch and loop/step ratios."""
+    from bench.speed import run_speed
+    from dip_core.presets import PRESETS
+
+    if preset not in PRESETS:
+        raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    chosen = _numbers(sizes, ctx.args, (64, 128, 256, 512))
+    names = [b.value for b in backends] if backends else available_backends()
+    if not names:
+        raise UsageError("no backend is installed")
+
+    def show(row: dict[str, Any]) -> None:
+        err().print(
+            f"{row['backend']:>5} {row['device']:>4} {row['precision']:>4} {row['size']:>5}² {row['kind']:>8} "
+            f"{row['net']:>6}: "
+            f"{row['ms_per_iter']:9.1f} ms/iter  {row['gflops_per_s']:7.1f} GFLOP/s  "
+            f"{100 * row['roofline_fraction']:4.0f} % of matmul peak",
+            highlight=False,
+        )
+
+    data = _envelope(
+        run_speed(
+            names, [d.value for d in devices] if devices else None, chosen, preset, warmup, blocks, per_block,
+            extras, on_row=show, isolate=isolate, loop=loop, precision=precision.value if precision else None,
+        )
+    )  # fmt: skip
+    path = _save_result(data, _results_dir(out))
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+    for r in data["ratios"]:
+        err().print(f"MLX / torch at {r['size']}² ({r['device']}, {r['kind']}, {r['net']}): {r['mlx_over_torch']:.2f}")
+    for r in data["loop_overhead"]:
+        err().print(
+            f"{r['kind']} / step, {r['backend']} at {r['size']}² ({r['device']}): {r['loop_over_step']:.3f}",
+            highlight=False,
+        )
+    if path:
+        err().print(f"wrote {path}", highlight=False)
+
+
+@bench_app.command("quality")
+@user_errors
+def bench_quality(
+    profile: Annotated[
+        str, typer.Option(help="quick: downscaled, fewer iterations; paper: full size and presets.")
+    ] = "quick",
+    data: Annotated[Path | None, typer.Option(help="Folder with the paper's images (F16_GT.png, ...).")] = None,
+    backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
+    device: DeviceOpt = Device.AUTO,
+    cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
+    out: ResultsDir = "bench/results",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Run the paper's cases on each backend: final, EMA and best PSNR beside the published figures."""
+    from bench.quality import CASES, DEFAULT_DATA, PROFILES, run_quality
+
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    data = data or DEFAULT_DATA
+    if not data.is_dir():
+        raise UsageError(f"no image folder at {data}: give --data with the paper's test images")
+    known = {c.name for c in CASES}
+    if cases and not set(cases) <= known:
+        raise UsageError(f"unknown case(s) {sorted(set(cases) - known)}; choose from {', '.join(sorted(known))}")
+    names = [b.value for b in backends] if backends else available_backends()
+
+    def show(row: dict[str, Any]) -> None:
+        result = f"{row['psnr_result']:.2f} dB (input {row['psnr_input']:.2f})" if row.get("psnr_result") else "visual"
+        err().print(f"{row['case']:>20} {row['backend']:>5}: {result}, {row['seconds']:.0f} s", highlight=False)
+
+    result = _envelope(run_quality(names, device.value, profile, data, cases, on_row=show))
+    path = _save_result(result, _results_dir(out))
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    if path:
+        err().print(f"wrote {path}", highlight=False)
+
+
+@bench_app.command("report")
+@user_errors
+def bench_report(
+    results: Annotated[list[Path], typer.Argument(help="Result JSON files or folders of them.")],
+    folder: Annotated[Path, typer.Option("--out", help="Folder for report.md and the charts.")] = Path("bench/report"),
+) -> None:
+    """Merge results from any number of machines into a Markdown table and PNG charts."""
+    from bench.report import render
+
+    report, charts = render(results, folder)
+    for path in (report, *charts):
+        out().print(f"wrote {path}", highlight=False)
