@@ -29,6 +29,7 @@ SETTINGS = {
     "plain": {},
     "reference": {"reference": "clean"},
     "auto-stop": {"stop": "auto", "window": 5, "patience": 40},
+    "auto-stop-states": {"stop": "auto", "window": 5, "patience": 40, "exp_weight": 0.0},  # kept parameters
     "ema-backtrack": {"exp_weight": 0.9, "backtrack": True, "check_every": 7},
 }
 
