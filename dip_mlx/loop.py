@@ -89,7 +89,7 @@ class MLXSession:
         traced = self._crop(self.net(self.z)) if self._trace else None
         stats = self.monitors.update(loss, out, traced, refresh)
         params = self.net.parameters() if self.monitoring.keep_states else None
-        mx.async_eval(stats, out, self.key, self._state, self.monitors.arrays)
+        mx.async_eval(stats, out, self.key, self._state, self.monitors.fresh)
         return _Handle(stats, out, self.monitors.ema, params)
 
     def read(self, handle: _Handle) -> StepStats:

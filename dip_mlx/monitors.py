@@ -13,6 +13,7 @@ so float32 keeps its digits where the variance is small.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -23,38 +24,76 @@ from dip_core.backend import Monitoring
 
 # Order of the scalars in the vector a step returns.
 LOSS, OK, VARIANCE, MSE, MSE_EMA, MSE_OUTPUT = range(6)
-_STATE = ("ema", "ema_on", "healthy", "ring", "s1", "s2", "shift", "count")
+_STATE = ("ema", "ema_on", "healthy", "s1", "s2", "shift", "count")
 
 
 class MLXMonitors:
-    """Monitor state (MLX arrays) for outputs of shape `shape` (1, h, w, C), and its update."""
+    """Monitor state (MLX arrays) for outputs of shape `shape` (1, h, w, C), and its update.
+
+    The window is a list of W arrays, one per output, and the slot an output goes
+    to is counted here, on the host: updating one slot of a (W, pixels) array
+    next to a read of it would make MLX copy the whole window at every step.
+    Non-finite steps write nothing; the rollback that follows them (`restore`)
+    sets the slot back to the count of outputs the window really took in.
+    """
 
     def __init__(self, monitoring: Monitoring, shape: tuple[int, ...]) -> None:
         self.monitoring = monitoring
         w = monitoring.window
-        pixels = math.prod(shape)
+        pixels = math.prod(shape) if w else 0
         self.arrays: dict[str, mx.array] = {
             "ema": mx.zeros(shape),
             "ema_on": mx.array(False),
             "healthy": mx.array(True),
-            "ring": mx.zeros((w, pixels)) if w else mx.zeros((0,)),
-            "s1": mx.zeros((pixels,)) if w else mx.zeros((0,)),
-            "s2": mx.zeros((pixels,)) if w else mx.zeros((0,)),
-            "shift": mx.zeros((pixels,)) if w else mx.zeros((0,)),
+            "s1": mx.zeros((pixels,)),
+            "s2": mx.zeros((pixels,)),
+            "shift": mx.zeros((pixels,)),
             "count": mx.array(0, mx.int32),
         }
+        self.ring = [mx.zeros((pixels,))] * w
+        self.pushes = 0  # outputs queued into the window (= its count while every step is finite)
         ref = monitoring.reference
         self.reference = None if ref is None else mx.array(np.asarray(ref, np.float32)[None])
-        self._update = {flag: mx.compile(_make_update(monitoring, flag)) for flag in (False, True)}
+        self._update = mx.compile(_make_update(monitoring))
+        self._refresh = mx.compile(_refresh)
 
     def update(self, loss: mx.array, out: mx.array, output: mx.array | None, refresh: bool) -> mx.array:
         """Take in one step (lazily); returns its scalars (see the indices above)."""
-        a = self.arrays
+        a, w = self.arrays, self.monitoring.window
         ref = self.reference if self.reference is not None else mx.zeros((0,))
         traced = output if output is not None else mx.zeros((0,))
-        *state, stats = self._update[refresh](loss, out, traced, ref, *(a[k] for k in _STATE))
+        slot = self.pushes % w if w else 0
+        old = self.ring[slot] if w else mx.zeros((0,))
+        *state, row = self._update(loss, out, traced, ref, old, *(a[k] for k in _STATE))
         self.arrays = dict(zip(_STATE, state, strict=True))
-        return stats
+        self.fresh = [*self.arrays.values()]  # what this step computed: queued with it
+        if w:
+            self.ring[slot] = row
+            self.pushes += 1
+            self.fresh.append(row)
+            if refresh:
+                a = self.arrays
+                rows = self.ring[: min(self.pushes, w)]  # the slots filled so far, in order
+                a["shift"], a["s1"], a["s2"] = self._refresh(rows, a["healthy"], a["shift"], a["s1"], a["s2"])
+                self.fresh += [a["shift"], a["s1"], a["s2"]]
+        return self._stats(loss, out, traced, ref)
+
+    def _stats(self, loss: mx.array, out: mx.array, traced: mx.array, ref: mx.array) -> mx.array:
+        a, m = self.arrays, self.monitoring
+        nan = mx.array(math.nan)
+        variance = nan
+        if m.window:
+            mean = a["s1"] / m.window
+            full = a["count"] >= m.window
+            variance = mx.where(full, mx.maximum(mx.mean(a["s2"] / m.window - mean * mean), 0.0), nan)
+        mse = mse_ema = mse_output = nan
+        if m.reference is not None:
+            mse = mx.mean(mx.square(out - ref))
+            if m.exp_weight:
+                mse_ema = mx.mean(mx.square(a["ema"] - ref))
+            if m.trace_output:
+                mse_output = mx.mean(mx.square(traced - ref))
+        return mx.stack([loss, a["healthy"].astype(mx.float32), variance, mse, mse_ema, mse_output])
 
     @property
     def ema(self) -> mx.array:
@@ -65,56 +104,50 @@ class MLXMonitors:
         return self.arrays["ema"], self.arrays["ema_on"]
 
     def restore(self, ema: tuple[mx.array, mx.array]) -> None:
-        """Back to a snapshot's EMA; the steps after it are monitored again."""
+        """Back to a snapshot's EMA; the steps after it are monitored again (a rollback: waits for the device)."""
         self.arrays.update(ema=ema[0], ema_on=ema[1], healthy=mx.array(True))
+        self.pushes = int(self.arrays["count"].item())
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {k: np.array(v) for k, v in self.arrays.items()}
+        arrays = {k: np.array(v) for k, v in self.arrays.items()}
+        arrays["ring"] = np.stack([np.array(r) for r in self.ring]) if self.ring else np.zeros((0,), np.float32)
+        return arrays
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         self.arrays = {k: mx.array(arrays[k]) for k in _STATE}
+        self.ring = [mx.array(r) for r in arrays["ring"]] if self.monitoring.window else []
+        self.pushes = int(arrays["count"])
 
 
-def _make_update(m: Monitoring, refresh: bool) -> Any:
-    """The update as a pure function (compiled once per `refresh`)."""
+def _make_update(m: Monitoring) -> Any:
+    """The update of one step as a pure function (compiled once)."""
     w, window = m.exp_weight, m.window
-    with_ref = m.reference is not None
 
-    def update(loss, out, traced, ref, ema, ema_on, healthy, ring, s1, s2, shift, count):
+    def update(loss, out, traced, ref, old, ema, ema_on, healthy, s1, s2, shift, count):
         ok = healthy & mx.isfinite(loss) & mx.all(mx.isfinite(out))
-        nan = mx.array(math.nan)
         if w:
             ema = mx.where(ok, mx.where(ema_on, w * ema + (1 - w) * out, out), ema)
             ema_on = ema_on | ok
-        variance = nan
+        row = old
         if window:
             x = out.reshape(-1)
-            slot = count % window
-            old = mx.take(ring, slot, axis=0)
             shift = mx.where(ok & (count == 0), x, shift)
             dx = x - shift
             do = mx.where(count >= window, old - shift, 0.0)
             s1 = mx.where(ok, s1 + dx - do, s1)
             s2 = mx.where(ok, s2 + dx * dx - do * do, s2)
-            ring = mx.slice_update(ring, mx.where(ok, x, old)[None], slot.reshape(1), axes=(0,))
+            row = mx.where(ok, x, old)
             count = count + ok.astype(mx.int32)
-            n = mx.minimum(count, window)
-            if refresh:
-                valid = (mx.arange(window) < n)[:, None]
-                nf = mx.maximum(n, 1).astype(mx.float32)
-                shift = mx.where(n > 0, mx.where(valid, ring, 0.0).sum(axis=0) / nf, shift)
-                d = mx.where(valid, ring - shift, 0.0)
-                s1, s2 = d.sum(axis=0), (d * d).sum(axis=0)
-            mean = s1 / window
-            variance = mx.where(count >= window, mx.maximum(mx.mean(s2 / window - mean * mean), 0.0), nan)
-        mse = mse_ema = mse_output = nan
-        if with_ref:
-            mse = mx.mean(mx.square(out - ref))
-            if w:
-                mse_ema = mx.mean(mx.square(ema - ref))
-            if m.trace_output:
-                mse_output = mx.mean(mx.square(traced - ref))
-        stats = mx.stack([loss, ok.astype(mx.float32), variance, mse, mse_ema, mse_output])
-        return ema, ema_on, ok, ring, s1, s2, shift, count, stats
+        return ema, ema_on, ok, s1, s2, shift, count, row
 
     return update
+
+
+def _refresh(rows: list[mx.array], healthy: mx.array, shift: mx.array, s1: mx.array, s2: mx.array) -> Any:
+    """The window's sums recomputed exactly from its outputs, shifted by their mean (kept as they were
+    while a non-finite step waits for its rollback). Sums of rows one by one: MLX's reduction over the
+    first axis of a stacked window is several times slower on the CPU."""
+    mean = functools.reduce(mx.add, rows) / len(rows)
+    d1 = functools.reduce(mx.add, [r - mean for r in rows])
+    d2 = functools.reduce(mx.add, [mx.square(r - mean) for r in rows])
+    return mx.where(healthy, mean, shift), mx.where(healthy, d1, s1), mx.where(healthy, d2, s2)
