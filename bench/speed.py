@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import itertools
 import json
 import os
 import resource
@@ -11,7 +10,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -136,29 +135,44 @@ def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int 
     h = w = case.size
     gc.collect()
     _reset_memory(backend)
-    if case.kind.startswith("loop"):
-        times, step = _time_loop(case, warmup, blocks, per_block)
-        flops = step_flops(cfg, h, w)
+    rng = np.random.default_rng(0)
+    target = rng.random((h, w, cfg.out_channels), dtype=np.float32)
+    z = make_input("noise", cfg.in_channels, h, w, seed=1)
+    identity = Operator(OpKind.IDENTITY)
+    spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, identity, 0.01, 1 / 30, 0, precision=backend.precision)
+    extra: dict[str, Any] = {}
+    if case.kind == "forward":
+        net = backend.build(cfg, spec.weights)
+        times = _time_blocks(lambda: backend.forward(net, z), warmup, blocks, per_block)  # returns numpy: synchronised
+        flops = forward_flops(cfg, h, w)
+        step = {"precision": backend.precision.value}
     else:
-        rng = np.random.default_rng(0)
-        target = rng.random((h, w, cfg.out_channels), dtype=np.float32)
-        z = make_input("noise", cfg.in_channels, h, w, seed=1)
-        identity = Operator(OpKind.IDENTITY)
-        spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, identity, 0.01, 1 / 30, 0, precision=backend.precision)
-        if case.kind == "forward":
-            net = backend.build(cfg, spec.weights)
-            run = lambda: backend.forward(net, z)  # noqa: E731  (forward returns numpy: synchronised)
-            flops = forward_flops(cfg, h, w)
-            step = {"precision": backend.precision.value}
-        else:
-            session = backend.session(spec)
-            run = lambda: _steps(session, per_block)  # noqa: E731
-            flops = step_flops(cfg, h, w)
-            step = session.describe()
-        times = _time_blocks(run, warmup, blocks, per_block if case.kind == "forward" else 1)
-        if case.kind == "step":
-            times = [t / per_block for t in times]
-    memory, memory_source = _memory(backend)
+        session = backend.session(spec)
+        flops, step = step_flops(cfg, h, w), session.describe()
+
+        def bare() -> float:
+            start = time.perf_counter()
+            _steps(session, per_block)
+            return 1000 * (time.perf_counter() - start) / per_block
+
+        # A loop row times the loop block by block beside a bare step in the same process: drift hits both alike.
+        loop, step = _loop(case, per_block) if case.kind.startswith("loop") else (None, step)
+        steps, loops = [], []
+        for k in range(warmup + blocks):
+            step_ms = bare()
+            loop_ms = loop() if loop is not None else None
+            if k >= warmup:
+                steps.append(step_ms)
+                if loop_ms is not None:
+                    loops.append(loop_ms)
+        times = loops or steps
+        if loops:
+            ratios = [a / b for a, b in zip(loops, steps, strict=True)]
+            extra = {"step_ms_same_process": statistics.median(steps), "loop_over_step": statistics.median(ratios)}
+    if case.kind.startswith("loop"):
+        memory, memory_source = None, "not measured (the loop's process also holds a bare step's session)"
+    else:
+        memory, memory_source = _memory(backend)
     ms = statistics.median(times)
     return {
         "backend": case.backend,
@@ -180,6 +194,7 @@ def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int 
         "memory_source": memory_source,
         "flops": flops,
         "gflops_per_s": flops / (ms / 1000) / 1e9,
+        **extra,
     }
 
 
@@ -204,26 +219,30 @@ def _time_blocks(run: Any, warmup: int, blocks: int, calls: int) -> list[float]:
     return times
 
 
-def _time_loop(case: SpeedCase, warmup: int, blocks: int, per_block: int) -> tuple[list[float], dict[str, Any]]:
-    """ms/iteration of `dip run`'s loop (fit through the API, default auto-stop), from the moments it books steps."""
-    from dip_core.api import restore
+def _loop(case: SpeedCase, per_block: int) -> tuple[Any, dict[str, Any]]:
+    """A function that runs `dip run`'s loop (`dip run denoise` on a noisy scene, as `restore` sets it up:
+    monitors, the default auto-stop, with a reference for loop+ref) for per_block + 3 steps and returns the
+    ms per step over the middle per_block of them; and how the step runs."""
+    from dip_core.api import prepare
     from dip_core.degrade import add_noise
     from dip_core.examples import synthetic_scene
+    from dip_core.fit import fit
 
     clean = synthetic_scene(case.size, case.size, 3)
-    noisy = add_noise(clean, 25, 0)
-    warmup = max(warmup, 1)  # the first booking starts the clock
-    iters = warmup + blocks * per_block
-    booked: list[float] = []
-    result = restore(
-        "denoise", noisy, backend=case.backend, device=case.device, precision=case.precision, preset=case.preset,
-        net=case.net, iters=iters, stop="auto", reference=clean if case.kind == "loop+ref" else None,
-        on_step=lambda info: booked.append(time.perf_counter()),
+    p = prepare(
+        "denoise", add_noise(clean, 25, 0), backend=case.backend, device=case.device, precision=case.precision,
+        preset=case.preset, net=case.net, stop="auto", reference=clean if case.kind == "loop+ref" else None,
     )  # fmt: skip
-    if len(booked) < iters:
-        raise RuntimeError(f"the loop booked {len(booked)} of {iters} steps")
-    marks = booked[warmup - 1 :: per_block]
-    return [1000 * (b - a) / per_block for a, b in itertools.pairwise(marks)], result.report["step"]
+    settings = replace(p.fit_settings, iters=per_block + 3)
+
+    def run() -> float:
+        booked: list[float] = []
+        fit(p.session, settings, reference=p.reference, on_step=lambda info: booked.append(time.perf_counter()))
+        # Between the second and the last but one booking: a pipelined session books step i while step i+1
+        # runs (on MLX's CPU stream, once it has nearly run), so the first and last intervals are not steps.
+        return 1000 * (booked[-2] - booked[1]) / per_block
+
+    return run, p.session.describe()
 
 
 def run_speed(
@@ -341,16 +360,10 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def loop_overhead(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`dip run`'s loop ms/iter over the bare step's, per backend, device and size (1.0: the loop costs nothing)."""
-    steps = {(r["backend"], r["device"], r["size"]): r["ms_per_iter"] for r in rows if r["kind"] == "step"
-             and r["net"] == "preset"}  # fmt: skip
-    out = []
-    for r in rows:
-        key = (r["backend"], r["device"], r["size"])
-        if r["kind"].startswith("loop") and key in steps:
-            out.append({"backend": key[0], "device": key[1], "size": key[2], "kind": r["kind"],
-                        "loop_over_step": r["ms_per_iter"] / steps[key]})  # fmt: skip
-    return out
+    """`dip run`'s loop ms/iter over the bare step's, per backend, device and size (1.0: the loop costs nothing):
+    the median over blocks of the ratio, each loop block timed beside a bare-step block in the same process."""
+    keys = ("backend", "device", "size", "kind", "loop_over_step")
+    return [{k: r[k] for k in keys} for r in rows if "loop_over_step" in r]
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from dip_core.backend import SessionSpec, get_backend
+from dip_core.backend import Backend, Session, SessionSpec, get_backend
 from dip_core.checkpoint import Checkpointing, digest, load_checkpoint
-from dip_core.config import load_config
+from dip_core.config import SkipConfig, load_config
 from dip_core.degrade import parse_kernel, resize
 from dip_core.fit import FitResult, FitSettings, StepInfo, fit
 from dip_core.image import Image, from_array, load_image, save_image
@@ -21,7 +21,7 @@ from dip_core.inputs import make_input
 from dip_core.memory import check_memory
 from dip_core.metrics import noise_sigma_estimate, psnr, ssim
 from dip_core.options import RunOptions, Stop
-from dip_core.padding import pad_problem
+from dip_core.padding import Crop, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color
@@ -71,6 +71,75 @@ def _noise_level(task: Task, problem: Any, given: float | None) -> tuple[float |
     return noise_sigma_estimate(problem.observed), "estimated"
 
 
+@dataclass
+class Prepared:
+    """A run set up and not started: the session, what `fit` gets, and what the report needs."""
+
+    task: Task
+    image: Image
+    options: RunOptions
+    preset: Preset  # with the overrides applied
+    problem: Problem
+    reference: np.ndarray | None
+    cfg: SkipConfig
+    backend: Backend
+    session: Session
+    fit_settings: FitSettings
+    padded: Problem  # the problem at the size the network runs at
+    crop: Crop
+    noise_source: str | None  # denoising: where fit_settings.noise_sigma came from
+
+
+def prepare(
+    task: Task | str,
+    image: ImageLike,
+    options: RunOptions | None = None,
+    *,
+    mask: ImageLike | None = None,
+    reference: ImageLike | None = None,
+    **changes: Any,
+) -> Prepared:
+    """Everything `restore` does before the first step (same arguments, no tiles): the session on its
+    device and the loop's settings, e.g. to time the loop as `dip run` runs it."""
+    blur = changes.pop("kernel", None) if isinstance(changes.get("kernel"), np.ndarray) else None
+    opts = RunOptions.of(options, **changes)
+    task = _task(task)
+    img = as_image(image)
+    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
+    problem = _problem(task, img, settings, opts, mask, blur)
+    ref = _reference(reference, problem)
+    cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
+    padded, crop = pad_problem(problem, cfg, opts.pad)
+    h, w = padded.out_height, padded.out_width
+    be = get_backend(opts.backend, opts.device, opts.precision)
+    check_memory(cfg, h, w, be)
+    weights = init_weights(cfg, opts.seed)
+    z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
+    spec = SessionSpec(
+        cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, opts.seed,
+        crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision,
+    )  # fmt: skip
+    noise, noise_source = _noise_level(task, problem, opts.noise_sigma)
+    fit_settings = FitSettings(
+        iters=settings.iters,
+        exp_weight=settings.exp_weight,
+        backtrack=settings.backtrack,
+        backtrack_db=settings.backtrack_db,
+        check_every=settings.check_every,
+        lr=settings.lr,
+        keep=opts.keep,
+        stop=opts.stop or default_stop(task, opts.iters),
+        patience=opts.patience,
+        window=opts.window,
+        trace_output=opts.trace_output,
+        noise_sigma=noise,
+        save_every=opts.save_every,
+    )
+    return Prepared(
+        task, img, opts, settings, problem, ref, cfg, be, be.session(spec), fit_settings, padded, crop, noise_source
+    )
+
+
 def restore(
     task: Task | str,
     image: ImageLike,
@@ -98,47 +167,17 @@ def restore(
     there every that many iterations; `resume` goes on from that file to the same
     result an uninterrupted run gives.
     """
-    blur = changes.pop("kernel", None) if isinstance(changes.get("kernel"), np.ndarray) else None
-    opts = RunOptions.of(options, **changes)
-    task = _task(task)
+    opts = RunOptions.of(options, **{k: v for k, v in changes.items() if not isinstance(v, np.ndarray)})
     if opts.tile:
         if checkpoint is not None or resume or opts.save_every:
             raise ProblemError("checkpoints, --resume and --save-every do not work with tiles yet")
-        return restore_tiled(task, image, opts.tile, opts.overlap, opts, mask=mask, reference=reference,
-                             on_step=on_step, kernel=blur)  # fmt: skip
-    stop = opts.stop or default_stop(task, opts.iters)
-    img = as_image(image)
-    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
-    problem = _problem(task, img, settings, opts, mask, blur)
-    ref = _reference(reference, problem)
-    cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
-    padded, crop = pad_problem(problem, cfg, opts.pad)
-    h, w = padded.out_height, padded.out_width
-    be = get_backend(opts.backend, opts.device, opts.precision)
-    check_memory(cfg, h, w, be)
-    weights = init_weights(cfg, opts.seed)
-    z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
-    spec = SessionSpec(
-        cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, opts.seed,
-        crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision,
-    )  # fmt: skip
-    session = be.session(spec)
-    noise, noise_source = _noise_level(task, problem, opts.noise_sigma)
-    fit_settings = FitSettings(
-        iters=settings.iters,
-        exp_weight=settings.exp_weight,
-        backtrack=settings.backtrack,
-        backtrack_db=settings.backtrack_db,
-        check_every=settings.check_every,
-        lr=settings.lr,
-        keep=opts.keep,
-        stop=stop,
-        patience=opts.patience,
-        window=opts.window,
-        trace_output=opts.trace_output,
-        noise_sigma=noise,
-        save_every=opts.save_every if (on_save is not None or save_to is not None) else 0,
-    )
+        return restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
+                             on_step=on_step, **changes)  # fmt: skip
+    p = prepare(task, image, options, mask=mask, reference=reference, **changes)
+    task, opts, settings, be, ref = p.task, p.options, p.preset, p.backend, p.reference
+    saving = on_save is not None or save_to is not None
+    fit_settings = p.fit_settings if saving else replace(p.fit_settings, save_every=0)
+    stop, noise = fit_settings.stop, fit_settings.noise_sigma
     ckpt = None
     if checkpoint is not None:
         run = {
@@ -148,7 +187,7 @@ def restore(
             "precision": be.precision.value,
             "seed": opts.seed,
             "preset": {k: v for k, v in settings.to_dict().items() if k not in ("iters", "note")},
-            "net": cfg.to_dict(),
+            "net": p.cfg.to_dict(),
             "fit": {
                 "keep": opts.keep.value,
                 "stop": stop.value,
@@ -158,7 +197,7 @@ def restore(
                 "noise_sigma": noise,
             },
             "pad": opts.pad.value,
-            "inputs": digest(padded.observed, padded.op.mask, padded.op.kernel, ref),
+            "inputs": digest(p.padded.observed, p.padded.op.mask, p.padded.op.kernel, ref),
         }
         arrays = load_checkpoint(checkpoint, run) if resume else None
         every = opts.checkpoint_every
@@ -169,22 +208,23 @@ def restore(
         raise ProblemError("resume needs the checkpoint file to go on from")
 
     def saved(i: int, pixels: np.ndarray) -> None:
-        result_so_far = output_image(img, pixels, problem)
+        result_so_far = output_image(p.image, pixels, p.problem)
         if save_to is not None:
             save_image(save_to, result_so_far)
         if on_save is not None:
             on_save(i, result_so_far)
 
-    result = fit(session, fit_settings, reference=ref, on_step=on_step, checkpoint=ckpt, on_save=saved)
-    out_image = output_image(img, result.result, problem)
-    report = _report(task, be, cfg, settings, opts, problem, result, ref, out_image)
+    result = fit(p.session, fit_settings, reference=ref, on_step=on_step, checkpoint=ckpt, on_save=saved)
+    out_image = output_image(p.image, result.result, p.problem)
+    report = _report(task, be, p.cfg, settings, opts, p.problem, result, ref, out_image)
     report["stopping"] = {"stop": stop.value, "window": opts.window, "patience": opts.patience}
     if noise is not None:
-        report["stopping"].update({"noise_sigma": 255 * noise, "noise_sigma_source": noise_source})
-    report["padding"] = {"mode": opts.pad.value, "size": [h, w], "offset": [crop.top, crop.left]}
+        report["stopping"].update({"noise_sigma": 255 * noise, "noise_sigma_source": p.noise_source})
+    size = [p.padded.out_height, p.padded.out_width]
+    report["padding"] = {"mode": opts.pad.value, "size": size, "offset": [p.crop.top, p.crop.left]}
     if ckpt is not None:
         report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
-    return Result(out_image, report, result, problem, ref)
+    return Result(out_image, report, result, p.problem, ref)
 
 
 AUTO_STOP_TASKS = frozenset({Task.DENOISE, Task.JPEG, Task.RESTORE, Task.SR})

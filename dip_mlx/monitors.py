@@ -54,8 +54,7 @@ class MLXMonitors:
         self.pushes = 0  # outputs queued into the window (= its count while every step is finite)
         ref = monitoring.reference
         self.reference = None if ref is None else mx.array(np.asarray(ref, np.float32)[None])
-        self._update = mx.compile(_make_update(monitoring))
-        self._refresh = mx.compile(_refresh)
+        self._update = _compiled_update(monitoring.exp_weight, w)
 
     def update(self, loss: mx.array, out: mx.array, output: mx.array | None, refresh: bool) -> mx.array:
         """Take in one step (lazily); returns its scalars (see the indices above)."""
@@ -74,7 +73,7 @@ class MLXMonitors:
             if refresh:
                 a = self.arrays
                 rows = self.ring[: min(self.pushes, w)]  # the slots filled so far, in order
-                a["shift"], a["s1"], a["s2"] = self._refresh(rows, a["healthy"], a["shift"], a["s1"], a["s2"])
+                a["shift"], a["s1"], a["s2"] = _refresh(rows, a["healthy"], a["shift"], a["s1"], a["s2"])
                 self.fresh += [a["shift"], a["s1"], a["s2"]]
         return self._stats(loss, out, traced, ref)
 
@@ -119,9 +118,9 @@ class MLXMonitors:
         self.pushes = int(arrays["count"])
 
 
-def _make_update(m: Monitoring) -> Any:
-    """The update of one step as a pure function (compiled once)."""
-    w, window = m.exp_weight, m.window
+@functools.cache
+def _compiled_update(w: float, window: int) -> Any:
+    """The update of one step as a pure function, compiled once per process for each EMA weight and window."""
 
     def update(loss, out, traced, ref, old, ema, ema_on, healthy, s1, s2, shift, count):
         ok = healthy & mx.isfinite(loss) & mx.all(mx.isfinite(out))
@@ -140,9 +139,10 @@ def _make_update(m: Monitoring) -> Any:
             count = count + ok.astype(mx.int32)
         return ema, ema_on, ok, s1, s2, shift, count, row
 
-    return update
+    return mx.compile(update)
 
 
+@mx.compile
 def _refresh(rows: list[mx.array], healthy: mx.array, shift: mx.array, s1: mx.array, s2: mx.array) -> Any:
     """The window's sums recomputed exactly from its outputs, shifted by their mean (kept as they were
     while a non-finite step waits for its rollback). Sums of rows one by one: MLX's reduction over the
