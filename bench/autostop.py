@@ -38,7 +38,8 @@ from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
 from dip_core.degrade import add_noise
 from dip_core.examples import synthetic_scene
-from dip_core.fit import FitSettings, ema_lag, is_overfit, mean_recent_loss
+from dip_core.fit import FitSettings, automatic_choice, ema_lag
+from dip_core.fit import replay as replay_decisions
 from dip_core.metrics import noise_sigma_estimate
 
 WINDOW = 100
@@ -127,52 +128,33 @@ def replay(
 ) -> dict[str, Any]:
     """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
 
-    Mirrors `dip_core.fit` step by step: the variance rule (ES-WMV) and, with a noise level
-    (denoising), the discrepancy point that replaces a variance point deep in noise fitting.
+    The decisions are `dip_core.fit`'s own, made on the run's recorded losses and variances: the variance
+    rule (ES-WMV) and, with a noise level (denoising), the discrepancy point that replaces a variance point
+    deep in noise fitting.
     """
-    settings = FitSettings(iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma)
+    settings = FitSettings(
+        iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma, window=window,
+        exp_weight=row["exp_weight"] if row["ema"] else 0.0,
+    )  # fmt: skip
+    stop_at, loop = replay_decisions(settings, row["loss_curve"], row["variance_curve"])
+    chosen_at, rule = automatic_choice(settings, loop.wmv, loop.disc)
     lag = ema_lag(row["exp_weight"]) if row["ema"] else 0
-    variances = iter(row["variance_curve"])
-    losses: list[float] = []
-    finite: list[int] = []
-    best_var, best_at, wmv_loss, disc, disc_ready, stop_at = math.inf, None, math.inf, 0, False, None
-    for i, loss in enumerate(row["loss_curve"], start=1):
-        losses.append(loss)
-        if not math.isfinite(loss):
-            continue  # a rolled-back step: no output, no variance
-        finite.append(i)
-        recent = mean_recent_loss(losses)
-        if noise_sigma and not disc and recent <= noise_sigma**2:
-            disc = i
-        disc_ready = disc_ready or (disc > 0 and i == disc + lag)
-        if len(finite) < window:
-            continue  # the variance exists from the W-th finite step on
-        var = next(variances)
-        if var < best_var:
-            best_var, best_at, wmv_loss = var, i, recent
-        elif i - best_at >= patience:
-            stop_at = i
-            break
-        if disc_ready and i - disc >= patience and is_overfit(settings, wmv_loss) and is_overfit(settings, recent):
-            stop_at = i
-            break
     psnrs = row["candidate_psnr"]
     # The PSNR curves skip rolled-back (non-finite) steps like the variance does; the best
     # seen is over the returned candidate (the EMA when on) and the noisy-input output alike.
-    by_iter = dict(zip([i + 1 for i, x in enumerate(row["loss_curve"]) if math.isfinite(x)], psnrs, strict=True))
-    end = len(finite)
+    finite = [i + 1 for i, x in enumerate(row["loss_curve"]) if math.isfinite(x)]
+    by_iter = dict(zip(finite, psnrs, strict=True))
+    end = len(finite) if stop_at is None else finite.index(stop_at) + 1
     best_seen = max(max(psnrs[:end]), max(row["noisy_psnr"][:end]))
-    rule, chosen_at = "wmv", best_at
-    if is_overfit(settings, wmv_loss) and best_at and 0 < disc < best_at and disc_ready:
-        rule, chosen_at = "discrepancy", disc
-        auto = by_iter[disc + lag]
-    elif best_at and lag and best_at + lag in by_iter and best_at + lag <= finite[-1]:
-        auto = by_iter[best_at + lag]  # fit returns the EMA centred on the minimum
+    if rule == "discrepancy":
+        auto = by_iter[chosen_at + lag]
+    elif chosen_at and lag and chosen_at + lag in by_iter and chosen_at + lag <= finite[end - 1]:
+        auto = by_iter[chosen_at + lag]  # fit returns the EMA centred on the minimum
     else:
-        auto = by_iter[best_at] if best_at else psnrs[-1]
+        auto = by_iter[chosen_at] if chosen_at else psnrs[-1]
     return {
         "rule": rule,
-        "detected": chosen_at,
+        "detected": chosen_at or None,
         "stopped": stop_at,
         "auto": auto,
         "best_seen": best_seen,

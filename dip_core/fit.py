@@ -440,6 +440,57 @@ def fit(
     return choose(loop, session, reference, seconds, interrupted, stopped_early)
 
 
+def automatic_choice(
+    settings: FitSettings, wmv: VarianceRule | None, disc: DiscrepancyRule | None
+) -> tuple[int, str]:
+    """The iteration the automatic rules choose (0: none yet) and which rule chose it."""
+    if wmv is None:
+        return 0, "wmv"
+    if disc is not None and is_overfit(settings, wmv.loss) and 0 < disc.iter < wmv.iter and disc.ready:
+        # The variance's point lies deep in noise fitting: take the discrepancy point instead.
+        return disc.iter, "discrepancy"
+    return wmv.iter, "wmv"
+
+
+class _Recorded:
+    """A session that is only a record of scalars: the loop's decisions replay on it, and nothing is kept."""
+
+    pipelined = False
+
+    def start(self, monitoring: Monitoring) -> None:
+        pass
+
+    def snapshot(self) -> None:
+        return None
+
+    def restore(self, snap: Any) -> None:
+        pass
+
+    def keep(self, slot: str, handle: Any, what: Kept) -> None:
+        pass
+
+    def set_lr(self, lr: float) -> None:
+        pass
+
+
+def replay(settings: FitSettings, losses: list[float], variances: list[float]) -> tuple[int | None, _Loop]:
+    """The loop's own decisions on a run's recorded losses and window variances (as a run without a reference
+    makes them): the iteration it stops at (None: it runs to the end), and the loop with its trackers."""
+    session = _Recorded()
+    loop = _Loop(settings, session, None)  # type: ignore[arg-type]
+    pending = iter(variances)
+    finite = 0
+    for i, loss in enumerate(losses, start=1):
+        variance = None
+        if math.isfinite(loss):
+            finite += 1
+            variance = next(pending) if loop.wmv is not None and finite >= settings.window else None
+        stats = StepStats(loss, math.isfinite(loss), variance)
+        if loop.process(i, None, stats, session, None) is _Outcome.STOP:  # type: ignore[arg-type]
+            return i, loop
+    return None, loop
+
+
 def choose(
     loop: _Loop, session: Session, reference: np.ndarray | None, seconds: float, interrupted: bool, stopped: bool
 ) -> FitResult:
@@ -448,14 +499,11 @@ def choose(
     done = len(c.losses)
     final = session.output()
     ema = session.ema() if loop.use_ema else None
-    auto, auto_iter, auto_rule = None, wmv.iter if wmv is not None else 0, "wmv"
+    auto, (auto_iter, auto_rule) = None, automatic_choice(s, wmv, disc)
     states = not loop.use_ema  # without EMA the output at a chosen point is net(z) there, from its parameters
-    if disc is not None and is_overfit(s, wmv.loss) and 0 < disc.iter < wmv.iter and disc.ready:
-        # The variance's point lies deep in noise fitting: take the discrepancy point instead.
-        auto_iter, auto_rule = disc.iter, "discrepancy"
-        auto = session.output("disc") if states else session.fetch("disc")
-    elif wmv is not None and wmv.iter:
-        auto = session.output("wmv") if states else session.fetch("wmv")
+    if auto_iter:
+        slot = "disc" if auto_rule == "discrepancy" else "wmv"
+        auto = session.output(slot) if states else session.fetch(slot)
     chosen, chosen_iter, best_score = None, 0, -math.inf
     if loop.by_variance and auto is not None:
         chosen, chosen_iter = auto, auto_iter
