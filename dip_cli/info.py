@@ -96,11 +96,11 @@ def doctor() -> None:
         highlight=False,
     )
     out().print(f"memory allocator: {fp['allocator']}", highlight=False)
-    table = Table("backend", "version", "device", "BLAS", "matmul 2048² fp32")
+    table = Table("backend", "version", "device", "default precision", "BLAS", "matmul 2048² (that precision)")
     advice = []
     for name in BackendName:
         if name.value not in available_backends():
-            table.add_row(name.value, "-", "-", "-", "not installed")
+            table.add_row(name.value, "-", "-", "-", "-", "not installed")
             advice.append(f"{name.value}: {install_hint(name)}")
             continue
         devices = ["cpu"]
@@ -111,10 +111,13 @@ def doctor() -> None:
         except UserError:
             pass
         for device in devices:
-            resolved = get_backend(name, device).device
-            gflops = matmul_gflops(name.value, resolved)
+            backend = get_backend(name, device)
+            gflops = matmul_gflops(name.value, device)
             blas = fp["blas"].get(name.value) if device == "cpu" else "-"
-            table.add_row(name.value, fp[name.value] or "?", resolved, str(blas), f"{gflops:,.0f} GFLOP/s")
+            table.add_row(
+                name.value, fp[name.value] or "?", backend.device, backend.precision.value, str(blas),
+                f"{gflops:,.0f} GFLOP/s",
+            )  # fmt: skip
     out().print(table)
     from dip_mlx.blas import load_blas
 

@@ -66,5 +66,6 @@ def test_doctor_reports_blas_and_matmul_speed():
     assert result.exit_code == 0, result.output
     assert "GFLOP/s" in result.output and "BLAS" in result.output
     assert "memory allocator:" in result.output
+    assert "default precision" in result.output and "fp32" in result.output  # the CPU's default
     if sys.platform.startswith("linux") and "mlx" in available_backends():
         assert "mlx CPU kernels:" in result.output
