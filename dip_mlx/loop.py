@@ -36,12 +36,12 @@ class _Handle:
 class MLXSession:
     """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
 
-    The whole step (input noise, forward, loss, backward, Adam) is one
-    `mx.compile`d function, and the monitors another; `step` queues both with
-    `mx.async_eval` and returns, so the loop decides about step i while step
-    i+1 runs. The noise comes from a key the session holds and splits at every
-    step, so a seed reproduces a run exactly and a snapshot (or a checkpoint)
-    carries the noise stream with it.
+    The whole step (input noise, forward, loss, backward, Adam) and its monitors
+    (dip_mlx/monitors.py) are one `mx.compile`d function; `step` queues it with
+    `mx.async_eval` and returns, so the loop decides about step i while step i+1
+    runs. The noise comes from a key the session holds and splits at every step,
+    so a seed reproduces a run exactly and a snapshot (or a checkpoint) carries
+    the noise stream with it.
     """
 
     pipelined = True
@@ -60,20 +60,10 @@ class MLXSession:
         self._shape = (1, ch, cw, spec.cfg.out_channels)
         self.bf16 = spec.precision is Precision.BF16
         op = MLXOperator(spec.op)
-        std = spec.reg_noise_std
-        loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y, self.bf16))
-        state = [self.net.state, self.opt.state]
-
-        @partial(mx.compile, inputs=state, outputs=state)
-        def step(z: mx.array, key: mx.array) -> tuple[mx.array, mx.array, mx.array]:
-            key, sub = mx.random.split(key)
-            x = z + std * mx.random.normal(z.shape, key=sub) if std > 0 else z
-            (loss, out), grads = loss_and_grad(self.net, x)
-            self.opt.update(self.net, grads)
-            return loss, out, key
-
-        self._step = step
-        self._state = state
+        self._loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y, self.bf16))
+        self._std = spec.reg_noise_std
+        self._state = [self.net.state, self.opt.state]
+        self._compiled: dict[tuple, Any] = {}
         self.start(Monitoring())
 
     def start(self, monitoring: Monitoring) -> None:
@@ -82,12 +72,29 @@ class MLXSession:
         self._trace = monitoring.trace_output and monitoring.reference is not None
         self._slots: dict[str, mx.array] = {}
         self._states: dict[str, Any] = {}
+        if self.monitors.key not in self._compiled:
+            self._compiled[self.monitors.key] = self._compile(self.monitors.function)
+        self._step = self._compiled[self.monitors.key]
+
+    def _compile(self, monitor: Any) -> Any:
+        """The whole step and its monitors as one compiled function (one per kind of monitoring)."""
+        std, trace = self._std, self._trace
+
+        @partial(mx.compile, inputs=self._state, outputs=self._state)
+        def step(z: mx.array, key: mx.array, *monitor_inputs: mx.array) -> tuple[mx.array, ...]:
+            key, sub = mx.random.split(key)
+            x = z + std * mx.random.normal(z.shape, key=sub) if std > 0 else z
+            (loss, out), grads = self._loss_and_grad(self.net, x)
+            self.opt.update(self.net, grads)
+            out = self._crop(out)
+            traced = self._crop(_forward(self.net, z, self.bf16)) if trace else mx.zeros((0,))
+            return (out, key, *monitor(loss, out, traced, *monitor_inputs))
+
+        return step
 
     def step(self, refresh: bool = False) -> _Handle:
-        loss, out, self.key = self._step(self.z, self.key)
-        out = self._crop(out)
-        traced = self._crop(self.net(self.z)) if self._trace else None
-        stats = self.monitors.update(loss, out, traced, refresh)
+        out, self.key, *results = self._step(self.z, self.key, *self.monitors.inputs())
+        stats = self.monitors.take(results, refresh)
         params = self.net.parameters() if self.monitoring.keep_states else None
         mx.async_eval(stats, out, self.key, self._state, self.monitors.fresh)
         return _Handle(stats, out, self.monitors.ema, params)
@@ -199,13 +206,17 @@ def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
+def _forward(net: SkipNet, x: mx.array, bf16: bool) -> mx.array:
+    if not bf16:
+        return net(x)
+    # Forward (and so backward) in bfloat16; the parameters, the loss and Adam stay float32.
+    params = net.parameters()
+    net.update(tree_map(lambda p: p.astype(mx.bfloat16), params))
+    out = net(x.astype(mx.bfloat16)).astype(mx.float32)
+    net.update(params)
+    return out
+
+
 def _loss(net: SkipNet, op: MLXOperator, x: mx.array, y: mx.array, bf16: bool) -> tuple[mx.array, mx.array]:
-    if bf16:
-        # Forward and backward in bfloat16; the parameters, the loss and Adam stay float32.
-        params = net.parameters()
-        net.update(tree_map(lambda p: p.astype(mx.bfloat16), params))
-        out = net(x.astype(mx.bfloat16)).astype(mx.float32)
-        net.update(params)
-    else:
-        out = net(x)
+    out = _forward(net, x, bf16)
     return mx.mean(mx.square(op(out) - y)), out

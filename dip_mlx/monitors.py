@@ -30,6 +30,10 @@ _STATE = ("ema", "ema_on", "healthy", "s1", "s2", "shift", "count")
 class MLXMonitors:
     """Monitor state (MLX arrays) for outputs of shape `shape` (1, h, w, C), and its update.
 
+    `function` is the update as a pure function of arrays: a session calls it
+    inside its own compiled step (one dispatch for step and monitors), fed by
+    `inputs()` and its results handed back to `take()`; `update` runs it alone.
+
     The window is a list of W arrays, one per output, and the slot an output goes
     to is counted here, on the host: updating one slot of a (W, pixels) array
     next to a read of it would make MLX copy the whole window at every step.
@@ -38,8 +42,8 @@ class MLXMonitors:
     """
 
     def __init__(self, monitoring: Monitoring, shape: tuple[int, ...]) -> None:
-        self.monitoring = monitoring
-        w = monitoring.window
+        self.monitoring = m = monitoring
+        w = m.window
         pixels = math.prod(shape) if w else 0
         self.arrays: dict[str, mx.array] = {
             "ema": mx.zeros(shape),
@@ -52,22 +56,27 @@ class MLXMonitors:
         }
         self.ring = [mx.zeros((pixels,))] * w
         self.pushes = 0  # outputs queued into the window (= its count while every step is finite)
-        ref = monitoring.reference
-        self.reference = None if ref is None else mx.array(np.asarray(ref, np.float32)[None])
-        self._update = _compiled_update(monitoring.exp_weight, w)
+        ref = m.reference
+        self.reference = mx.zeros((0,)) if ref is None else mx.array(np.asarray(ref, np.float32)[None])
+        self.key = (m.exp_weight, w, ref is not None, m.trace_output)  # what the update function depends on
+        self.function = _update_function(*self.key)
+        self.fresh: list[mx.array] = []
 
-    def update(self, loss: mx.array, out: mx.array, output: mx.array | None, refresh: bool) -> mx.array:
-        """Take in one step (lazily); returns its scalars (see the indices above)."""
-        a, w = self.arrays, self.monitoring.window
-        ref = self.reference if self.reference is not None else mx.zeros((0,))
-        traced = output if output is not None else mx.zeros((0,))
-        slot = self.pushes % w if w else 0
-        old = self.ring[slot] if w else mx.zeros((0,))
-        *state, row = self._update(loss, out, traced, ref, old, *(a[k] for k in _STATE))
+    def inputs(self) -> list[mx.array]:
+        """The arrays `function` takes after (loss, out, traced)."""
+        w = self.monitoring.window
+        old = self.ring[self.pushes % w] if w else mx.zeros((0,))
+        return [self.reference, old, *(self.arrays[k] for k in _STATE)]
+
+    def take(self, results: list[mx.array], refresh: bool) -> mx.array:
+        """Keep what `function` returned (lazily); with `refresh`, recompute the window's sums exactly
+        afterwards. Returns the step's scalars (see the indices above)."""
+        *state, row, stats = results
         self.arrays = dict(zip(_STATE, state, strict=True))
-        self.fresh = [*self.arrays.values()]  # what this step computed: queued with it
+        self.fresh = [*state]  # what this step computed: queued with it
+        w = self.monitoring.window
         if w:
-            self.ring[slot] = row
+            self.ring[self.pushes % w] = row
             self.pushes += 1
             self.fresh.append(row)
             if refresh:
@@ -75,24 +84,12 @@ class MLXMonitors:
                 rows = self.ring[: min(self.pushes, w)]  # the slots filled so far, in order
                 a["shift"], a["s1"], a["s2"] = _refresh(rows, a["healthy"], a["shift"], a["s1"], a["s2"])
                 self.fresh += [a["shift"], a["s1"], a["s2"]]
-        return self._stats(loss, out, traced, ref)
+        return stats
 
-    def _stats(self, loss: mx.array, out: mx.array, traced: mx.array, ref: mx.array) -> mx.array:
-        a, m = self.arrays, self.monitoring
-        nan = mx.array(math.nan)
-        variance = nan
-        if m.window:
-            mean = a["s1"] / m.window
-            full = a["count"] >= m.window
-            variance = mx.where(full, mx.maximum(mx.mean(a["s2"] / m.window - mean * mean), 0.0), nan)
-        mse = mse_ema = mse_output = nan
-        if m.reference is not None:
-            mse = mx.mean(mx.square(out - ref))
-            if m.exp_weight:
-                mse_ema = mx.mean(mx.square(a["ema"] - ref))
-            if m.trace_output:
-                mse_output = mx.mean(mx.square(traced - ref))
-        return mx.stack([loss, a["healthy"].astype(mx.float32), variance, mse, mse_ema, mse_output])
+    def update(self, loss: mx.array, out: mx.array, traced: mx.array | None, refresh: bool) -> mx.array:
+        """Take in one step on its own (lazily); returns its scalars."""
+        traced = traced if traced is not None else mx.zeros((0,))
+        return self.take(_compiled(self.function)(loss, out, traced, *self.inputs()), refresh)
 
     @property
     def ema(self) -> mx.array:
@@ -119,15 +116,16 @@ class MLXMonitors:
 
 
 @functools.cache
-def _compiled_update(w: float, window: int) -> Any:
-    """The update of one step as a pure function, compiled once per process for each EMA weight and window."""
+def _update_function(w: float, window: int, with_ref: bool, trace: bool) -> Any:
+    """The update of one step and its scalars, as a pure function of arrays (made once per kind of monitoring)."""
 
     def update(loss, out, traced, ref, old, ema, ema_on, healthy, s1, s2, shift, count):
         ok = healthy & mx.isfinite(loss) & mx.all(mx.isfinite(out))
+        nan = mx.array(math.nan)
         if w:
             ema = mx.where(ok, mx.where(ema_on, w * ema + (1 - w) * out, out), ema)
             ema_on = ema_on | ok
-        row = old
+        row, variance = old, nan
         if window:
             x = out.reshape(-1)
             shift = mx.where(ok & (count == 0), x, shift)
@@ -137,9 +135,24 @@ def _compiled_update(w: float, window: int) -> Any:
             s2 = mx.where(ok, s2 + dx * dx - do * do, s2)
             row = mx.where(ok, x, old)
             count = count + ok.astype(mx.int32)
-        return ema, ema_on, ok, s1, s2, shift, count, row
+            mean = s1 / window
+            variance = mx.where(count >= window, mx.maximum(mx.mean(s2 / window - mean * mean), 0.0), nan)
+        mse = mse_ema = mse_output = nan
+        if with_ref:
+            mse = mx.mean(mx.square(out - ref))
+            if w:
+                mse_ema = mx.mean(mx.square(ema - ref))
+            if trace:
+                mse_output = mx.mean(mx.square(traced - ref))
+        stats = mx.stack([loss, ok.astype(mx.float32), variance, mse, mse_ema, mse_output])
+        return ema, ema_on, ok, s1, s2, shift, count, row, stats
 
-    return mx.compile(update)
+    return update
+
+
+@functools.cache
+def _compiled(function: Any) -> Any:
+    return mx.compile(function)
 
 
 @mx.compile
