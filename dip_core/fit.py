@@ -440,9 +440,7 @@ def fit(
     return choose(loop, session, reference, seconds, interrupted, stopped_early)
 
 
-def automatic_choice(
-    settings: FitSettings, wmv: VarianceRule | None, disc: DiscrepancyRule | None
-) -> tuple[int, str]:
+def automatic_choice(settings: FitSettings, wmv: VarianceRule | None, disc: DiscrepancyRule | None) -> tuple[int, str]:
     """The iteration the automatic rules choose (0: none yet) and which rule chose it."""
     if wmv is None:
         return 0, "wmv"
