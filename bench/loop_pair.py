@@ -4,8 +4,9 @@
 
 For every backend, size and with/without a reference, in a process of its own:
 blocks of `steps` bare steps (each read back) alternate with blocks of `dip run
-denoise`'s loop (`restore` with auto-stop on a noisy synthetic scene, timed
-between the second and the last but one step it books); prints one JSON line
+denoise`'s loop (`restore` with auto-stop on a noisy synthetic scene, at the
+bare step's size: no padding; timed between the second and the last but one
+step it books); prints one JSON line
 per case with the medians and the median of the paired ratios. `--root` runs
 another checkout's code (one whose sessions return the output from `step()`,
 as before the loop kept images on the device, works too; build its MLX CPU
@@ -58,7 +59,7 @@ def measure(root: str, backend: str, size: int, reference: bool, blocks: int, st
     def loop() -> float:
         booked: list[float] = []
         restore(
-            "denoise", noisy, backend=backend, device="cpu", iters=steps + 3, stop="auto",
+            "denoise", noisy, backend=backend, device="cpu", iters=steps + 3, stop="auto", pad="none",
             reference=clean if reference else None, on_step=lambda info: booked.append(time.perf_counter()),
         )  # fmt: skip
         return 1000 * (booked[-2] - booked[1]) / steps

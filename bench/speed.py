@@ -232,6 +232,7 @@ def _loop(case: SpeedCase, per_block: int) -> tuple[Any, dict[str, Any]]:
     p = prepare(
         "denoise", add_noise(clean, 25, 0), backend=case.backend, device=case.device, precision=case.precision,
         preset=case.preset, net=case.net, stop="auto", reference=clean if case.kind == "loop+ref" else None,
+        pad="none",  # at the bare step's size, whatever it is
     )  # fmt: skip
     settings = replace(p.fit_settings, iters=per_block + 3)
 

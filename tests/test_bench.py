@@ -174,3 +174,12 @@ def test_resolved_device_names_are_device_choices():
     for name in BACKENDS:
         backend = get_backend(name, "auto")
         assert get_backend(name, backend.device).device == backend.device
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_loop_pair_times_the_loop_beside_the_step(name):
+    from bench.loop_pair import ROOT, measure
+
+    row = measure(str(ROOT), name, 40, True, 1, 1)
+    assert row["backend"] == name and row["reference"]
+    assert all(positive(row[k]) for k in ("step_ms", "loop_ms", "loop_over_step"))
