@@ -81,7 +81,9 @@ def prepare(case: Case, data: Path, long_side: int | None, seed: int = 0) -> dic
     return {"image": _resized(first, long_side), "reference": None, "options": {}}
 
 
-def run_case(case: Case, backend: str, device: str, profile: str, data: Path, seed: int = 0) -> dict[str, Any]:
+def run_case(
+    case: Case, backend: str, device: str, profile: str, data: Path, seed: int = 0, precision: str | None = None
+) -> dict[str, Any]:
     spec = PROFILES[profile]
     inputs = prepare(case, data, spec["long_side"], seed)
     iters = spec["iters"].get(case.task)
@@ -90,7 +92,7 @@ def run_case(case: Case, backend: str, device: str, profile: str, data: Path, se
         options["mask"] = (options["mask"] * 255).astype(np.uint8)
     result = restore(
         case.task, inputs["image"], backend=backend, device=device, reference=inputs["reference"], seed=seed,
-        **options, **({"iters": iters} if iters else {}),
+        precision=precision, **options, **({"iters": iters} if iters else {}),
     )  # fmt: skip
     rep = result.report
     row = {
@@ -98,6 +100,7 @@ def run_case(case: Case, backend: str, device: str, profile: str, data: Path, se
         "task": case.task,
         "backend": backend,
         "device": rep["device"],
+        "precision": rep["precision"],
         "profile": profile,
         "size": rep["size"],
         "iters": rep["iters"],
@@ -112,14 +115,20 @@ def run_case(case: Case, backend: str, device: str, profile: str, data: Path, se
 
 
 def run_quality(
-    backends: list[str], device: str, profile: str, data: Path, cases: list[str] | None = None, on_row: Any = None
+    backends: list[str],
+    device: str,
+    profile: str,
+    data: Path,
+    cases: list[str] | None = None,
+    on_row: Any = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     rows = []
     for case in CASES:
         if cases and case.name not in cases:
             continue
         for backend in backends:
-            row = run_case(case, backend, device, profile, data)
+            row = run_case(case, backend, device, profile, data, precision=precision)
             rows.append(row)
             if on_row is not None:
                 on_row(row)

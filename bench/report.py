@@ -59,10 +59,11 @@ def _f(x: float | None, fmt: str = "{:.2f}") -> str:
 
 def speed_markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| machine | date | backend | device | size | net | step | ms/iter (median, min-max) | it/s | peak memory "
-        "| GFLOP/s | % of matmul peak |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| machine | date | backend | device | precision | size | net | what | ms/iter (median, min-max) | it/s "
+        "| peak memory | GFLOP/s | % of matmul peak |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    loop_lines = ["| machine | date | backend | device | size | what | loop / step |", "|---|---|---|---|---|---|---|"]
     ratio_lines = ["| machine | date | device | size | net | step | MLX / torch |", "|---|---|---|---|---|---|---|"]
     for res in results:
         if res["kind"] != "speed":
@@ -70,9 +71,15 @@ def speed_markdown(results: list[dict[str, Any]]) -> str:
         label, date = _label(res), res.get("date", "")[:10]
         for r in res["rows"]:
             lines.append(
-                f"| {label} | {date} | {r['backend']} | {r['device']} | {r['size']}² | {r['net']} | {r['kind']} "
+                f"| {label} | {date} | {r['backend']} | {r['device']} | {r.get('precision', '-')} | {r['size']}² "
+                f"| {r['net']} | {r['kind']} "
                 f"| {r['ms_per_iter']:.1f} ({r['ms_min']:.1f}-{r['ms_max']:.1f}) | {r['iters_per_s']:.2f} "
                 f"| {_mb(r['peak_memory_bytes'])} | {r['gflops_per_s']:.1f} | {100 * r['roofline_fraction']:.0f} % |"
+            )
+        for o in res.get("loop_overhead", []):
+            loop_lines.append(
+                f"| {label} | {date} | {o['backend']} | {o['device']} | {o['size']}² | {o['kind']} "
+                f"| {o['loop_over_step']:.3f} |"
             )
         for q in res.get("ratios", []):
             ratio_lines.append(
@@ -93,14 +100,15 @@ def speed_markdown(results: list[dict[str, Any]]) -> str:
                 f"- {_label(res)}: BLAS {blas}; MLX CPU kernels: {fp.get('mlx_cpu_kernels') or 'none'}; "
                 f"allocator: {fp.get('allocator') or 'system default'}"
             )
-    return "\n".join(lines) + "\n\n" + "\n".join(ratio_lines) + "\n\n" + "\n".join(notes) + "\n"
+    loops = "\n".join(loop_lines) + "\n\n" if len(loop_lines) > 2 else ""
+    return "\n".join(lines) + "\n\n" + "\n".join(ratio_lines) + "\n\n" + loops + "\n".join(notes) + "\n"
 
 
 def quality_markdown(results: list[dict[str, Any]]) -> str:
     lines = [
-        "| machine | profile | case | backend | size | iters | PSNR input | final | EMA | best (iter) | result "
-        "| SSIM | paper | seconds |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| machine | profile | case | backend | precision | size | iters | PSNR input | final | EMA | best (iter) "
+        "| result | SSIM | paper | seconds |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for res in results:
         if res["kind"] != "quality":
@@ -110,7 +118,8 @@ def quality_markdown(results: list[dict[str, Any]]) -> str:
             size = "x".join(str(s) for s in r["size"])
             best = "-" if r.get("best_psnr") is None else f"{r['best_psnr']:.2f} ({r['best_iter']})"
             lines.append(
-                f"| {label} | {r['profile']} | {r['case']} | {r['backend']} | {size} | {r['iters']} "
+                f"| {label} | {r['profile']} | {r['case']} | {r['backend']} | {r.get('precision', '-')} | {size} "
+                f"| {r['iters']} "
                 f"| {_f(r.get('psnr_input'))} | {_f(r.get('psnr'))} | {_f(r.get('psnr_ema'))} | {best} "
                 f"| {_f(r.get('psnr_result'))} | {_f(r.get('ssim'), '{:.3f}')} | {_f(r.get('paper_psnr'))} "
                 f"| {r['seconds']:.0f} |"

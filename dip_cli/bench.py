@@ -138,6 +138,9 @@ def bench_quality(
     backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
     device: DeviceOpt = Device.AUTO,
     cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
+    precision: Annotated[
+        Precision | None, typer.Option(help="fp32, tf32 or bf16; default: fp32 on a CPU, tf32 on a GPU.")
+    ] = None,
     out: ResultsDir = "bench/results",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -158,7 +161,8 @@ def bench_quality(
         result = f"{row['psnr_result']:.2f} dB (input {row['psnr_input']:.2f})" if row.get("psnr_result") else "visual"
         err().print(f"{row['case']:>20} {row['backend']:>5}: {result}, {row['seconds']:.0f} s", highlight=False)
 
-    result = _envelope(run_quality(names, device.value, profile, data, cases, on_row=show))
+    chosen = precision.value if precision else None
+    result = _envelope(run_quality(names, device.value, profile, data, cases, on_row=show, precision=chosen))
     path = _save_result(result, _results_dir(out))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
