@@ -1,6 +1,6 @@
 """The loop's cost beside the bare step, for this checkout or another one (before/after comparisons).
 
-    .venv/bin/python -m bench.loop_pair [--root CHECKOUT] [--sizes 128 256] [--blocks 5] [--steps 5]
+    .venv/bin/python -m bench.loop_pair [--root CHECKOUT] [--device cpu] [--sizes 128 256] [--blocks 5] [--steps 5]
 
 For every backend, size and with/without a reference, in a process of its own:
 blocks of `steps` bare steps (each read back) alternate with blocks of `dip run
@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def measure(root: str, backend: str, size: int, reference: bool, blocks: int, steps: int) -> dict:
+def measure(root: str, backend: str, size: int, reference: bool, blocks: int, steps: int, device: str = "cpu") -> dict:
     """One case, in this process, with the code under `root`."""
     sys.path.insert(0, root)
     import numpy as np
@@ -40,7 +40,7 @@ def measure(root: str, backend: str, size: int, reference: bool, blocks: int, st
     from dip_core.inputs import make_input
     from dip_core.weights import init_weights
 
-    be = get_backend(backend, "cpu")
+    be = get_backend(backend, device)
     cfg = load_config("default").with_(in_channels=32, out_channels=3)
     z = make_input("noise", 32, size, size, seed=1)
     target = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
@@ -59,7 +59,7 @@ def measure(root: str, backend: str, size: int, reference: bool, blocks: int, st
     def loop() -> float:
         booked: list[float] = []
         restore(
-            "denoise", noisy, backend=backend, device="cpu", iters=steps + 3, stop="auto", pad="none",
+            "denoise", noisy, backend=backend, device=device, iters=steps + 3, stop="auto", pad="none",
             reference=clean if reference else None, on_step=lambda info: booked.append(time.perf_counter()),
         )  # fmt: skip
         return 1000 * (booked[-2] - booked[1]) / steps
@@ -70,6 +70,7 @@ def measure(root: str, backend: str, size: int, reference: bool, blocks: int, st
     return {
         "root": root,
         "backend": backend,
+        "device": be.device,
         "size": size,
         "reference": reference,
         "step_ms": statistics.median(p[0] for p in pairs),
@@ -82,6 +83,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(ROOT), help="the checkout whose code is timed")
     ap.add_argument("--backends", nargs="+", default=["mlx", "torch"])
+    ap.add_argument("--device", default="cpu", help="cpu, gpu or auto")
     ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per block")
@@ -89,12 +91,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.case:
         backend, size, ref = args.case
-        print(json.dumps(measure(args.root, backend, int(size), ref == "ref", args.blocks, args.steps)), flush=True)
+        row = measure(args.root, backend, int(size), ref == "ref", args.blocks, args.steps, args.device)
+        print(json.dumps(row), flush=True)
         return
     for size in args.sizes:
         for backend in args.backends:
             for ref in ("none", "ref"):
                 cmd = [sys.executable, "-m", "bench.loop_pair", "--root", args.root, "--blocks", str(args.blocks)]
+                cmd += ["--device", args.device]
                 cmd += ["--steps", str(args.steps), "--case", backend, str(size), ref]
                 subprocess.run(cmd, cwd=ROOT, check=True)
 

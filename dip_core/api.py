@@ -112,7 +112,7 @@ def prepare(
     padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
     be = get_backend(opts.backend, opts.device, opts.precision)
-    check_memory(cfg, h, w, be)
+    check_memory(cfg, h, w, be, window=opts.window)  # the variance monitor keeps `window` outputs on the device
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
     spec = SessionSpec(

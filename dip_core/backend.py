@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -81,6 +82,23 @@ class StepStats:
     mse_output: float | None = None  # net(z) against the reference (trace_output)
 
 
+STAT_FIELDS = ("loss", "finite", "variance", "mse", "mse_ema", "mse_output")  # a step's scalars, in this order
+
+
+def step_stats(values: list[float], monitoring: Monitoring) -> StepStats:
+    """StepStats from the vector a session's step returned (NaN where a monitor is off or not ready yet)."""
+    v = dict(zip(STAT_FIELDS, values, strict=True))
+    ref = monitoring.reference is not None
+    wanted = {
+        "variance": bool(monitoring.window),
+        "mse": ref,
+        "mse_ema": ref and bool(monitoring.exp_weight),
+        "mse_output": ref and monitoring.trace_output,
+    }
+    given = {k: v[k] if on and not math.isnan(v[k]) else None for k, on in wanted.items()}
+    return StepStats(loss=v["loss"], finite=bool(v["finite"]), **given)
+
+
 class Kept(str, Enum):
     """What `Session.keep` copies from a step into a slot, on the device."""
 
@@ -95,8 +113,9 @@ class Session(Protocol):
 
     `step` queues a step and returns a handle at once; `read` waits for that
     step's scalars. A `pipelined` session lets the loop queue step i+1 before it
-    reads step i, so the device never waits for the host. Handles stay valid for
-    `keep` until two more steps are queued.
+    reads step i, so the device never waits for the host; the loop keeps from a
+    handle only while it is the last or the last but one step queued (and, on a
+    session that is not pipelined, the parameters of the last one only).
     """
 
     pipelined: bool
@@ -112,7 +131,8 @@ class Session(Protocol):
     def read(self, handle: Any) -> StepStats: ...
 
     def keep(self, slot: str, handle: Any, what: Kept) -> None:
-        """Keep the step's output, EMA or parameters in `slot` (on the device)."""
+        """Keep the step's output, EMA or parameters in `slot` (on the device). The parameters of a step
+        the loop rolled back while booking it are those it rolled back to."""
         ...
 
     def fetch(self, slot: str) -> np.ndarray:

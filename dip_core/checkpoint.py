@@ -21,7 +21,7 @@ import numpy as np
 from dip_core.atomic import atomic_write
 from dip_core.errors import UserError
 
-FORMAT = "dip-checkpoint/2"  # 2: the discrepancy check's state
+FORMAT = "dip-checkpoint/3"  # 2: the discrepancy check's state; 3: the trackers' and the monitors' states
 
 
 class CheckpointError(UserError):
@@ -36,6 +36,17 @@ class Checkpointing:
     every: int  # iterations between checkpoints; 0 = never write
     run: dict[str, Any]  # identifies the run (inputs, settings): checked on resume
     resume: dict[str, np.ndarray] | None = None  # the loaded arrays to go on from
+
+
+def prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays renamed `prefix + name`: one part of a checkpoint."""
+    return {prefix + k: v for k, v in arrays.items()}
+
+
+def under(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The part of a checkpoint's arrays named `prefix...`, without the prefix."""
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def digest(*arrays: np.ndarray | None) -> str:

@@ -18,14 +18,14 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
 import numpy as np
 
 from dip_core.backend import Kept, Monitoring, Session, StepStats
-from dip_core.checkpoint import Checkpointing, save_checkpoint
+from dip_core.checkpoint import Checkpointing, prefixed, save_checkpoint, under
 from dip_core.metrics import psnr, psnr_from_mse
 from dip_core.options import Keep, Stop
 
@@ -51,6 +51,8 @@ class FitSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep", Keep(self.keep))
         object.__setattr__(self, "stop", Stop(self.stop))
+        if self.iters < 1 or self.window < 2 or self.patience < 1 or self.check_every < 1 or self.save_every < 0:
+            raise ValueError(f"iters, patience, check_every >= 1, window >= 2 and save_every >= 0, got {self}")
 
 
 @dataclass
@@ -349,33 +351,24 @@ class _Loop:
 
     def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
         """This state and the session's, exactly, as named numpy arrays."""
-        arrays = _prefixed("session/", session.state_arrays())
-        arrays.update(_prefixed("snap/", session.to_arrays(self.rollback.snap)))
+        arrays = prefixed("session/", session.state_arrays())
+        arrays.update(prefixed("snap/", session.to_arrays(self.rollback.snap)))
         arrays["loop/progress"] = np.array([self.done, self.seconds + seconds], np.float64)
         for name, tracker in self.trackers().items():
             arrays.update({f"loop/{name}/{k}": np.array(v, np.float64) for k, v in tracker.state().items()})
-        arrays.update(_prefixed("curves/", self.curves.arrays()))
+        arrays.update(prefixed("curves/", self.curves.arrays()))
         return arrays
 
     def load(self, session: Session, arrays: dict[str, np.ndarray]) -> None:
         """Go on from `to_arrays`'s output: the session is put back in that state too."""
-        session.load_state(_unprefixed("session/", arrays))
-        self.rollback.snap = session.from_arrays(_unprefixed("snap/", arrays))
+        session.load_state(under("session/", arrays))
+        self.rollback.snap = session.from_arrays(under("snap/", arrays))
         done, self.seconds = arrays["loop/progress"]
         self.done = int(done)
         for name, tracker in self.trackers().items():
-            tracker.load({k: float(v) for k, v in _unprefixed(f"loop/{name}/", arrays).items()})
-        self.curves.load_arrays(_unprefixed("curves/", arrays))
+            tracker.load({k: float(v) for k, v in under(f"loop/{name}/", arrays).items()})
+        self.curves.load_arrays(under("curves/", arrays))
         session.set_lr(self.rollback.lr)
-
-
-def _prefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return {prefix + k: v for k, v in arrays.items()}
-
-
-def _unprefixed(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = len(prefix)
-    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
 
 
 def fit(
@@ -424,7 +417,8 @@ def fit(
             if outcome is _Outcome.STOP:
                 stopped_early = True
                 break
-            if on_save is not None and settings.save_every and i % settings.save_every == 0:
+            saving = on_save is not None and settings.save_every and i % settings.save_every == 0
+            if saving and outcome is _Outcome.NEXT:  # not the output of a step that diverged
                 on_save(i, loop.current(handle, session))
             if every and i % every == 0:
                 arrays = loop.to_arrays(session, time.perf_counter() - start)
@@ -432,10 +426,11 @@ def fit(
                 save_checkpoint(checkpoint.path, arrays, checkpoint.run)
     except KeyboardInterrupt:
         interrupted = True
-        # A step already queued has run: book it, so that the result and the count agree with the state.
+        # A step already queued has run: book it, so that the result and the count agree with the state
+        # (unless the step before it rolled back: then it ran from the diverged state, and is dropped).
         for i, handle in queued:
-            if i > loop.done:
-                loop.process(i, handle, session.read(handle), session, None)
+            if i > loop.done and loop.process(i, handle, session.read(handle), session, None) is not _Outcome.NEXT:
+                break
     seconds = time.perf_counter() - start
     return choose(loop, session, reference, seconds, interrupted, stopped_early)
 
@@ -541,8 +536,3 @@ def choose(
         final_lr=loop.rollback.lr,
         step=session.describe(),
     )
-
-
-def settings_dict(settings: FitSettings) -> dict[str, Any]:
-    """FitSettings as plain values (reports)."""
-    return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(settings).items()}

@@ -33,9 +33,14 @@ def activation_elements(cfg: SkipConfig, height: int, width: int) -> int:
     return total
 
 
-def estimate_bytes(cfg: SkipConfig, height: int, width: int) -> int:
+MONITOR_IMAGES = 8  # beside the window: its two sums and shift, the EMA, the kept candidates (monitors.py)
+
+
+def estimate_bytes(cfg: SkipConfig, height: int, width: int, window: int = 0) -> int:
+    """Bytes a fit needs on its device; `window`: outputs the variance monitor keeps there (float32 images)."""
     activations = BYTES_PER_ACTIVATION * activation_elements(cfg, height, width)
-    return activations + BYTES_PER_PARAM * count_params(cfg) + FIXED_OVERHEAD
+    monitors = 4 * (window + MONITOR_IMAGES) * height * width * cfg.out_channels if window else 0
+    return activations + BYTES_PER_PARAM * count_params(cfg) + FIXED_OVERHEAD + monitors
 
 
 def available_bytes() -> int:
@@ -44,22 +49,22 @@ def available_bytes() -> int:
     return int(psutil.virtual_memory().available)
 
 
-def _tile_that_fits(cfg: SkipConfig, free: int) -> int:
+def _tile_that_fits(cfg: SkipConfig, free: int, window: int) -> int:
     """The largest tile side (a multiple of 64) whose fit the estimate puts within `free`."""
     side = 64
-    while side < 8192 and estimate_bytes(cfg, side + 64, side + 64) <= free:
+    while side < 8192 and estimate_bytes(cfg, side + 64, side + 64, window) <= free:
         side += 64
     return side
 
 
-def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any) -> int:
+def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any, window: int = 0) -> int:
     """Raise when the estimate exceeds what the backend's device has free; return the estimate."""
-    need = estimate_bytes(cfg, height, width)
+    need = estimate_bytes(cfg, height, width, window)
     free = backend.memory_available()
     if free is not None and need > free:
         raise MemoryError_(
             f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
-            f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free)}), "
+            f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), "
             "use a smaller network (--net small) or downscale it"
         )
     return need

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dip_core.backend import Kept, Monitoring, StepStats
+from dip_core.checkpoint import under
 from dip_core.metrics import mse
 from dip_core.stopping import WindowVariance
 
@@ -38,7 +39,6 @@ class HostSession:
     """
 
     pipelined = False
-    _monitoring = Monitoring()
 
     def advance(self) -> tuple[float, np.ndarray]:
         raise NotImplementedError
@@ -60,10 +60,9 @@ class HostSession:
         self._states: dict[str, Any] = {}
         self._healthy = True
         self._count = 0
+        self._last: _HostHandle | None = None
 
     def step(self, refresh: bool = False) -> _HostHandle:
-        if not hasattr(self, "_slots"):
-            self.start(self._monitoring)
         loss, out = self.advance()
         out = np.asarray(out, np.float32)
         m = self._monitoring
@@ -71,7 +70,8 @@ class HostSession:
         self._healthy = ok
         self._count += 1
         if not ok:
-            return _HostHandle(self._count, StepStats(loss, False), None, None, None)
+            self._last = _HostHandle(self._count, StepStats(loss, False), None, None, None)
+            return self._last
         w = m.exp_weight
         if w:
             self._ema = out if self._ema is None else w * self._ema + (1 - w) * out
@@ -86,7 +86,8 @@ class HostSession:
             mse_output=mse(self.net_output(), ref) if ref is not None and m.trace_output else None,
         )
         state = self.model_snapshot() if m.keep_states else None
-        return _HostHandle(self._count, stats, out, self._ema, state)
+        self._last = _HostHandle(self._count, stats, out, self._ema, state)
+        return self._last
 
     def read(self, handle: _HostHandle) -> StepStats:
         return handle.stats
@@ -120,6 +121,8 @@ class HostSession:
         self.model_restore(model)
         self._ema = None if ema is None else ema.copy()
         self._healthy = True
+        if self._last is not None and self._monitoring.keep_states:
+            self._last.state = self.model_snapshot()  # the state kept for the step just booked: the restored one
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         model, ema = snap
@@ -142,18 +145,13 @@ class HostSession:
         return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.restore(self.from_arrays(_under("now/", arrays)))
-        self._slots = _under("slot/", arrays)
-        self._states = dict(_under("state/", arrays))
+        self.restore(self.from_arrays(under("now/", arrays)))
+        self._slots = under("slot/", arrays)
+        self._states = dict(under("state/", arrays))
         if self._window is not None and "window/scalars" in arrays:
             sumsq, count = arrays["window/scalars"]
-            window = {k: v for k, v in _under("window/", arrays).items() if k != "scalars"}
+            window = {k: v for k, v in under("window/", arrays).items() if k != "scalars"}
             self._window.load_state(window, (sumsq, count))
 
     def describe(self) -> dict[str, Any]:
         return {"monitors": "numpy (host)"}
-
-
-def _under(prefix: str, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    n = len(prefix)
-    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}

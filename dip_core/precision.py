@@ -22,8 +22,9 @@ class Precision(str, Enum):
 def default_precision(device: str) -> Precision:
     """The precision a run gets when none is asked for: fp32 on a CPU, TF32 on a GPU.
 
-    TF32 is what both frameworks do on NVIDIA by default; it changes nothing on a CPU,
-    Metal without matrix units, or MPS, where it runs as fp32 (see `effective`).
+    TF32 is what both frameworks do on NVIDIA by default. On a CPU and on MPS there is none, and
+    `effective` calls it fp32 there; on Metal, MLX uses reduced-precision products only where the
+    GPU has matrix units (its own default), so a Metal run records tf32 as asked.
     """
     return Precision.FP32 if device == "cpu" else Precision.TF32
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -14,10 +13,10 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stats
+from dip_core.checkpoint import under
 from dip_core.precision import Precision
 from dip_core.weights import Weights
-from dip_mlx import monitors as mon
 from dip_mlx.monitors import MLXMonitors
 from dip_mlx.ops import MLXOperator
 from dip_mlx.skip import SkipNet
@@ -72,6 +71,7 @@ class MLXSession:
         self._trace = monitoring.trace_output and monitoring.reference is not None
         self._slots: dict[str, mx.array] = {}
         self._states: dict[str, Any] = {}
+        self._last: _Handle | None = None
         if self.monitors.key not in self._compiled:
             self._compiled[self.monitors.key] = self._compile(self.monitors.function)
         self._step = self._compiled[self.monitors.key]
@@ -97,24 +97,11 @@ class MLXSession:
         stats = self.monitors.take(results, refresh)
         params = self.net.parameters() if self.monitoring.keep_states else None
         mx.async_eval(stats, out, self.key, self._state, self.monitors.fresh)
-        return _Handle(stats, out, self.monitors.ema, params)
+        self._last = _Handle(stats, out, self.monitors.ema, params)
+        return self._last
 
     def read(self, handle: _Handle) -> StepStats:
-        v = handle.stats.tolist()
-        m = self.monitoring
-
-        def value(index: int, wanted: bool) -> float | None:
-            return v[index] if wanted and not math.isnan(v[index]) else None
-
-        with_ref = m.reference is not None
-        return StepStats(
-            loss=v[mon.LOSS],
-            finite=bool(v[mon.OK]),
-            variance=value(mon.VARIANCE, bool(m.window)),
-            mse=value(mon.MSE, with_ref),
-            mse_ema=value(mon.MSE_EMA, with_ref and bool(m.exp_weight)),
-            mse_output=value(mon.MSE_OUTPUT, self._trace),
-        )
+        return step_stats(handle.stats.tolist(), self.monitoring)
 
     def keep(self, slot: str, handle: _Handle, what: Kept) -> None:
         # MLX arrays are immutable: keeping a reference is a copy.
@@ -131,13 +118,13 @@ class MLXSession:
         return self.backend.to_numpy(ema) if self.monitoring.exp_weight and on.item() else None
 
     def output(self, slot: str | None = None) -> np.ndarray:
-        """net(z) without input noise (with the parameters kept in `slot`)."""
+        """net(z) without input noise (with the parameters kept in `slot`), in the run's precision."""
         if slot is None:
-            out = self.net(self.z)
+            out = _forward(self.net, self.z, self.bf16)
         else:
             now = self.net.parameters()
             self.net.update(self._states[slot])
-            out = self.net(self.z)
+            out = _forward(self.net, self.z, self.bf16)
             self.net.update(now)
         return self.backend.to_numpy(self._crop(out))
 
@@ -152,6 +139,8 @@ class MLXSession:
             self.opt.state[name] = value
         self.key = key
         self.monitors.restore(ema)
+        if self._last is not None and self._last.params is not None:
+            self._last.params = params  # the state kept for the step just booked is the one it rolled back to
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         """A snapshot as named numpy arrays (for a checkpoint file)."""
@@ -175,10 +164,10 @@ class MLXSession:
         return arrays
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        self.restore(self.from_arrays(_under(arrays, "now/")))
-        self.monitors.load(_under(arrays, "monitors/"))  # restore() set the EMA only; the rest as saved
-        self._slots = {k: mx.array(v) for k, v in _under(arrays, "slot/").items()}
-        names = {k.split("/", 1)[0] for k in _under(arrays, "state/")}
+        self.restore(self.from_arrays(under("now/", arrays)))
+        self.monitors.load(under("monitors/", arrays))  # restore() set the EMA only; the rest as saved
+        self._slots = {k: mx.array(v) for k, v in under("slot/", arrays).items()}
+        names = {k.split("/", 1)[0] for k in under("state/", arrays)}
         self._states = {name: _tree(arrays, f"state/{name}/") for name in names}
 
     def set_lr(self, lr: float) -> None:
@@ -197,13 +186,7 @@ class MLXSession:
 
 
 def _tree(arrays: dict[str, np.ndarray], prefix: str) -> Any:
-    n = len(prefix)
-    return tree_unflatten([(k[n:], mx.array(v)) for k, v in arrays.items() if k.startswith(prefix)])
-
-
-def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    n = len(prefix)
-    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
+    return tree_unflatten([(k, mx.array(v)) for k, v in under(prefix, arrays).items()])
 
 
 def _forward(net: SkipNet, x: mx.array, bf16: bool) -> mx.array:

@@ -22,8 +22,7 @@ import numpy as np
 
 from dip_core.backend import Monitoring
 
-# Order of the scalars in the vector a step returns.
-LOSS, OK, VARIANCE, MSE, MSE_EMA, MSE_OUTPUT = range(6)
+# A step's scalars come back as one vector, in the order of dip_core.backend.STAT_FIELDS.
 _STATE = ("ema", "ema_on", "healthy", "s1", "s2", "shift", "count")
 
 
@@ -70,7 +69,7 @@ class MLXMonitors:
 
     def take(self, results: list[mx.array], refresh: bool) -> mx.array:
         """Keep what `function` returned (lazily); with `refresh`, recompute the window's sums exactly
-        afterwards. Returns the step's scalars (see the indices above)."""
+        afterwards. Returns the step's scalars (dip_core.backend.STAT_FIELDS)."""
         *state, row, stats = results
         self.arrays = dict(zip(_STATE, state, strict=True))
         self.fresh = [*state]  # what this step computed: queued with it
@@ -157,10 +156,9 @@ def _compiled(function: Any) -> Any:
 
 @mx.compile
 def _refresh(rows: list[mx.array], healthy: mx.array, shift: mx.array, s1: mx.array, s2: mx.array) -> Any:
-    """The window's sums recomputed exactly from its outputs, shifted by their mean (kept as they were
-    while a non-finite step waits for its rollback). Sums of rows one by one: MLX's reduction over the
-    first axis of a stacked window is several times slower on the CPU."""
+    """The window's sums recomputed exactly from its outputs, around their mean (which becomes the shift, so
+    the first sum is zero); kept as they were while a non-finite step waits for its rollback. Sums of the rows
+    one by one: MLX's reduction over the first axis of a stacked window is several times slower on the CPU."""
     mean = functools.reduce(mx.add, rows) / len(rows)
-    d1 = functools.reduce(mx.add, [r - mean for r in rows])
-    d2 = functools.reduce(mx.add, [mx.square(r - mean) for r in rows])
-    return mx.where(healthy, mean, shift), mx.where(healthy, d1, s1), mx.where(healthy, d2, s2)
+    squares = functools.reduce(mx.add, [mx.square(r - mean) for r in rows])
+    return mx.where(healthy, mean, shift), mx.where(healthy, 0.0, s1), mx.where(healthy, squares, s2)

@@ -13,7 +13,7 @@ from dip_core.config import SkipConfig, check_size
 from dip_core.memory import available_bytes
 from dip_core.precision import Precision, default_precision, effective
 from dip_core.weights import Weights, check_weights
-from dip_torch.loop import TorchSession
+from dip_torch.loop import TorchSession, adam
 from dip_torch.skip import SkipNet
 
 
@@ -45,12 +45,20 @@ class TorchBackend:
         self.torch_device = _resolve(Device(device))
         self.device = self.torch_device.type
         self.precision = effective(precision or default_precision(self.device), self.device)
+        if self.device == "mps" and self.precision is Precision.BF16:
+            raise DeviceUnavailable("torch runs bf16 on CUDA and the CPU; use --precision fp32 on MPS")
         # Channels-last parameters and inputs (DIP_CHANNELS_LAST=1). Off by default: on an H200 it made
         # the original DIP step slower (16-17 ms against 13.3 at 512x512).
         self.channels_last = os.environ.get("DIP_CHANNELS_LAST", "").strip() == "1"
         if self.device == "cuda":
-            _set_tf32(self.precision is not Precision.FP32)
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest algorithm once
+        self.use_precision()
+
+    def use_precision(self) -> None:
+        """Set torch's process-wide TF32 flags to this backend's precision (before each step: another backend
+        in the process may have set them otherwise)."""
+        if self.device == "cuda":
+            _set_tf32(self.precision is not Precision.FP32)
 
     # numpy (H, W, C) <-> torch (1, C, H, W)
     def to_tensor(self, x: np.ndarray) -> torch.Tensor:
@@ -74,11 +82,13 @@ class TorchBackend:
 
     def forward(self, net: SkipNet, x: np.ndarray) -> np.ndarray:
         check_size(net.cfg, x.shape[0], x.shape[1])
+        self.use_precision()
         with torch.no_grad():
             return self.to_numpy(net(self.to_tensor(x)))
 
     def block_outputs(self, net: SkipNet, x: np.ndarray) -> dict[str, np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
+        self.use_precision()
         taps: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             net(self.to_tensor(x), taps)
@@ -86,6 +96,7 @@ class TorchBackend:
 
     def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
         check_size(net.cfg, x.shape[0], x.shape[1])
+        self.use_precision()
         net.zero_grad(set_to_none=True)
         loss = F.mse_loss(net(self.to_tensor(x)), self.to_tensor(target))
         loss.backward()
@@ -105,7 +116,8 @@ class TorchBackend:
         self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
     ) -> tuple[list[float], np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        self.use_precision()
+        opt = adam(net.parameters(), lr)
         z, y = self.to_tensor(x), self.to_tensor(target)
         losses = []
         for noise in noises:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stats
+from dip_core.checkpoint import under
 from dip_core.precision import Precision
 from dip_core.weights import Weights
-from dip_torch import monitors as mon
 from dip_torch.monitors import TorchMonitors
 from dip_torch.ops import TorchOperator
 from dip_torch.skip import SkipNet
@@ -36,19 +35,19 @@ class _Handle:
 class TorchSession:
     """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
 
-    On a GPU the step's scalars are copied to pinned host memory without waiting
-    (`pipelined`): the loop reads step i while step i+1 runs. On the CPU, torch
-    runs each step to its end before returning anyway.
+    On CUDA the step's scalars are copied to pinned host memory without waiting
+    (`pipelined`): the loop reads step i while step i+1 runs.
     """
 
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
         self.backend = backend
         dev = backend.torch_device
         self.device = dev
-        self.pipelined = dev.type != "cpu"
+        # Pipelined on CUDA, where the scalars come back through pinned memory and an event; on MPS reading
+        # them waits for everything queued, and the CPU runs each step to its end before returning anyway.
+        self.pipelined = dev.type == "cuda"
         self.net: SkipNet = backend.build(spec.cfg, spec.weights)
-        # Fused Adam: one kernel for every parameter on a GPU (and a vectorised loop on the CPU).
-        self.opt = torch.optim.Adam(self.net.parameters(), lr=spec.lr, fused=True)
+        self.opt = adam(self.net.parameters(), spec.lr)
         self.z = backend.to_tensor(spec.z)
         self.y = backend.to_tensor(spec.observed)
         self.op = TorchOperator(spec.op, dev)
@@ -68,6 +67,7 @@ class TorchSession:
         self._trace = monitoring.trace_output and monitoring.reference is not None
         self._slots: dict[str, torch.Tensor] = {}
         self._states: dict[str, list[torch.Tensor]] = {}
+        self._last: _Handle | None = None
         # On a GPU the parameters after each step go into a ring of two: the loop may keep
         # step i's after step i+1 has changed them in place.
         self._param_ring: list[list[torch.Tensor]] = []
@@ -84,14 +84,16 @@ class TorchSession:
         return contextlib.nullcontext()
 
     def step(self, refresh: bool = False) -> _Handle:
+        self.backend.use_precision()
         self.opt.zero_grad(set_to_none=True)
         x = self.z
         if self.reg_noise_std > 0:
             noise = torch.randn(self.z.shape, generator=self.gen, device=self.z.device, dtype=self.z.dtype)
             x = self.z + self.reg_noise_std * noise
         with self._autocast():
-            out = self.net(x).float()
-            loss = torch.mean((self.op(out) - self.y) ** 2)
+            out = self.net(x)
+        out = out.float()  # the degradation and the loss in float32, as MLX computes them
+        loss = torch.mean((self.op(out) - self.y) ** 2)
         loss.backward()
         self.opt.step()
         out = self._crop(out.detach())
@@ -112,26 +114,13 @@ class TorchSession:
             ready.record()
             stats = host
         self._steps += 1
-        return _Handle(stats, ready, out, self.monitors.ema, params, self._steps)
+        self._last = _Handle(stats, ready, out, self.monitors.ema, params, self._steps)
+        return self._last
 
     def read(self, handle: _Handle) -> StepStats:
         if handle.ready is not None:
             handle.ready.synchronize()
-        v = handle.stats.tolist()
-        m = self.monitoring
-
-        def value(index: int, wanted: bool) -> float | None:
-            return v[index] if wanted and not math.isnan(v[index]) else None
-
-        with_ref = m.reference is not None
-        return StepStats(
-            loss=v[mon.LOSS],
-            finite=bool(v[mon.OK]),
-            variance=value(mon.VARIANCE, bool(m.window)),
-            mse=value(mon.MSE, with_ref),
-            mse_ema=value(mon.MSE_EMA, with_ref and bool(m.exp_weight)),
-            mse_output=value(mon.MSE_OUTPUT, self._trace),
-        )
+        return step_stats(handle.stats.tolist(), self.monitoring)
 
     def keep(self, slot: str, handle: _Handle, what: Kept) -> None:
         if what is not Kept.STATE:
@@ -155,7 +144,8 @@ class TorchSession:
 
     @torch.no_grad()
     def output(self, slot: str | None = None) -> np.ndarray:
-        """net(z) without input noise (with the parameters kept in `slot`)."""
+        """net(z) without input noise (with the parameters kept in `slot`), in the run's precision."""
+        self.backend.use_precision()
         if slot is None:
             with self._autocast():
                 out = self.net(self.z).float()
@@ -172,10 +162,14 @@ class TorchSession:
 
     def restore(self, snap: Any) -> None:
         net_state, opt_state, gen_state, ema = snap
-        self.net.load_state_dict(net_state)
-        self.opt.load_state_dict(opt_state)
+        self.net.load_state_dict(net_state)  # copies into the parameters
+        # Adam's load_state_dict keeps the very tensors it is given, and steps change them in place:
+        # without a copy, the snapshot would follow the run after the first rollback to it.
+        self.opt.load_state_dict(copy.deepcopy(opt_state))
         self.gen.set_state(gen_state)
         self.monitors.restore(ema)
+        if self._last is not None:
+            self._last.params = None  # the state kept for the step just booked is the one it rolled back to
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         """A snapshot as named numpy arrays (for a checkpoint file)."""
@@ -216,11 +210,11 @@ class TorchSession:
 
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         dev = self.device
-        self.restore(self.from_arrays(_under(arrays, "now/")))
-        self.monitors.load(_under(arrays, "monitors/"))  # restore() set the EMA only; the rest as saved
-        self._slots = {k: _tensor(v, dev) for k, v in _under(arrays, "slot/").items()}
+        self.restore(self.from_arrays(under("now/", arrays)))
+        self.monitors.load(under("monitors/", arrays))  # restore() set the EMA only; the rest as saved
+        self._slots = {k: _tensor(v, dev) for k, v in under("slot/", arrays).items()}
         names = [name for name, _ in self.net.named_parameters()]
-        kept = {k.split("/", 1)[0] for k in _under(arrays, "state/")}
+        kept = {k.split("/", 1)[0] for k in under("state/", arrays)}
         self._states = {s: [_tensor(arrays[f"state/{s}/{n}"], dev) for n in names] for s in kept}
 
     def set_lr(self, lr: float) -> None:
@@ -233,11 +227,21 @@ class TorchSession:
     def describe(self) -> dict[str, Any]:
         return {
             "precision": self.backend.precision.value,
-            "fused_adam": True,
+            "fused_adam": bool(self.opt.defaults.get("fused")),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if self.device.type == "cuda" else None,
             "channels_last": self.backend.channels_last,
             "pipelined": self.pipelined,
         }
+
+
+def adam(params: Any, lr: float) -> torch.optim.Adam:
+    """Adam as both the sessions and the cross-check run it: fused (one kernel for every parameter on a GPU,
+    a vectorised loop on the CPU) where this torch has it for the device."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except RuntimeError:
+        return torch.optim.Adam(params, lr=lr)
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -246,8 +250,3 @@ def _numpy(t: torch.Tensor) -> np.ndarray:
 
 def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(a.copy()).to(device)
-
-
-def _under(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    n = len(prefix)
-    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}

@@ -22,8 +22,7 @@ import torch
 
 from dip_core.backend import Monitoring
 
-# Order of the scalars in the vector a step returns.
-LOSS, OK, VARIANCE, MSE, MSE_EMA, MSE_OUTPUT = range(6)
+# A step's scalars come back as one vector, in the order of dip_core.backend.STAT_FIELDS.
 _STATE = ("ema", "ema_on", "healthy", "ring", "s1", "s2", "shift", "count")
 
 
@@ -45,6 +44,7 @@ class TorchMonitors:
         self.ring = zeros(w, pixels) if w else zeros(0)
         self.s1, self.s2, self.shift = zeros(*size), zeros(*size), zeros(*size)
         self.count = torch.zeros((), dtype=torch.int64, device=device)
+        self.pushes = 0  # outputs queued into the window (= its count while every step is finite)
         ref = monitoring.reference
         self.reference = None
         if ref is not None:
@@ -54,7 +54,7 @@ class TorchMonitors:
 
     @torch.no_grad()
     def update(self, loss: torch.Tensor, out: torch.Tensor, traced: torch.Tensor | None, refresh: bool) -> torch.Tensor:
-        """Take in one step; returns its scalars (see the indices above), on the device."""
+        """Take in one step; returns its scalars (dip_core.backend.STAT_FIELDS), on the device."""
         m = self.monitoring
         ok = self.healthy & torch.isfinite(loss) & torch.isfinite(out).all()
         self.healthy = ok
@@ -86,13 +86,15 @@ class TorchMonitors:
         self.s2 = torch.where(ok, self.s2 + dx * dx - do * do, self.s2)
         self.ring.index_copy_(0, slot, torch.where(ok, x, old)[None])
         self.count = self.count + ok.long()
-        n = torch.clamp(self.count, max=window)
+        self.pushes += 1
         if refresh:
-            valid = (torch.arange(window, device=x.device) < n)[:, None]
-            nf = torch.clamp(n, min=1).float()
-            self.shift = torch.where(n > 0, torch.where(valid, self.ring, 0.0).sum(0) / nf, self.shift)
-            d = torch.where(valid, self.ring - self.shift, 0.0)
-            self.s1, self.s2 = d.sum(0), (d * d).sum(0)
+            # Exactly, around the mean of the slots filled so far (in order), which becomes the shift;
+            # kept as they were while a non-finite step waits for its rollback.
+            n = min(self.pushes, window)
+            var, mean = torch.var_mean(self.ring[:n], dim=0, correction=0)
+            self.shift = torch.where(self.healthy, mean, self.shift)
+            self.s1 = torch.where(self.healthy, 0.0, self.s1)
+            self.s2 = torch.where(self.healthy, var * n, self.s2)
         mean = self.s1 / window
         variance = torch.clamp(torch.mean(self.s2 / window - mean * mean), min=0.0)
         return torch.where(self.count >= window, variance, self._nan)
@@ -102,9 +104,10 @@ class TorchMonitors:
         return self.ema, self.ema_on
 
     def restore(self, ema: tuple[torch.Tensor, torch.Tensor]) -> None:
-        """Back to a snapshot's EMA; the steps after it are monitored again."""
+        """Back to a snapshot's EMA; the steps after it are monitored again (a rollback: waits for the device)."""
         self.ema, self.ema_on = ema
         self.healthy = torch.ones_like(self.healthy)
+        self.pushes = int(self.count)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k).detach().cpu().numpy().copy() for k in _STATE}
@@ -112,3 +115,4 @@ class TorchMonitors:
     def load(self, arrays: dict[str, np.ndarray]) -> None:
         for k in _STATE:
             setattr(self, k, torch.from_numpy(arrays[k].copy()).to(self.healthy.device))
+        self.pushes = int(arrays["count"])

@@ -315,3 +315,48 @@ def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overri
     assert (r["stopped"] or 120) == real["iters"]
     # The curves are PSNRs of float32 MSEs taken on the device; psnr_auto is taken on the host in float64.
     assert r["auto"] == pytest.approx(real["psnr_auto"], abs=1e-4)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_a_snapshot_can_be_returned_to_twice(name, noisy):
+    """Two rollbacks to one snapshot find it as it was taken (torch's optimizer once adopted its tensors,
+    and the steps after the first rollback changed them in place)."""
+    from dip_core.api import prepare
+
+    session = prepare("denoise", noisy, backend=name, device="cpu", seed=2, **SMALL).session
+    session.read(session.step())
+    snap = session.snapshot()
+    taken = session.to_arrays(snap)
+    for _ in range(2):
+        session.read(session.step())
+        session.read(session.step())
+        session.restore(snap)
+        now = session.to_arrays(session.snapshot())
+        assert set(now) == set(taken)
+        for key, value in taken.items():
+            assert np.array_equal(now[key], value), key
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_pipelined_or_not_the_same_run(name, noisy):
+    """Queueing the next step before reading this one changes nothing: the same losses, choices and result,
+    here with kept parameters (no EMA, auto-stop) and the discrepancy rule (torch keeps them from its ring
+    of two when pipelined)."""
+    from dip_core.api import prepare
+
+    def run(flip):
+        p = prepare("denoise", noisy, backend=name, device="cpu", iters=150, exp_weight=0.0, stop="auto", window=5,
+                    patience=40, noise_sigma=25, seed=4, **SMALL)  # fmt: skip
+        if flip:
+            p.session.pipelined = not p.session.pipelined
+        return fit(p.session, p.fit_settings)
+
+    a, b = run(False), run(True)
+    assert a.loss_curve == b.loss_curve and a.variance_curve == b.variance_curve
+    assert (a.result_iter, a.stop_iter, a.auto_rule, a.iters_done) == (
+        b.result_iter,
+        b.stop_iter,
+        b.auto_rule,
+        b.iters_done,
+    )
+    assert np.array_equal(a.result, b.result) and np.array_equal(a.final, b.final)
