@@ -1,13 +1,15 @@
 """The loop's cost beside the bare step, for this checkout or another one (before/after comparisons).
 
     .venv/bin/python -m bench.loop_pair [--root CHECKOUT] [--device cpu] [--sizes 128 256] [--blocks 5] [--steps 5]
+    .venv/bin/python -m bench.loop_pair --show bench/results/...-loop-pair-....json
 
 For every backend, size and with/without a reference, in a process of its own:
 blocks of `steps` bare steps (each read back) alternate with blocks of `dip run
 denoise`'s loop (`restore` with auto-stop on a noisy synthetic scene, at the
 bare step's size: no padding; timed between the second and the last but one
 step it books); prints one JSON line
-per case with the medians and the median of the paired ratios. `--root` runs
+per case with the medians and the median of the paired ratios, and writes them
+with the machine's fingerprint to bench/results/ (`--out`). `--root` runs
 another checkout's code (one whose sessions return the output from `step()`,
 as before the loop kept images on the device, works too; build its MLX CPU
 kernels there first), so both sides of a change are measured the same way on
@@ -18,11 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,6 +83,19 @@ def measure(root: str, backend: str, size: int, reference: bool, blocks: int, st
     }
 
 
+def show(path: Path) -> None:
+    """A recorded result as a Markdown table."""
+    data = json.loads(path.read_text())
+    print(f"{data['date']}, {data['fingerprint']['cpu']}, code of {data['root']}\n")
+    print("| backend | device | size | reference | bare step ms | loop ms | loop / step |")
+    print("|---|---|---|---|---|---|---|")
+    for r in data["rows"]:
+        print(
+            f"| {r['backend']} | {r['device']} | {r['size']}² | {'yes' if r['reference'] else 'no'} "
+            f"| {r['step_ms']:.1f} | {r['loop_ms']:.1f} | {r['loop_over_step']:.3f} |"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", default=str(ROOT), help="the checkout whose code is timed")
@@ -87,20 +104,43 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per block")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default: one under bench/results)")
+    ap.add_argument("--show", type=Path, help="print a recorded result")
     ap.add_argument("--case", nargs=3, metavar=("BACKEND", "SIZE", "REF"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.show:
+        show(args.show)
+        return
     if args.case:
         backend, size, ref = args.case
         row = measure(args.root, backend, int(size), ref == "ref", args.blocks, args.steps, args.device)
         print(json.dumps(row), flush=True)
         return
+    from bench.fingerprint import RESULTS, fingerprint, git_revision, machine_label
+    from dip_core.atomic import write_json
+
+    fp = fingerprint()
+    started = time.strftime("%Y%m%dT%H%M%S")
+    rows: list[dict[str, Any]] = []
     for size in args.sizes:
         for backend in args.backends:
             for ref in ("none", "ref"):
                 cmd = [sys.executable, "-m", "bench.loop_pair", "--root", args.root, "--blocks", str(args.blocks)]
-                cmd += ["--device", args.device]
-                cmd += ["--steps", str(args.steps), "--case", backend, str(size), ref]
-                subprocess.run(cmd, cwd=ROOT, check=True)
+                cmd += ["--device", args.device, "--steps", str(args.steps), "--case", backend, str(size), ref]
+                line = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+                rows.append(json.loads(line.strip().splitlines()[-1]))
+                print(line.strip(), flush=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(fp)).strip("-").lower()[:40]
+    out = args.out or RESULTS / f"{started}-loop-pair-{slug}.json"
+    revision = git_revision() if Path(args.root).resolve() == ROOT else _revision(args.root)
+    write_json(out, {"kind": "loop-pair", "date": started, "root": revision, "fingerprint": fp, "rows": rows})
+    print(f"wrote {out}")
+
+
+def _revision(root: str) -> str:
+    """The commit of another checkout."""
+    result = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() or root
 
 
 if __name__ == "__main__":

@@ -17,7 +17,11 @@ class ReportError(UserError):
 
 REPORTED = ("speed", "quality")
 # Other results that live beside them in bench/results, each with its own table: the command that prints it.
-OTHER_KINDS = {"autostop": "python -m bench.autostop table", "ladder": "python -m bench.ladder --show"}
+OTHER_KINDS = {
+    "autostop": "python -m bench.autostop table",
+    "ladder": "python -m bench.ladder --show",
+    "loop-pair": "python -m bench.loop_pair --show",
+}
 
 
 def load_results(paths: list[Path]) -> list[dict[str, Any]]:
