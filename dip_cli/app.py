@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from dip_core.backend import BackendName, Device
 from dip_core.config import NETS
 from dip_core.errors import UserError
+from dip_core.precision import Precision
 
 
 class _OneLineErrors(TyperGroup):
@@ -81,6 +82,10 @@ ConfigOpt = Annotated[
 ]
 DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: Metal/CUDA/MPS when present, else the CPU.")]
 BackendOpt = Annotated[BackendName, typer.Option("--backend", "-b", help="Framework to run on.")]
+PrecisionOpt = Annotated[
+    Precision | None,
+    typer.Option(help="fp32, tf32 (TF32 products on NVIDIA GPUs) or bf16; default: fp32 on a CPU, tf32 on a GPU."),
+]
 
 
 def _same_file(a: Path, b: Path) -> bool:

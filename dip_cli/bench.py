@@ -9,9 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from dip_cli.app import DeviceOpt, UsageError, err, out, user_errors
+from dip_cli.app import DeviceOpt, PrecisionOpt, UsageError, err, out, user_errors
 from dip_core.backend import BackendName, Device, available_backends
-from dip_core.precision import Precision
 
 bench_app = typer.Typer(help="Benchmarks: speed and quality per backend and machine, and the merged report.")
 
@@ -79,9 +78,7 @@ def bench_speed(
     loop: Annotated[
         bool, typer.Option(help="Also time `dip run`'s loop around the step, without and with a reference.")
     ] = True,
-    precision: Annotated[
-        Precision | None, typer.Option(help="fp32, tf32 or bf16; default: fp32 on a CPU, tf32 on a GPU.")
-    ] = None,
+    precision: PrecisionOpt = None,
     isolate: Annotated[
         bool, typer.Option(help="Each row in a process of its own (its own peak memory, no shared threads).")
     ] = True,
@@ -138,9 +135,7 @@ def bench_quality(
     backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
     device: DeviceOpt = Device.AUTO,
     cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
-    precision: Annotated[
-        Precision | None, typer.Option(help="fp32, tf32 or bf16; default: fp32 on a CPU, tf32 on a GPU.")
-    ] = None,
+    precision: PrecisionOpt = None,
     out: ResultsDir = "bench/results",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:

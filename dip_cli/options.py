@@ -13,13 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-from dip_cli.app import BackendOpt, DeviceOpt
+from dip_cli.app import BackendOpt, DeviceOpt, PrecisionOpt
 from dip_core.backend import BackendName, Device
 from dip_core.config import NETS
 from dip_core.inputs import InputKind
 from dip_core.options import Keep, RunOptions, Stop
 from dip_core.padding import PadMode
-from dip_core.precision import Precision
 
 
 def _opt(kind: Any, *decls: str, **kwargs: Any) -> Any:
@@ -30,14 +29,7 @@ def _opt(kind: Any, *decls: str, **kwargs: Any) -> Any:
 RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "backend": (BackendOpt, BackendName.MLX, "backend"),
     "device": (DeviceOpt, Device.AUTO, "device"),
-    "precision": (
-        _opt(
-            Precision | None,
-            help="fp32, tf32 (TF32 products on NVIDIA GPUs) or bf16; default: fp32 on a CPU, tf32 on a GPU.",
-        ),
-        None,
-        "precision",
-    ),
+    "precision": (PrecisionOpt, None, "precision"),
     "preset": (_opt(str | None, help="Named preset (see `dip presets`); default: the task's."), None, "preset"),
     "iters": (_opt(int | None, help="Iterations (preset's by default)."), None, "iters"),
     "lr": (_opt(float | None, help="Adam learning rate."), None, "lr"),
