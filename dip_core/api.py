@@ -101,8 +101,7 @@ def prepare(
 ) -> Prepared:
     """Everything `restore` does before the first step (same arguments, no tiles): the session on its
     device and the loop's settings, e.g. to time the loop as `dip run` runs it."""
-    blur = changes.pop("kernel", None) if isinstance(changes.get("kernel"), np.ndarray) else None
-    opts = RunOptions.of(options, **changes)
+    opts, blur = _options(options, changes)
     task = _task(task)
     img = as_image(image)
     settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
@@ -167,7 +166,7 @@ def restore(
     there every that many iterations; `resume` goes on from that file to the same
     result an uninterrupted run gives.
     """
-    opts = RunOptions.of(options, **{k: v for k, v in changes.items() if not isinstance(v, np.ndarray)})
+    opts, _ = _options(options, changes)
     if opts.tile:
         if checkpoint is not None or resume or opts.save_every:
             raise ProblemError("checkpoints, --resume and --save-every do not work with tiles yet")
@@ -227,6 +226,14 @@ def restore(
     return Result(out_image, report, result, p.problem, ref)
 
 
+def _options(options: RunOptions | None, changes: dict[str, Any]) -> tuple[RunOptions, np.ndarray | None]:
+    """The run's options with keyword changes, and a blur kernel given as an array (a spec string is an option)."""
+    kernel = changes.get("kernel")
+    if isinstance(kernel, np.ndarray):
+        return RunOptions.of(options, **{k: v for k, v in changes.items() if k != "kernel"}), kernel
+    return RunOptions.of(options, **changes), None
+
+
 AUTO_STOP_TASKS = frozenset({Task.DENOISE, Task.JPEG, Task.RESTORE, Task.SR})
 
 
@@ -280,8 +287,7 @@ def restore_tiled(
     """
     if changes.get("checkpoint") is not None or changes.get("resume"):
         raise ProblemError("checkpoints and --resume do not work with tiles yet")
-    blur = changes.pop("kernel", None) if isinstance(changes.get("kernel"), np.ndarray) else None
-    opts = RunOptions.of(options, **changes)
+    opts, blur = _options(options, changes)
     task = _task(task)
     img = as_image(image)
     settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())

@@ -47,21 +47,11 @@ def mse(out: mx.array, target: mx.array) -> mx.array:
 # MLX reads MLX_ENABLE_TF32 once, at its first GPU matmul or convolution: the first GPU
 # backend of a process fixes it, and a later one that wants the other setting is refused.
 _TF32_VAR = "MLX_ENABLE_TF32"
-_tf32_fixed: list[bool] = []
-
-
-def _set_tf32(on: bool) -> None:
-    if _tf32_fixed and _tf32_fixed[0] != on:
-        raise DeviceUnavailable(
-            f"MLX fixes TF32 {'on' if _tf32_fixed[0] else 'off'} once per process; "
-            "run other precisions on the MLX GPU in a process of their own"
-        )
-    os.environ[_TF32_VAR] = "1" if on else "0"
-    _tf32_fixed[:] = [on]
 
 
 class MLXBackend:
     name = "mlx"
+    _tf32: bool | None = None  # the TF32 setting this process's MLX GPU runs with, once a backend chose it
 
     def __init__(self, device: Device = Device.AUTO, precision: Precision | None = None) -> None:
         self.mx_device = _resolve(Device(device))
@@ -69,7 +59,17 @@ class MLXBackend:
         self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
         self.precision = effective(precision or default_precision(self.device), self.device)
         if self.device == "gpu":
-            _set_tf32(self.precision is not Precision.FP32)
+            self._fix_tf32(self.precision is not Precision.FP32)
+
+    @classmethod
+    def _fix_tf32(cls, on: bool) -> None:
+        if cls._tf32 is not None and cls._tf32 != on:
+            raise DeviceUnavailable(
+                f"MLX fixes TF32 {'on' if cls._tf32 else 'off'} once per process; "
+                "run other precisions on the MLX GPU in a process of their own"
+            )
+        os.environ[_TF32_VAR] = "1" if on else "0"
+        cls._tf32 = on
 
     # numpy (H, W, C) <-> mlx (1, H, W, C)
     @staticmethod

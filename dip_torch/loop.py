@@ -73,10 +73,9 @@ class TorchSession:
         self._param_ring: list[list[torch.Tensor]] = []
         if monitoring.keep_states and self.pipelined:
             self._param_ring = [[p.detach().clone() for p in self.net.parameters()] for _ in range(2)]
-        self._stats_host = [self._host_buffer(), self._host_buffer()] if self.device.type == "cuda" else []
-
-    def _host_buffer(self) -> torch.Tensor:
-        return torch.empty(6, pin_memory=True)
+        # On CUDA each step's scalars go to pinned host memory, in a ring of two (elsewhere they are read directly).
+        cuda = self.device.type == "cuda"
+        self._stats_host = [torch.empty(6, pin_memory=True) for _ in range(2)] if cuda else []
 
     def _autocast(self) -> Any:
         if self.bf16:
