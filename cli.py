@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from dip_cli import bench, check, data, info, run
+from dip_cli import batch, bench, check, data, info, run
 from dip_cli.app import app
 
-for command in (run.run, run.batch, data.degrade, data.example, info.presets, info.nets, check.crosscheck,
+for command in (run.run, batch.batch, data.degrade, data.example, info.presets, info.nets, check.crosscheck,
                 info.backends, info.doctor):  # fmt: skip
     app.command()(command)
 app.add_typer(bench.bench_app, name="bench")

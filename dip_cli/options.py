@@ -44,6 +44,11 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "input_kind": (_opt(InputKind | None, "--input", help="Network input z."), None, "input"),
     "input_channels": (_opt(int | None, help="Channels of z."), None, "input_channels"),
     "seed": (_opt(int, help="Seed of weights, z and the input noise."), 0, "seed"),
+    "threads": (
+        _opt(int | None, min=1, help="CPU threads of the backend; default: the cores free when it starts."),
+        None,
+        "threads",
+    ),
     "factor": (_opt(int | None, help="sr: upscaling factor, 2, 4 or 8."), None, "factor"),
     "kernel": (
         _opt(str | None, help="deblur: gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or a kernel image."),
@@ -55,6 +60,20 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
         _opt(str | None, help="inpaint: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask."),
         None,
         "mask_color",
+    ),
+    "strict_mask": (
+        _opt(bool, "--strict-mask", help="Refuse a mask with grey pixels instead of rounding it at 50 %."),
+        False,
+        "strict_mask",
+    ),
+    "keep_known": (
+        _opt(
+            bool | None,
+            "--keep-known/--no-keep-known",
+            help="inpaint/restore: paste the known pixels back into the result (default: on).",
+        ),
+        None,
+        "keep_known",
     ),
     "keep": (
         _opt(Keep, help="best: by PSNR with --reference, by output variance without; last."),

@@ -110,7 +110,7 @@ def prepare(
     cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
     padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
-    be = get_backend(opts.backend, opts.device, opts.precision)
+    be = get_backend(opts.backend, opts.device, opts.precision, opts.threads)
     check_memory(cfg, h, w, be, window=opts.window)  # the variance monitor keeps `window` outputs on the device
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)

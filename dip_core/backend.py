@@ -269,8 +269,10 @@ def get_backend(
     name: BackendName | str = BackendName.MLX,
     device: Device | str = Device.AUTO,
     precision: Precision | str | None = None,
+    threads: int | None = None,
 ) -> Backend:
-    """Import a backend lazily and bind it to a device and a precision (None: the device's default)."""
+    """Import a backend lazily and bind it to a device, a precision (None: the device's default) and a number
+    of CPU threads (None: the cores free now)."""
     try:
         name = BackendName(name)
     except ValueError:
@@ -296,4 +298,4 @@ def get_backend(
                 f"the {name.value} backend cannot import {framework} ({exc}): {install_hint(name)}"
             ) from None
         raise
-    return module.create(device, precision)
+    return module.create(device, precision, threads)

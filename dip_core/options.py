@@ -42,6 +42,7 @@ class RunOptions:
     device: Device = Device.AUTO  # auto: Metal / CUDA / MPS when present, else the CPU
     precision: Precision | None = None  # None: the device's default (fp32 on a CPU, tf32 on a GPU)
     seed: int = 0  # seeds the weights, z and the per-step input noise
+    threads: int | None = None  # CPU threads of the backend; None: the cores that are free when it starts
     preset: str | None = None  # None: the task's preset (sr: the one of `factor`)
     # Preset overrides; None keeps the preset's value.
     iters: int | None = None
@@ -59,6 +60,8 @@ class RunOptions:
     kernel: str | None = None  # deblur: gaussian:S, box:K, motion:L,A or a kernel image's path
     drop: float | None = None  # restore: drop this fraction of a clean image's pixels first
     mask_color: str | None = None  # inpaint: the overlay's pure colour is the mask
+    strict_mask: bool = False  # refuse a mask with grey pixels instead of rounding it at 50 %
+    keep_known: bool | None = None  # paste the known pixels back into the result; None: on for inpaint and restore
     # Which output is the result, and when to stop.
     keep: Keep = Keep.BEST
     stop: Stop | None = None  # None: auto for denoise, jpeg, restore and sr unless `iters` is given
@@ -89,6 +92,8 @@ class RunOptions:
             )
         if self.noise_sigma is not None and not 0 < self.noise_sigma < 255:
             raise ProblemError(f"the noise level is a standard deviation in (0, 255), got {self.noise_sigma}")
+        if self.threads is not None and self.threads < 1:
+            raise ProblemError(f"threads must be >= 1, got {self.threads}")
         for name in ("tile", "overlap", "save_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ProblemError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")

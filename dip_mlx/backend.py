@@ -53,7 +53,9 @@ class MLXBackend:
     name = "mlx"
     _tf32: bool | None = None  # the TF32 setting this process's MLX GPU runs with, once a backend chose it
 
-    def __init__(self, device: Device = Device.AUTO, precision: Precision | None = None) -> None:
+    def __init__(
+        self, device: Device = Device.AUTO, precision: Precision | None = None, threads: int | None = None
+    ) -> None:
         self.mx_device = _resolve(Device(device))
         mx.set_default_device(self.mx_device)
         self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
@@ -140,5 +142,7 @@ class MLXBackend:
         return losses, self.forward(net, x)
 
 
-def create(device: Device | str = Device.AUTO, precision: Precision | None = None) -> MLXBackend:
-    return MLXBackend(Device(device), precision)
+def create(
+    device: Device | str = Device.AUTO, precision: Precision | None = None, threads: int | None = None
+) -> MLXBackend:
+    return MLXBackend(Device(device), precision, threads)

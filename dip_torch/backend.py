@@ -41,7 +41,9 @@ def _set_tf32(on: bool) -> None:
 class TorchBackend:
     name = "torch"
 
-    def __init__(self, device: Device = Device.AUTO, precision: Precision | None = None) -> None:
+    def __init__(
+        self, device: Device = Device.AUTO, precision: Precision | None = None, threads: int | None = None
+    ) -> None:
         self.torch_device = _resolve(Device(device))
         self.device = self.torch_device.type
         self.precision = effective(precision or default_precision(self.device), self.device)
@@ -129,5 +131,7 @@ class TorchBackend:
         return losses, self.forward(net, x)
 
 
-def create(device: Device | str = Device.AUTO, precision: Precision | None = None) -> TorchBackend:
-    return TorchBackend(Device(device), precision)
+def create(
+    device: Device | str = Device.AUTO, precision: Precision | None = None, threads: int | None = None
+) -> TorchBackend:
+    return TorchBackend(Device(device), precision, threads)
