@@ -1,11 +1,12 @@
 """Measure the ES-WMV auto-stop: how far its choice falls short of the best output seen.
 
-    .venv/bin/python -m bench.autostop run [--data DIR_OF_THE_PAPERS_IMAGES] [--max-iters 3000]
+    .venv/bin/python -m bench.autostop run [--data DIR_OF_THE_PAPERS_IMAGES] [--max-iters 3000] [--out DIR]
     .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--patience 300 500] [--noise given]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
-output against the clean image at every step; the curves go to a JSON file.
+output against the clean image at every step; the curves go to a JSON file in
+your per-user results folder (dip_core.paths; `--out bench/results` adds it to the repository's).
 `table` then replays the stopping rule (stop once the variance has had no new
 minimum for P iterations) on those curves, for any P, exactly as `fit` applies
 it, and prints the gap to the best PSNR seen and the PSNR after the fixed count.
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from bench.fingerprint import RESULTS, fingerprint, machine_label
+from bench.fingerprint import fingerprint, machine_label
 from bench.quality import CASES, DEFAULT_DATA, prepare
 from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
@@ -41,6 +42,7 @@ from dip_core.examples import synthetic_scene
 from dip_core.fit import FitSettings, automatic_choice, ema_lag
 from dip_core.fit import replay as replay_decisions
 from dip_core.metrics import noise_sigma_estimate
+from dip_core.paths import bench_results_dir
 
 WINDOW = 100
 # Images degraded here, and their noise levels. kate, barbara and zebra were added after the
@@ -83,7 +85,9 @@ def run(args: argparse.Namespace) -> None:
     started = time.strftime("%Y%m%dT%H%M%S")
     fp = fingerprint()
     slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(fp)).strip("-").lower()[:40]
-    out = RESULTS / f"{started}-autostop-{slug}.json"
+    folder = args.out or bench_results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{started}-autostop-{slug}.json"
     for case in _cases(args.data, args.size):
         if args.only and case["name"] not in args.only:
             continue
@@ -220,6 +224,7 @@ def main() -> None:
     r.add_argument("--max-iters", type=int, default=3000)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--only", nargs="*", help="case names")
+    r.add_argument("--out", type=Path, help=f"folder for the curves (default: {bench_results_dir()})")
     t = sub.add_parser("table")
     t.add_argument("files", type=Path, nargs="+")
     t.add_argument("--data", type=Path, default=DEFAULT_DATA, help="to re-make the denoising inputs")

@@ -13,7 +13,6 @@ from typing import Any
 from dip_core.allocator import tune_allocator
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"  # where the bench commands write their JSON
 
 
 def _run(cmd: list[str]) -> str | None:

@@ -1,6 +1,6 @@
 """What each speed-up of MLX on the Linux CPU is worth: the default denoising step under each configuration.
 
-    .venv/bin/python -m bench.ladder [--sizes 128 256] [--blocks 3] [--per-block 2]
+    .venv/bin/python -m bench.ladder [--sizes 128 256] [--blocks 3] [--per-block 2] [--out DIR]
     .venv/bin/python -m bench.ladder --show bench/results/...-ladder-....json
 
 Each rung adds one change to the one above and runs, like every `dip bench
@@ -9,7 +9,8 @@ and without the allocator setting that dip applies to both backends. Rungs are
 switched by the environment variables the code reads (DIP_BLAS, DIP_MALLOC,
 DIP_CPU_KERNELS, DIP_WINOGRAD, DIP_SERIAL_BLAS). The reference-BLAS rung is
 measured at the smallest size only (it takes seconds per step). The result goes
-to bench/results as JSON and is printed as a Markdown table.
+as JSON to your per-user results folder (dip_core.paths; `--out bench/results`
+adds it to the repository's) and is printed as a Markdown table.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.fingerprint import RESULTS, fingerprint, machine_label
+from bench.fingerprint import fingerprint, machine_label
 from bench.speed import SpeedCase, run_isolated
 from dip_core.atomic import write_json
+from dip_core.paths import bench_results_dir
 
 OFF = {"DIP_CPU_KERNELS": "0", "DIP_MALLOC": "default"}
 RUNGS: list[tuple[str, str, dict[str, str]]] = [
@@ -71,13 +73,16 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=3)
     ap.add_argument("--per-block", type=int, default=2)
     ap.add_argument("--show", type=Path, help="print the table of a recorded ladder result instead of running")
+    ap.add_argument("--out", type=Path, help=f"folder for the result (default: {bench_results_dir()})")
     args = ap.parse_args()
     if args.show:
         print(markdown(json.loads(args.show.read_text())))
         return
     data = run(args.sizes, args.blocks, args.per_block)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(data["fingerprint"])).strip("-").lower()[:40]
-    out = RESULTS / f"{time.strftime('%Y%m%dT%H%M%S')}-ladder-{slug}.json"
+    folder = args.out or bench_results_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    out = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-ladder-{slug}.json"
     write_json(out, data)
     print(markdown(data))
     print(f"wrote {out}")

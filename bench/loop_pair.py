@@ -9,7 +9,8 @@ denoise`'s loop (`restore` with auto-stop on a noisy synthetic scene, at the
 bare step's size: no padding; timed between the second and the last but one
 step it books); prints one JSON line
 per case with the medians and the median of the paired ratios, and writes them
-with the machine's fingerprint to bench/results/ (`--out`). `--root` runs
+with the machine's fingerprint to your per-user results folder (dip_core.paths; `--out FILE`
+to write elsewhere). `--root` runs
 another checkout's code (one whose sessions return the output from `step()`,
 as before the loop kept images on the device, works too; build its MLX CPU
 kernels there first), so both sides of a change are measured the same way on
@@ -104,7 +105,7 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[128, 256])
     ap.add_argument("--blocks", type=int, default=5)
     ap.add_argument("--steps", type=int, default=5, help="steps per block")
-    ap.add_argument("--out", type=Path, default=None, help="result file (default: one under bench/results)")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default: one in your results folder)")
     ap.add_argument("--show", type=Path, help="print a recorded result")
     ap.add_argument("--case", nargs=3, metavar=("BACKEND", "SIZE", "REF"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -116,8 +117,9 @@ def main() -> None:
         row = measure(args.root, backend, int(size), ref == "ref", args.blocks, args.steps, args.device)
         print(json.dumps(row), flush=True)
         return
-    from bench.fingerprint import RESULTS, fingerprint, git_revision, machine_label
+    from bench.fingerprint import fingerprint, git_revision, machine_label
     from dip_core.atomic import write_json
+    from dip_core.paths import bench_results_dir
 
     fp = fingerprint()
     started = time.strftime("%Y%m%dT%H%M%S")
@@ -131,7 +133,8 @@ def main() -> None:
                 rows.append(json.loads(line.strip().splitlines()[-1]))
                 print(line.strip(), flush=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(fp)).strip("-").lower()[:40]
-    out = args.out or RESULTS / f"{started}-loop-pair-{slug}.json"
+    out = args.out or bench_results_dir() / f"{started}-loop-pair-{slug}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     revision = git_revision() if Path(args.root).resolve() == ROOT else _revision(args.root)
     write_json(out, {"kind": "loop-pair", "date": started, "root": revision, "fingerprint": fp, "rows": rows})
     print(f"wrote {out}")

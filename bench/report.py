@@ -16,7 +16,7 @@ class ReportError(UserError):
 
 
 REPORTED = ("speed", "quality")
-# Other results that live beside them in bench/results, each with its own table: the command that prints it.
+# Other results that live beside them in a results folder, each with its own table: the command that prints it.
 OTHER_KINDS = {
     "autostop": "python -m bench.autostop table",
     "ladder": "python -m bench.ladder --show",
@@ -28,6 +28,8 @@ def load_results(paths: list[Path]) -> list[dict[str, Any]]:
     """Speed and quality results from files and folders; a folder's other bench results are skipped."""
     files: list[tuple[Path, bool]] = []
     for p in paths:
+        if not p.exists():
+            raise ReportError(f"no such file or folder: {p}")
         files += [(f, True) for f in sorted(p.glob("*.json"))] if p.is_dir() else [(p, False)]
     results = []
     for f, in_folder in files:

@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from bench.fingerprint import blas
-from bench.flops import forward_flops, step_flops
 from dip_core.backend import SessionSpec, available_backends, get_backend
 from dip_core.config import SkipConfig, check_size, load_config
 from dip_core.degrade import Operator, OpKind
+from dip_core.flops import forward_flops, step_flops
 from dip_core.inputs import make_input
 from dip_core.params import count_params
 from dip_core.presets import PRESETS

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -12,18 +15,23 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
+from dip_core.atomic import why_unwritable
 from dip_core.backend import BackendName, Device
 from dip_core.config import NETS
-from dip_core.errors import UserError
+from dip_core.errors import UserError, UserErrors
 from dip_core.precision import Precision
+
+_ARGV: ContextVar[list[str] | None] = ContextVar("argv", default=None)
 
 
 class _OneLineErrors(TyperGroup):
     """Usage errors (unknown task, bad option value, ...) as one line and exit code 2, like every other error."""
 
-    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        argv = list(args) if args is not None else sys.argv[1:]
+        token = _ARGV.set(argv)  # the command line as given, for the reports
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(argv, *rest, standalone_mode=False, **kwargs)
         except typer.Abort:
             code = 130
         except typer.TyperException as exc:  # the command line's own errors (typer's click)
@@ -33,6 +41,8 @@ class _OneLineErrors(TyperGroup):
             else:
                 message = " ".join(exc.format_message().split())
                 err().print(f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True)
+        finally:
+            _ARGV.reset(token)
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
@@ -45,6 +55,29 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from dip_core.version import dip_version
+
+        out().print(f"dip {dip_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_show_version, is_eager=True, help="Print dip's version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def command_line() -> str:
+    """The command line of this invocation, as the user could type it again."""
+    argv = _ARGV.get()
+    return shlex.join(["dip", *(argv if argv is not None else sys.argv[1:])])
 
 
 def out() -> Console:
@@ -67,7 +100,8 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            err().print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            for message in exc.messages if isinstance(exc, UserErrors) else [str(exc)]:
+                err().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -95,17 +129,58 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_outputs(outputs: list[Path], inputs: list[Path], force: bool) -> None:
-    """Refuse to overwrite an input, an existing file without --force, or write into a missing folder."""
+def output_problems(outputs: list[Path], inputs: list[Path], force: bool) -> list[str]:
+    """What stops writing `outputs`: an input among them, an existing file without --force, a missing or
+    unwritable folder, two outputs on one file."""
+    problems = []
+    unwritable: dict[Path, str | None] = {}
     for path in outputs:
-        for inp in inputs:
-            if _same_file(path, inp):
-                raise UsageError(f"refusing to overwrite the input {inp}: choose another --out")
-        if not path.parent.is_dir():
-            raise UsageError(f"cannot write {path}: directory {path.parent} does not exist")
-        if path.is_dir():
-            raise UsageError(f"cannot write {path}: it is a directory")
-        if path.exists() and not force:
-            raise UsageError(f"{path} exists; add --force to overwrite it")
+        clash = next((inp for inp in inputs if _same_file(path, inp)), None)
+        if clash is not None:
+            problems.append(f"refusing to overwrite the input {clash}: choose another --out")
+        elif not path.parent.is_dir():
+            problems.append(f"cannot write {path}: directory {path.parent} does not exist")
+        elif path.is_dir():
+            problems.append(f"cannot write {path}: it is a directory")
+        elif path.exists() and not force:
+            problems.append(f"{path} exists; add --force to overwrite it")
+        else:
+            folder = path.parent.resolve()
+            if folder not in unwritable:
+                unwritable[folder] = why_unwritable(folder)
+                if unwritable[folder] is not None:
+                    problems.append(f"cannot write into {path.parent}: {unwritable[folder]}")
     if len({o.resolve() for o in outputs}) != len(outputs):
-        raise UsageError("two outputs would be written to the same file")
+        problems.append("two outputs would be written to the same file")
+    return problems
+
+
+def check_outputs(outputs: list[Path], inputs: list[Path], force: bool) -> None:
+    """Raise every problem of `output_problems` at once."""
+    problems = output_problems(outputs, inputs, force)
+    if problems:
+        raise UserErrors(problems)
+
+
+class Problems:
+    """Usage problems gathered from independent checks, so that one try reports them all."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    @contextlib.contextmanager
+    def check(self) -> Iterator[None]:
+        """Run a check; a user error it raises is noted and the next check goes on."""
+        try:
+            yield
+        except UserError as exc:
+            for message in exc.messages if isinstance(exc, UserErrors) else [str(exc)]:
+                if message not in self.messages:
+                    self.messages.append(message)
+
+    def __bool__(self) -> bool:
+        return bool(self.messages)
+
+    def raise_any(self) -> None:
+        if self.messages:
+            raise UserErrors(self.messages)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from dip_cli.app import DeviceOpt, PrecisionOpt, UsageError, err, out, user_errors
+from dip_cli.app import DeviceOpt, PrecisionOpt, UsageError, command_line, err, out, user_errors
 from dip_core.backend import BackendName, Device, available_backends
+from dip_core.paths import COMMITTED_RESULTS, bench_report_dir, bench_results_dir
 
 bench_app = typer.Typer(help="Benchmarks: speed and quality per backend and machine, and the merged report.")
 
@@ -52,15 +52,38 @@ def _envelope(kind_data: dict[str, Any]) -> dict[str, Any]:
     from bench.fingerprint import fingerprint
 
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    return {**kind_data, "date": now, "command": " ".join(["dip", *sys.argv[1:]]), "fingerprint": fingerprint()}
+    return {**kind_data, "date": now, "command": command_line(), "fingerprint": fingerprint()}
 
 
-ResultsDir = Annotated[str, typer.Option("--out", help="Folder for the result JSON (one file per run); '' to skip.")]
+ResultsDir = Annotated[
+    str | None,
+    typer.Option(
+        "--out",
+        show_default=f"per user: {bench_results_dir()}",
+        help=f"Folder for the result JSON (one file per run); '' to skip; {COMMITTED_RESULTS} to add to the "
+        "repository's results on purpose.",
+    ),
+]
 
 
-def _results_dir(out: str) -> Path | None:
-    """The --out folder; None for '' (as a Path, '' would mean the current folder)."""
+def _results_dir(out: str | None) -> Path | None:
+    """The --out folder: the per-user one when not given; None for '' (as a Path, '' means the current folder)."""
+    if out is None:
+        return bench_results_dir()
     return Path(out) if out.strip() else None
+
+
+def _wrote(path: Path | None, out: str | None) -> None:
+    """Say where the result went, and for the per-user folder what reads it and how to write elsewhere."""
+    if path is None:
+        return
+    err().print(f"wrote {path}", highlight=False, soft_wrap=True)
+    if out is None:
+        err().print(
+            f"  (your results folder: `dip bench report` reads it; --out {COMMITTED_RESULTS} adds to the repository's)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @bench_app.command("speed", context_settings=EXTRA_ARGS)
@@ -82,7 +105,7 @@ def bench_speed(
     isolate: Annotated[
         bool, typer.Option(help="Each row in a process of its own (its own peak memory, no shared threads).")
     ] = True,
-    out: ResultsDir = "bench/results",
+    out: ResultsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Time the optimisation step and `dip run`'s loop of every backend in one run: MLX/torch and loop/step ratios."""
@@ -121,8 +144,7 @@ def bench_speed(
             f"{r['kind']} / step, {r['backend']} at {r['size']}² ({r['device']}): {r['loop_over_step']:.3f}",
             highlight=False,
         )
-    if path:
-        err().print(f"wrote {path}", highlight=False)
+    _wrote(path, out)
 
 
 @bench_app.command("quality")
@@ -136,7 +158,7 @@ def bench_quality(
     device: DeviceOpt = Device.AUTO,
     cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
     precision: PrecisionOpt = None,
-    out: ResultsDir = "bench/results",
+    out: ResultsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Run the paper's cases on each backend: final, EMA and best PSNR beside the published figures."""
@@ -161,19 +183,37 @@ def bench_quality(
     path = _save_result(result, _results_dir(out))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
-    if path:
-        err().print(f"wrote {path}", highlight=False)
+    _wrote(path, out)
 
 
 @bench_app.command("report")
 @user_errors
 def bench_report(
-    results: Annotated[list[Path], typer.Argument(help="Result JSON files or folders of them.")],
-    folder: Annotated[Path, typer.Option("--out", help="Folder for report.md and the charts.")] = Path("bench/report"),
+    results: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            help=f"Result JSON files or folders of them ({COMMITTED_RESULTS}: the repository's).",
+            show_default=f"per user: {bench_results_dir()}",
+        ),
+    ] = None,
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", help="Folder for report.md and the charts.", show_default=f"per user: {bench_report_dir()}"
+        ),
+    ] = None,
 ) -> None:
     """Merge results from any number of machines into a Markdown table and PNG charts."""
     from bench.report import render
 
-    report, charts = render(results, folder)
+    if not results:
+        mine = bench_results_dir()
+        if not any(mine.glob("*.json")):
+            raise UsageError(
+                f"no results in {mine} yet: run `dip bench speed` or `dip bench quality` first, "
+                f"or name result files or folders ({COMMITTED_RESULTS}: the repository's)"
+            )
+        results = [mine]
+    report, charts = render(results, folder or bench_report_dir())
     for path in (report, *charts):
-        out().print(f"wrote {path}", highlight=False)
+        out().print(f"wrote {path}", highlight=False, soft_wrap=True)

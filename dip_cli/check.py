@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from typing import Annotated, Any
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from dip_cli.app import ConfigOpt, DeviceOpt, UsageError, out, user_errors
+from dip_cli.app import ConfigOpt, DeviceOpt, UsageError, err, out, user_errors
 from dip_core.backend import BackendName, Device, get_backend
-from dip_core.config import load_config
+from dip_core.config import NETS, SkipConfig, load_config, min_size
 from dip_core.precision import Precision
+
+if TYPE_CHECKING:
+    from dip_core.crosscheck import OnPhase
 
 
 @user_errors
@@ -30,6 +36,7 @@ def crosscheck(
         typer.Option(help="fp32 (strict, the targets' precision) or tf32 (what GPUs run by default); not bf16."),
     ] = Precision.FP32,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Prove that MLX and PyTorch compute the same outputs, gradients and Adam trajectory from the same weights."""
     from dip_core.crosscheck import CrossCheckCase
@@ -38,10 +45,12 @@ def crosscheck(
     if precision is Precision.BF16:
         raise UsageError("the cross-check compares fp32 or tf32 runs; bf16 differences are not rounding noise")
     cfg = load_config(config)
+    _check_fits(cfg, config, *size)
     case = CrossCheckCase(cfg, height=size[0], width=size[1], steps=steps, seed=seed, lr=lr)
     mlx_backend = get_backend(BackendName.MLX, device, precision)
     torch_backend = get_backend(BackendName.TORCH, device, precision)
-    report = run_crosscheck(mlx_backend, torch_backend, case, floor_samples=floor_samples)
+    with _progress(quiet) as on_phase:
+        report = run_crosscheck(mlx_backend, torch_backend, case, floor_samples=floor_samples, on_phase=on_phase)
     data = report.to_json()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -49,6 +58,38 @@ def crosscheck(
         _print_crosscheck(data)
     if data["verdict"] == "disagree":
         raise typer.Exit(1)
+
+
+def _check_fits(cfg: SkipConfig, name: str, height: int, width: int) -> None:
+    """A size too small for the network: say which sizes work and which named networks fit this one."""
+    smallest = min_size(cfg)
+    if height >= smallest and width >= smallest:
+        return
+    fits = [f"--config {n} (sides from {min_size(c)})" for n, c in NETS.items() if min_size(c) <= min(height, width)]
+    shallower = f", or a shallower network: {' or '.join(fits)}" if fits else ""
+    raise UsageError(
+        f"a {height}x{width} input is too small for the {cfg.depth}-scale network {name!r} "
+        f"(each side must be at least {smallest} pixels): use --size {max(height, smallest)} {max(width, smallest)} "
+        f"or larger{shallower}"
+    )
+
+
+@contextlib.contextmanager
+def _progress(quiet: bool) -> Iterator[OnPhase | None]:
+    """A bar on stderr, one tick per phase, naming the phase that runs; gone once done. Only on a terminal: a
+    piped or logged run prints its result alone."""
+    console = err()
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("cross-check", total=None)
+
+        def on_phase(done: int, total: int, what: str) -> None:
+            bar.update(task, completed=done, total=total, description=what, refresh=True)
+
+        yield on_phase
 
 
 def _print_crosscheck(data: dict[str, Any]) -> None:

@@ -27,7 +27,10 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
     A failure or interruption leaves `path` as it was (absent or intact).
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # name the file the user asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -35,9 +38,24 @@ def atomic_write(path: str | Path) -> Iterator[BinaryIO]:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def why_unwritable(folder: str | Path) -> str | None:
+    """Why no file can be created in `folder` (None if one can): found by creating and removing one, since
+    permissions alone do not tell (a read-only file system, root, ACLs)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".dip-probe.", dir=folder)
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    os.close(fd)
+    Path(tmp).unlink(missing_ok=True)
+    return None
 
 
 def _finite(value: Any) -> Any:

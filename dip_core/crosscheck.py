@@ -17,6 +17,7 @@ beat. A difference at or under that floor is rounding, not a bug.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -209,11 +210,46 @@ def grad_rel_diffs(cfg: SkipConfig, ga: Weights, gb: Weights) -> dict[str, float
     return out
 
 
-def _run(backend: Backend, cfg: SkipConfig, d: SharedDraw, weights: Weights, lr: float) -> dict[str, Any]:
+# Called before each phase of a cross-check with (phases done, phases in all, what runs now).
+OnPhase = Callable[[int, int, str], None]
+
+RUN_PHASES = 3  # forward, gradients, Adam trajectory
+
+
+def phase_count(floor_samples: int) -> int:
+    """How many phases a cross-check has: three per run (two backends, the noise floor's runs), then the blocks."""
+    return RUN_PHASES * (2 + floor_samples) + 1
+
+
+class _Phases:
+    """Counts phases and reports each to `on_phase` as it starts."""
+
+    def __init__(self, on_phase: OnPhase | None, total: int) -> None:
+        self.on_phase, self.total, self.done = on_phase, total, 0
+
+    def __call__(self, what: str) -> None:
+        if self.on_phase is not None:
+            self.on_phase(self.done, self.total, what)
+        self.done += 1
+
+
+def _run(
+    backend: Backend,
+    cfg: SkipConfig,
+    d: SharedDraw,
+    weights: Weights,
+    lr: float,
+    phase: Callable[[str], None] = lambda what: None,
+    label: str = "",
+) -> dict[str, Any]:
+    label = label or backend.name
+    phase(f"{label}: forward")
     net = backend.build(cfg, weights)
     params = _count(backend.get_weights(net))
     out = backend.forward(net, d.z)
+    phase(f"{label}: gradients")
     loss, grads = backend.loss_and_grads(net, d.z, d.target)
+    phase(f"{label}: {len(d.noises)} Adam steps")
     losses, final = backend.adam_steps(net, d.z, d.noises, d.target, lr)
     return {"out": out, "loss": loss, "grads": grads, "losses": losses, "final": final, "params": params}
 
@@ -268,20 +304,29 @@ def worst_of(comparisons: list[Comparison]) -> Comparison:
     )
 
 
-def crosscheck(a: Backend, b: Backend, case: CrossCheckCase, floor_samples: int = 3) -> CrossCheckReport:
+def crosscheck(
+    a: Backend, b: Backend, case: CrossCheckCase, floor_samples: int = 3, on_phase: OnPhase | None = None
+) -> CrossCheckReport:
     """Compare backend `a` against reference backend `b` on one shared draw.
 
     `floor_samples` runs of `b` from 1-ulp perturbed weights measure the fp32
-    noise floor (0 skips it).
+    noise floor (0 skips it). `on_phase` hears of each phase as it starts
+    (phase_count(floor_samples) in all), for a progress display: a run on the
+    default network takes minutes on a small CPU.
     """
     cfg = case.cfg
     d = draw(case)
-    run_a = _run(a, cfg, d, d.weights, case.lr)
-    run_b = _run(b, cfg, d, d.weights, case.lr)
+    phase = _Phases(on_phase, phase_count(floor_samples))
+    run_a = _run(a, cfg, d, d.weights, case.lr, phase)
+    run_b = _run(b, cfg, d, d.weights, case.lr, phase)
     floor = None
     if floor_samples:
-        runs = [_run(b, cfg, d, perturb(d.weights, case.seed + 7 + k), case.lr) for k in range(floor_samples)]
+        runs = [
+            _run(b, cfg, d, perturb(d.weights, case.seed + 7 + k), case.lr, phase, f"{b.name} noise floor {k + 1}")
+            for k in range(floor_samples)
+        ]
         floor = worst_of([compare(cfg, r, run_b) for r in runs])
+    phase("differences block by block")
     blocks = block_diffs(a, b, cfg, d.weights, d.z)
     return CrossCheckReport(
         backends=(a.name, b.name),

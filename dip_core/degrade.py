@@ -186,8 +186,11 @@ def blur(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
 # --- Corruptions for experiments (`dip degrade`) -------------------------------
 
 
-def add_noise(x: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    """Gaussian noise of std sigma/255, clipped to [0, 1] (as in the paper's code)."""
+def add_noise(x: np.ndarray, sigma: float, seed: int | tuple[int, ...]) -> np.ndarray:
+    """Gaussian noise of std sigma/255, clipped to [0, 1] (as in the paper's code).
+
+    A tuple seed such as (seed, 1) draws from a stream independent of `seed`'s (numpy's SeedSequence).
+    """
     if sigma < 0:
         raise DegradationError(f"noise sigma must be >= 0, got {sigma}")
     rng = np.random.default_rng(seed)

@@ -190,4 +190,4 @@ def save_image(path: str | Path, image: Image, *, quality: int = 95) -> None:
         with atomic_write(path) as fh:
             im.save(fh, format=fmt, **options)
     except OSError as exc:
-        raise ImageError(f"cannot write {path}: {exc}") from None
+        raise ImageError(f"cannot write {path}: {exc.strerror or exc}") from None

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-from bench.flops import forward_flops, step_flops
 from cli import app
 from dip_core.config import NETS
+from dip_core.flops import forward_flops, step_flops
 from tests.conftest import BACKENDS, BOTH
 from tests.images import synthetic, to_u8
 

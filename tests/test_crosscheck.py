@@ -9,7 +9,15 @@ from typer.testing import CliRunner
 
 from cli import app
 from dip_core.config import NETS
-from dip_core.crosscheck import FORWARD_TARGET, GRAD_TARGET, LOSS_TARGET, CrossCheckCase, crosscheck, first_divergence
+from dip_core.crosscheck import (
+    FORWARD_TARGET,
+    GRAD_TARGET,
+    LOSS_TARGET,
+    CrossCheckCase,
+    crosscheck,
+    first_divergence,
+    phase_count,
+)
 from tests.conftest import BOTH
 
 pytestmark = BOTH
@@ -80,3 +88,39 @@ def test_divergence_locator():
     diffs = {"a": 1e-7, "b": 2e-7, "c": 5e-6, "d": 1e-5}
     assert first_divergence(diffs) == "c"
     assert first_divergence({"a": 1e-7, "b": 3e-7}) is None
+
+
+def test_a_size_too_small_for_the_network_says_what_fits():
+    """`--size 32 32` on the default network (5 scales: sides from 33): one line naming the sizes that work and
+    the shallower networks that take this size."""
+    result = CliRunner().invoke(app, ["crosscheck", "--size", "32", "32"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    assert "at least 33" in lines[0] and "--size 33 33" in lines[0]
+    assert "--config small" in lines[0] and "--config tiny" in lines[0] and "inpaint-region" not in lines[0]
+
+
+def test_every_phase_is_reported_as_it_starts(mlx_backend, torch_backend):
+    seen = []
+    case = CrossCheckCase(NETS["tiny"], height=9, width=9, steps=2)
+    crosscheck(mlx_backend, torch_backend, case, floor_samples=1, on_phase=lambda *p: seen.append(p))
+    assert [done for done, _, _ in seen] == list(range(phase_count(1)))
+    assert {total for _, total, _ in seen} == {phase_count(1)} == {10}
+    whats = [what for _, _, what in seen]
+    assert whats[:3] == ["mlx: forward", "mlx: gradients", "mlx: 2 Adam steps"]
+    assert "torch noise floor 1: 2 Adam steps" in whats and whats[-1] == "differences block by block"
+
+
+@pytest.mark.parametrize("terminal, quiet", [(True, False), (True, True), (False, False)])
+def test_progress_on_a_terminal_unless_quiet(terminal, quiet):
+    """The phases show on stderr on a terminal (TTY_COMPATIBLE=1 makes rich treat it as one); --quiet or a
+    pipe leaves stderr empty and the JSON on stdout whole."""
+    args = ["crosscheck", "--config", "tiny", "--size", "9", "9", "--steps", "2", "--floor-samples", "1", "--json"]
+    env = {"TTY_COMPATIBLE": "1" if terminal else "0"}
+    result = CliRunner().invoke(app, args + (["--quiet"] if quiet else []), env=env)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps"] == 2
+    shown = terminal and not quiet
+    assert ("torch noise floor 1: 2 Adam steps" in result.stderr) is shown
+    assert (result.stderr == "") is not shown

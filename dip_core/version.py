@@ -1,0 +1,12 @@
+"""dip's version, as installed (pyproject.toml), for `dip --version` and every report."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+
+def dip_version() -> str:
+    try:
+        return version("dip")
+    except PackageNotFoundError:  # run from a checkout that was not installed
+        return "unknown (not installed)"
