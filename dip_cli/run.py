@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dip_cli.app import UsageError, check_outputs, err, out, user_errors
+from dip_cli.app import Problems, check_outputs, command_line, err, out, user_errors
 from dip_cli.options import with_run_options
+from dip_core.errors import UserError
+from dip_core.estimate import LONG_RUN_S, Estimate, duration, estimate_of
 from dip_core.fit import StepInfo
 from dip_core.options import RunOptions
 from dip_core.presets import Task
+from dip_core.version import dip_version
+
+# The estimate is printed once the first steps after the first have taken this long (or 20 steps), and only
+# for runs expected to take at least ESTIMATE_FROM_S.
+ESTIMATE_AFTER_S = 1.0
+ESTIMATE_FROM_S = 60.0
 
 
 def _progress() -> Progress:
@@ -39,7 +48,9 @@ def run(
     task: Annotated[Task, typer.Argument(help="What to restore.")],
     image: Annotated[Path, typer.Argument(help="The corrupted image (for sr: the low-resolution one).")],
     options: RunOptions,
-    mask: Annotated[Path | None, typer.Option(help="inpaint/restore: mask image, white = known.")] = None,
+    mask: Annotated[
+        Path | None, typer.Option(help="inpaint/restore: mask image, white = known (grey is rounded at 50 %).")
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--out", "-o", help="Output image (default IMAGE_stem.TASK.png).")
     ] = None,
@@ -52,88 +63,213 @@ def run(
         bool, typer.Option("--resume", help="Go on from the checkpoint of an unfinished run with the same settings.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing outputs.")] = False,
+    estimate: Annotated[
+        bool,
+        typer.Option(
+            "--estimate", help="Time a few steps, print how long the run would take (and cheaper choices); no run."
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Restore IMAGE with Deep Image Prior and write the result beside it."""
-    from dip_core.api import bicubic_baseline, resolve_preset, restore
-    from dip_core.atomic import write_json
-    from dip_core.image import Image, load_image, output_format, save_image
+    from dip_core.api import prepare, prepare_tiled
+    from dip_core.backend import get_backend
+    from dip_core.image import load_image, output_format
 
     opts = options
+    problems = Problems()
     target = output or image.with_name(f"{image.stem}.{task.value}.png")
-    output_format(target)
+    with problems.check():
+        output_format(target)
+    ckpt = target.with_name(f"{target.stem}.ckpt.npz")
+    partial = target.with_name(f"{target.stem}.partial{target.suffix}")
     outputs = [target] + [p for p in (report, plot) if p is not None]
-    baseline = target.with_name(f"{target.stem}.bicubic{target.suffix}") if task is Task.SR else None
-    if baseline is not None:
-        outputs.append(baseline)
+    if task is Task.SR:
+        outputs.append(target.with_name(f"{target.stem}.bicubic{target.suffix}"))
     inputs = [p for p in (image, mask, reference) if p is not None]
     if opts.kernel and Path(opts.kernel).exists():
         inputs.append(Path(opts.kernel))
-    if opts.tile and (opts.checkpoint_every or resume or opts.save_every or plot):
-        raise UsageError("--tile does not work with --checkpoint-every, --resume, --save-every or --plot yet")
-    ckpt = target.with_name(f"{target.stem}.ckpt.npz")
+    if opts.tile and (opts.checkpoint_every or opts.save_every or plot):
+        problems.messages.append(
+            "--tile does not work with --checkpoint-every, --save-every or --plot (a tiled run keeps its finished "
+            "tiles for --resume by itself)"
+        )
     if resume and not ckpt.is_file():
-        raise UsageError(f"no checkpoint to resume at {ckpt} (a run writes one with --checkpoint-every K)")
-    if ckpt.exists() and not (resume or force):
-        raise UsageError(f"an unfinished run left {ckpt}: go on with --resume, or start over with --force")
-    # A resumed run owns the outputs its first part wrote.
-    check_outputs(outputs, inputs, force or resume)
-    img = load_image(image)
-    planned = resolve_preset(task.value, opts.preset, opts.factor, **opts.overrides()).iters
+        problems.messages.append(f"no checkpoint to resume at {ckpt} (a run writes one with --checkpoint-every K)")
+    if ckpt.exists() and not (resume or force or estimate):
+        problems.messages.append(f"an unfinished run left {ckpt}: go on with --resume, or start over with --force")
+    if not estimate:
+        with problems.check():  # a resumed run owns the outputs its first part wrote
+            check_outputs(outputs + ([partial] if opts.tile else []), inputs, force or resume)
+    img = None
+    with problems.check():
+        img = load_image(image)
+    with problems.check():
+        get_backend(opts.backend, opts.device, opts.precision, opts.threads)
+    prepared: Any = None
+    if img is not None:
+        with problems.check():
+            if opts.tile:
+                prepared = prepare_tiled(task.value, img, opts.tile, opts.overlap, opts, mask=mask, reference=reference)
+            else:
+                prepared = prepare(task.value, img, opts, mask=mask, reference=reference)
+            if resume and ckpt.is_file():
+                prepared.check_resume(ckpt)
+    problems.raise_any()
+    for warning in prepared.warnings:
+        err().print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+    if estimate:
+        _estimate_only(prepared, mask)
+        return
+    first = prepared.first if opts.tile else prepared
+    planned = first.preset.iters
     progress = None if quiet else _progress()
-    bar = _Bar(progress)
+    bar = _Bar(progress, functools.partial(estimate_of, prepared))
     with handle_sigterm(), progress or contextlib.nullcontext():
         on_step = bar.step if progress is not None else None
         if opts.tile:
-            from dip_core.api import restore_tiled
 
             def on_tile(k: int, n: int) -> None:
                 bar.tile(task.value, k, n, planned)
 
-            result = restore_tiled(
-                task.value, img, opts.tile, opts.overlap, opts, mask=mask, reference=reference, on_step=on_step,
-                on_tile=on_tile,
-            )  # fmt: skip
+            result = prepared.run(on_step=on_step, on_tile=on_tile, checkpoint=ckpt, resume=resume)
         else:
             bar.tile(task.value, 0, 1, planned)
-            result = restore(
-                task.value, img, opts, mask=mask, reference=reference,
+            result = prepared.run(
                 checkpoint=ckpt if (opts.checkpoint_every or resume) else None, resume=resume, on_step=on_step,
                 save_to=target if opts.save_every else None,
             )  # fmt: skip
-    save_image(target, result.image)
-    written = [target]
-    if baseline is not None:
-        save_image(baseline, Image(bicubic_baseline(result.problem), img.mode, img.bit_depth, None, img.source_mode))
-        written.append(baseline)
     rep = result.report
-    rep["output"] = str(target)
+    rep["dip_version"] = dip_version()
+    rep["command"] = command_line()
+    unfinished_tiles = bool(opts.tile) and not rep["finished"]
+    image_path = partial if unfinished_tiles else target
+    rep["output"] = str(image_path)
+    written, rescued = _write_outputs(result, image_path, report, plot, task)
+    _summary(rep, written)
+    for line in rep["warnings"]:
+        if line not in prepared.warnings:
+            err().print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    if rep["interrupted"]:
+        if unfinished_tiles:
+            done = len(rep["tiles"])
+            err().print(
+                f"interrupted: {done} of {rep['tiles_total']} tiles restored, the others are the input; "
+                f"this unfinished result is {image_path}",
+                highlight=False,
+            )
+        else:
+            err().print(
+                f"interrupted after {rep['iters']} iterations: the result so far was written (unfinished)",
+                highlight=False,
+            )
+        if ckpt.is_file():
+            err().print(f"the checkpoint {ckpt} is kept: add --resume to the same command to go on", highlight=False)
+        raise typer.Exit(130)
+    ckpt.unlink(missing_ok=True)  # the run is complete: nothing is left to resume
+    if opts.tile and resume:
+        partial.unlink(missing_ok=True)
+    if rescued:
+        raise typer.Exit(1)
+
+
+def _write_outputs(
+    result: Any, image_path: Path, report: Path | None, plot: Path | None, task: Task
+) -> tuple[list[Path], bool]:
+    """Write every output, each on its own: one that cannot be written goes to a fallback folder (said so)
+    rather than being lost, and the others are written all the same."""
+    from dip_core.api import bicubic_baseline
+    from dip_core.atomic import write_json
+    from dip_core.image import Image, save_image
+
+    rep = result.report
+    jobs: list[tuple[Path, Callable[[Path], None]]] = [(image_path, lambda p: save_image(p, result.image))]
+    if task is Task.SR:
+        img = result.image
+        baseline = Image(bicubic_baseline(result.problem), img.mode, img.bit_depth, None, img.source_mode)
+        bicubic = image_path.with_name(f"{image_path.stem}.bicubic{image_path.suffix}")
+        jobs.append((bicubic, lambda p: save_image(p, baseline)))
     if report is not None:
-        write_json(report, rep)
-        written.append(report)
+        jobs.append((report, lambda p: write_json(p, rep)))
     if plot is not None:
         from dip_core.plot import plot_run
 
-        plot_run(plot, rep, result.problem.corrupted, result.image.pixels, result.reference)
-        written.append(plot)
-    _summary(rep, written)
-    if rep["interrupted"]:
-        err().print(f"interrupted after {rep['iters']} iterations: the result so far was written")
-        if ckpt.is_file():
-            err().print(f"the checkpoint {ckpt} is kept: add --resume to the same command to go on")
-        raise typer.Exit(130)
-    if ckpt.is_file():
-        ckpt.unlink()  # the run is complete: nothing is left to resume
+        pixels = result.image.pixels
+        jobs.append((plot, lambda p: plot_run(p, rep, result.problem.corrupted, pixels, result.reference)))
+    written, rescued = [], False
+    for path, write in jobs:
+        try:
+            write(path)
+            written.append(path)
+        except (UserError, OSError) as exc:
+            problem = str(exc) if isinstance(exc, UserError) else f"cannot write {path}: {exc.strerror or exc}"
+            spare = _rescue(path, write)
+            rescued = True
+            where = f"wrote it to {spare} instead" if spare else "no fallback folder could be written either"
+            err().print(f"[bold red]error:[/] {problem}; {where}", highlight=False, soft_wrap=True)
+            if spare:
+                written.append(spare)
+    return written, rescued
+
+
+def _rescue(path: Path, write: Callable[[Path], None]) -> Path | None:
+    """Write to the first writable fallback: the working folder, then the temporary folder."""
+    import tempfile
+
+    for folder in (Path.cwd(), Path(tempfile.gettempdir()) / "dip-rescued"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            spare = folder / path.name
+            n = 1
+            while spare.exists():
+                spare = folder / f"{path.stem}.{n}{path.suffix}"
+                n += 1
+            write(spare)
+            return spare
+        except (UserError, OSError):
+            continue
+    return None
+
+
+def _print_estimate(est: Estimate, console: Any) -> None:
+    """The run's estimate; for a long run, half the iterations and how to time the other choices."""
+    console.print(est.line(), highlight=False, soft_wrap=True)
+    if est.seconds > LONG_RUN_S:
+        half = est.halved()
+        console.print(
+            f"  a long run: --iters {half.iters} takes half as long ({duration(half.seconds)}); --estimate times "
+            "the other cheaper choices (--net small, a downscaled image) on this machine",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _estimate_only(prepared: Any, mask: Path | None) -> None:
+    """`--estimate`: time the run and the paper's cheaper choices on sessions of their own; nothing is written."""
+    from dip_core.estimate import alternatives, measure
+
+    with err().status("timing a few steps of the run..."):
+        est = measure(prepared)
+    out().print(est.line(), highlight=False, soft_wrap=True)
+    with err().status("timing a few steps of each cheaper choice..."):
+        alts = alternatives(prepared, mask=mask)
+    out().print("cheaper, as the paper allows (timed on this machine):", highlight=False)
+    for alt in alts:
+        out().print(f"  {alt.change}: {duration(alt.estimate.seconds)} ({alt.note})", highlight=False, soft_wrap=True)
 
 
 class _Bar:
-    """The progress bar of a run: one bar, advanced through the tiles of a tiled run."""
+    """The progress bar of a run: one bar, advanced through the tiles of a tiled run. Once the first steps are
+    timed it prints the run's estimate above itself (and cheaper choices for a long run)."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None, estimate: Callable[[float], Estimate]) -> None:
         self.progress = progress
+        self.estimate = estimate
         self.id: Any = None
         self.offset = 0
         self.started = time.perf_counter()
+        self.first: float | None = None  # when the first step was reported (after compilation)
+        self.estimated = False
 
     def tile(self, name: str, k: int, n: int, iters: int) -> None:
         if self.progress is None:
@@ -145,17 +281,29 @@ class _Bar:
             self.progress.update(self.id, description=f"{name} tile {k + 1}/{n}", completed=self.offset)
 
     def step(self, info: StepInfo) -> None:
+        now = time.perf_counter()
         done = self.offset + info.i
-        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        rate = done / max(now - self.started, 1e-9)
         psnr_text = f"PSNR {info.psnr:.2f} dB" if info.psnr is not None else f"fit {info.psnr_input:.1f} dB"
         self.progress.update(self.id, completed=done, speed=f"{rate:.1f} it/s", loss=f"{info.loss:.2e}", psnr=psnr_text)
+        if self.estimated or self.offset:
+            return
+        if self.first is None:
+            self.first = now
+        elif now - self.first >= ESTIMATE_AFTER_S or info.i >= 21:
+            self.estimated = True
+            est = self.estimate(1000 * (now - self.first) / (info.i - 1))
+            if est.seconds >= ESTIMATE_FROM_S:
+                _print_estimate(est, self.progress.console)
 
 
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:
     line = f"{rep['task']} on {rep['backend']} ({rep['device']}, {rep['precision']}): {rep['iters']} iterations"
     line += f", {rep['ms_per_iter']:.1f} ms/iter"
     if "tiles" in rep:
-        line += f" over {len(rep['tiles'])} tiles of {rep['tile']} px (overlap {rep['overlap']})"
+        done, total = len(rep["tiles"]), rep["tiles_total"]
+        count = f"{done} tiles" if done == total else f"{done} of {total} tiles"
+        line += f" over {count} of {rep['tile']} px (overlap {rep['overlap']})"
         if rep.get("psnr_result") is not None:
             line += f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB"
     elif rep.get("psnr") is not None:

@@ -18,8 +18,10 @@ from dip_core.errors import UserError
 from dip_core.image import Image
 from dip_core.presets import Task
 
-# A mask pixel is "known" above this grey level; anything between the two
-# tolerances is neither black nor white.
+# A mask pixel is "known" from this grey level up. Within MASK_TOLERANCE of black or white a pixel is
+# taken as pure; anything between is grey: rounded by default (anti-aliased edges, JPEG ringing), refused
+# by the strict check.
+MASK_THRESHOLD = 0.5
 MASK_TOLERANCE = 0.05
 
 
@@ -37,22 +39,33 @@ class Problem:
     out_width: int
     corrupted: np.ndarray  # the input as seen at the output size (PSNR of the input, plots)
     mask: np.ndarray | None = None  # (H, W, 1), 1 = known
+    mask_rounded: int = 0  # grey pixels of the user's mask rounded to black or white
     simulated: bool = False  # the corruption was applied here (--drop): the input itself is the ground truth
 
 
-def mask_from_image(mask: Image, height: int, width: int) -> np.ndarray:
-    """A binary (H, W, 1) mask from a black-and-white image (white = known)."""
+def mask_from_image(mask: Image, height: int, width: int, strict: bool = False) -> tuple[np.ndarray, int]:
+    """A binary (H, W, 1) mask from a black-and-white image (white = known), rounded at 50 % grey, and the number
+    of grey pixels that were rounded. `strict` refuses grey pixels instead."""
     if (mask.height, mask.width) != (height, width):
         raise ProblemError(f"the mask is {mask.width}x{mask.height} but the image is {width}x{height}; they must match")
     grey = mask.pixels.mean(axis=2)
-    between = (grey > MASK_TOLERANCE) & (grey < 1 - MASK_TOLERANCE)
-    if between.any():
-        share = 100.0 * between.mean()
-        raise ProblemError(f"the mask must be black and white only ({share:.1f}% of its pixels are grey)")
-    known = (grey >= 0.5).astype(np.float32)[..., None]
+    between = int(((grey > MASK_TOLERANCE) & (grey < 1 - MASK_TOLERANCE)).sum())
+    if between and strict:
+        raise ProblemError(
+            f"the mask must be black and white only: {between} of its {grey.size} pixels "
+            f"({percent(between, grey.size)}) are grey "
+            "(leave out --strict-mask to round them at 50 %)"
+        )
+    known = (grey >= MASK_THRESHOLD).astype(np.float32)[..., None]
     if not known.any():
         raise ProblemError("the mask has no known (white) pixels: there is nothing to fit")
-    return known
+    return known, between
+
+
+def percent(part: int, whole: int) -> str:
+    """`12.5%`, `0.03%`: never `0.0%` for a part that is not zero."""
+    share = 100.0 * part / whole
+    return f"{share:.1f}%" if share >= 1 or share == 0 else f"{share:.1g}%"
 
 
 def parse_color(spec: str) -> tuple[float, float, float]:
@@ -90,6 +103,7 @@ def make_problem(
     kernel: np.ndarray | None = None,
     drop: float | None = None,
     seed: int = 0,
+    strict_mask: bool = False,
 ) -> Problem:
     """Describe the loss for `task` on `image` (the corrupted input, or the clean one with `drop`)."""
     task = Task(task)
@@ -99,8 +113,9 @@ def make_problem(
     if task in (Task.INPAINT, Task.RESTORE):
         if mask is not None and drop is not None:
             raise ProblemError("give either --mask or --drop, not both")
+        rounded = 0
         if mask is not None:
-            m = mask_from_image(mask, h, w)
+            m, rounded = mask_from_image(mask, h, w, strict_mask)
         elif drop is not None and task is Task.RESTORE:
             try:
                 m = drop_mask(h, w, drop, seed)
@@ -110,7 +125,8 @@ def make_problem(
             need = "--mask (white = known)" + (" or --drop FRACTION" if task is Task.RESTORE else "")
             raise ProblemError(f"{task.value} needs {need}")
         y = x * m
-        return Problem(task, image, y, Operator(OpKind.MASK, mask=m), h, w, y, mask=m, simulated=mask is None)
+        op = Operator(OpKind.MASK, mask=m)
+        return Problem(task, image, y, op, h, w, y, mask=m, mask_rounded=rounded, simulated=mask is None)
     if task is Task.SR:
         if factor is None:
             raise ProblemError("sr needs --factor 2, 4 or 8")

@@ -54,7 +54,11 @@ CASES = [
     ("truncated PNG", ["run", "denoise", "{d}/cut.png"], "cannot read"),
     ("mask size mismatch", ["run", "inpaint", "{d}/img.png", "--mask", "{d}/small.png"], "must match"),
     ("empty mask", ["run", "inpaint", "{d}/img.png", "--mask", "{d}/black_mask.png"], "no known"),
-    ("non-binary mask", ["run", "inpaint", "{d}/img.png", "--mask", "{d}/grey_mask.png"], "black and white"),
+    (
+        "non-binary mask, strict",
+        ["run", "inpaint", "{d}/img.png", "--mask", "{d}/grey_mask.png", "--strict-mask"],
+        "black and white",
+    ),
     ("missing mask file", ["run", "inpaint", "{d}/img.png", "--mask", "{d}/nope.png"], "no such file"),
     (
         "mask and drop together",

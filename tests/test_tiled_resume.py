@@ -1,0 +1,104 @@
+"""An interrupted tiled run: marked unfinished (name, report, message), and resumable to the whole run's result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from typer.testing import CliRunner
+
+from cli import app
+from dip_core.api import restore_tiled
+from dip_core.checkpoint import CheckpointError
+from dip_core.degrade import add_noise
+from dip_core.tiles import plan
+from tests.conftest import BACKENDS
+from tests.images import synthetic, to_u8
+
+runner = CliRunner()
+TINY = {"net": "tiny", "input_channels": 4}
+
+
+def stop_in_tile(k: int, at: int):
+    """An on_step that interrupts (as Ctrl-C does) at step `at` of tile `k`: the tile is known from the step
+    counter starting again."""
+    seen = {"tile": -1, "last": 10**9}
+
+    def on_step(info):
+        if info.i < seen["last"]:
+            seen["tile"] += 1
+        seen["last"] = info.i
+        if seen["tile"] == k and info.i == at:
+            raise KeyboardInterrupt
+
+    return on_step
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    return add_noise(synthetic(27, 41), 25, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_interrupted_tiled_run_resumes_to_the_uninterrupted_result(backend, noisy, tmp_path):
+    common = {"backend": backend, "device": "cpu", "iters": 6, "seed": 3, **TINY}
+    whole = restore_tiled("denoise", noisy, 16, 4, **common)
+    assert whole.report["finished"] and whole.report["tiles_total"] == len(whole.report["tiles"])
+
+    ckpt = tmp_path / "t.ckpt.npz"
+    cut = restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, on_step=stop_in_tile(2, 4), **common)
+    assert not cut.report["finished"] and cut.report["interrupted"]
+    assert len(cut.report["tiles"]) == 2 < cut.report["tiles_total"]
+    assert ckpt.is_file()
+
+    resumed = restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, resume=True, **common)
+    assert resumed.report["finished"] and resumed.report["tiles_resumed"] == 2
+    assert np.array_equal(resumed.pixels, whole.pixels)
+
+
+def test_a_tiled_checkpoint_of_other_settings_is_refused(noisy, tmp_path):
+    common = {"backend": BACKENDS[0], "device": "cpu", "iters": 4, **TINY}
+    ckpt = tmp_path / "t.ckpt.npz"
+    restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, on_step=stop_in_tile(1, 2), **common)
+    with pytest.raises(CheckpointError, match="another run"):
+        restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, resume=True, **{**common, "seed": 9})
+
+
+def test_the_cli_names_an_unfinished_tiled_result_and_resumes_it(noisy, tmp_path, monkeypatch):
+    src = tmp_path / "big.png"
+    PILImage.fromarray(to_u8(noisy)).save(src)
+    args = ["run", "denoise", str(src), "--tile", "16", "--overlap", "4", "--iters", "5", "--net", "tiny"]
+    args += ["--input-channels", "4", "--device", "cpu", "--report", str(tmp_path / "r.json")]
+
+    import dip_core.api as api
+
+    real = api.Prepared.run
+    calls = {"n": 0}
+
+    def run_then_stop(self, **kwargs):  # the second tile is interrupted, as by Ctrl-C
+        calls["n"] += 1
+        if calls["n"] == 2:
+            kwargs["on_step"] = stop_in_tile(0, 3)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(api.Prepared, "run", run_then_stop)
+    cut = runner.invoke(app, args)
+    assert cut.exit_code == 130, cut.output
+    text = " ".join(cut.output.split())
+    n = len(plan(27, 41, 16, 4))
+    assert f"1 of {n} tiles restored" in text and "--resume" in text
+    partial = tmp_path / "big.denoise.partial.png"
+    assert partial.is_file() and not (tmp_path / "big.denoise.png").exists()
+    assert json.loads((tmp_path / "r.json").read_text())["finished"] is False
+
+    monkeypatch.setattr(api.Prepared, "run", real)
+    again = runner.invoke(app, args)  # without --resume: refused, nothing lost
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = runner.invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert (tmp_path / "big.denoise.png").is_file()
+    assert not partial.exists() and not (tmp_path / "big.denoise.ckpt.npz").exists()
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["finished"] and report["tiles_resumed"] == 1
