@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
         r = restore(
             case["task"], case["image"], backend=args.backend, device="cpu", reference=case["reference"],
             iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=args.seed, trace_output=True,
-            **case["options"],
+            keep_known=False, **case["options"],
         )  # fmt: skip
         rep = r.report
         ema = rep["preset"]["exp_weight"] > 0

@@ -90,9 +90,10 @@ def run_case(
     options = dict(inputs["options"])
     if "mask" in options:
         options["mask"] = (options["mask"] * 255).astype(np.uint8)
+    # keep_known=False: the network's own output, as the paper scores it.
     result = restore(
         case.task, inputs["image"], backend=backend, device=device, reference=inputs["reference"], seed=seed,
-        precision=precision, **options, **({"iters": iters} if iters else {}),
+        precision=precision, keep_known=False, **options, **({"iters": iters} if iters else {}),
     )  # fmt: skip
     rep = result.report
     row = {
