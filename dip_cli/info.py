@@ -61,16 +61,16 @@ def backends() -> None:
     """Show which backends are installed and which device each would use."""
     from dip_core.backend import install_hint
 
-    table = Table("backend", "status", "device (auto)", "note")
+    table = Table("backend", "status", "device (auto)", "CPU threads", "note")
     found = available_backends()
     for name in BackendName:
         if name.value not in found:
-            table.add_row(name.value, "[red]missing[/]", "-", install_hint(name))
+            table.add_row(name.value, "[red]missing[/]", "-", "-", install_hint(name))
             continue
         try:
             b = get_backend(name, Device.AUTO)
         except (BackendUnavailable, DeviceUnavailable) as exc:
-            table.add_row(name.value, "[red]unusable[/]", "-", str(exc))
+            table.add_row(name.value, "[red]unusable[/]", "-", "-", str(exc))
             continue
         note = ""
         if name is BackendName.MLX:
@@ -78,7 +78,7 @@ def backends() -> None:
             from dip_mlx.cpu_kernels import status
 
             note = f"BLAS: {BLAS.name}; CPU kernels: {status()}"
-        table.add_row(name.value, "[green]ok[/]", b.device, note)
+        table.add_row(name.value, "[green]ok[/]", b.device, f"{b.threads} ({b.threads_reason})", note)
     out().print(table)
 
 
@@ -97,7 +97,8 @@ def doctor() -> None:
     )
     out().print(f"memory allocator: {fp['allocator']}", highlight=False)
     table = Table("backend", "version", "device", "default precision", "BLAS", "matmul 2048² (that precision)")
-    advice = []
+    advice: list[str] = []
+    threads: list[str] = []  # per backend on the CPU: how many threads and why
     for name in BackendName:
         if name.value not in available_backends():
             table.add_row(name.value, "-", "-", "-", "-", "not installed")
@@ -114,11 +115,15 @@ def doctor() -> None:
             backend = get_backend(name, device)
             gflops = matmul_gflops(name.value, device)
             blas = fp["blas"].get(name.value) if device == "cpu" else "-"
+            if device == "cpu":
+                plural = "s" if backend.threads != 1 else ""
+                threads.append(f"{name.value}: {backend.threads} thread{plural} - {backend.threads_reason}")
             table.add_row(
                 name.value, fp[name.value] or "?", backend.device, backend.precision.value, str(blas),
                 f"{gflops:,.0f} GFLOP/s",
             )  # fmt: skip
     out().print(table)
+    _print_threads(threads)
     from dip_mlx.blas import load_blas
 
     if "mlx" in available_backends():
@@ -131,3 +136,14 @@ def doctor() -> None:
                 advice.append("mlx: for ~2x faster MLX on the CPU build its kernels: python -m dip_mlx.build_kernels")
     for line in advice or ["nothing to add: every backend is installed and uses a fast BLAS"]:
         out().print(f"- {line}", highlight=False)
+
+
+def _print_threads(lines: list[str]) -> None:
+    """The load on this process's cores and the CPU threads each backend runs (dip_core/threads.py)."""
+    from dip_core.threads import core_count, current_load
+
+    load = current_load()
+    seen = "unknown" if load is None else f"{load:.1f} of {core_count()} cores busy with other processes"
+    out().print(f"CPU threads (load now: {seen}; --threads N or DIP_THREADS=N to choose):", highlight=False)
+    for line in lines:
+        out().print(f"  {line}", highlight=False)

@@ -7,6 +7,7 @@ import functools
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -72,16 +73,16 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Restore IMAGE with Deep Image Prior and write the result beside it."""
-    from dip_core.api import prepare, prepare_tiled
+    from dip_core.api import prepare, prepare_tiled, resumed_threads
     from dip_core.backend import get_backend
     from dip_core.image import load_image, output_format
 
-    opts = options
     problems = Problems()
     target = output or image.with_name(f"{image.stem}.{task.value}.png")
     with problems.check():
         output_format(target)
     ckpt = target.with_name(f"{target.stem}.ckpt.npz")
+    opts = replace(options, threads=resumed_threads(options, ckpt)) if resume and ckpt.is_file() else options
     partial = target.with_name(f"{target.stem}.partial{target.suffix}")
     outputs = [target] + [p for p in (report, plot) if p is not None]
     if task is Task.SR:

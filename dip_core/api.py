@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dip_core.backend import Backend, Session, SessionSpec, get_backend
-from dip_core.checkpoint import Checkpointing, digest, load_checkpoint, save_checkpoint
+from dip_core.checkpoint import Checkpointing, digest, load_checkpoint, read_run, save_checkpoint
 from dip_core.config import SkipConfig, load_config
 from dip_core.degrade import parse_kernel, resize
 from dip_core.fit import FitResult, FitSettings, StepInfo, fit
@@ -161,6 +161,7 @@ class Prepared:
             "backend": be.name,
             "device": be.device,
             "precision": be.precision.value,
+            "threads": be.threads,  # the CPU's sums split by thread: another count changes the last bits
             "seed": opts.seed,
             "preset": {k: v for k, v in self.preset.to_dict().items() if k not in ("iters", "note")},
             "net": self.cfg.to_dict(),
@@ -274,6 +275,8 @@ def restore(
     result an uninterrupted run gives. A tiled run keeps its finished tiles in
     `checkpoint` after every tile and `resume` goes on from the next one.
     """
+    if resume and checkpoint is not None:
+        changes = {"threads": resumed_threads(RunOptions.of(options, **changes), checkpoint), **changes}
     opts, _ = _options(options, changes)
     if opts.tile:
         if opts.save_every or opts.checkpoint_every:
@@ -282,6 +285,16 @@ def restore(
         return tiled.run(on_step=on_step, checkpoint=checkpoint, resume=resume)
     p = prepare(task, image, options, mask=mask, reference=reference, **changes)
     return p.run(checkpoint=checkpoint, resume=resume, on_step=on_step, on_save=on_save, save_to=save_to)
+
+
+def resumed_threads(options: RunOptions, checkpoint: str | Path) -> int | None:
+    """The thread count a resumed run uses: the one asked for, else the checkpoint's (the same sums, the same
+    result as an uninterrupted run)."""
+    if options.threads is not None:
+        return options.threads
+    run = read_run(checkpoint) or {}
+    threads = run.get("threads")
+    return threads if isinstance(threads, int) and threads >= 1 else None
 
 
 def _source(value: ImageLike | None) -> str | None:
@@ -431,6 +444,7 @@ class PreparedTiles:
             "backend": be.name,
             "device": be.device,
             "precision": be.precision.value,
+            "threads": be.threads,
             "options": keep,
             "tiles": [[t.top, t.left, t.height, t.width] for t in self.tiles],
             "inputs": digest(self.problem.observed, self.problem.mask, self.blur, self.reference),
@@ -495,7 +509,7 @@ class PreparedTiles:
             "rollbacks": sum(r["rollbacks"] for r in reports),
             "seed": self.options.seed,
             "precision": first.get("precision", be.precision.value),
-            "threads": getattr(be, "threads", None),
+            "threads": be.threads,
             "size": [problem.out_height, problem.out_width],
             "preset": self.preset.to_dict(),
             "selection": "tiles",
@@ -567,6 +581,8 @@ def restore_tiled(
     With `checkpoint`, the finished tiles are written there after each one, and
     `resume` goes on from the first unfinished tile.
     """
+    if resume and checkpoint is not None:
+        changes = {"threads": resumed_threads(RunOptions.of(options, **changes), checkpoint), **changes}
     tiled = prepare_tiled(task, image, tile, overlap, options, mask=mask, reference=reference, **changes)
     return tiled.run(on_step=on_step, on_tile=on_tile, checkpoint=checkpoint, resume=resume)
 
@@ -629,7 +645,7 @@ def _report(
         "backend": be.name,
         "device": be.device,
         "precision": be.precision.value,
-        "threads": getattr(be, "threads", None),
+        "threads": be.threads,
         "step": result.step,
         "iters": result.iters_done,
         "iters_planned": settings.iters,

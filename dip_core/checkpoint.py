@@ -67,6 +67,18 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], run: dict[s
         np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **arrays)
 
 
+def read_run(path: str | Path) -> dict[str, Any] | None:
+    """The identity of the run that wrote a checkpoint (None if it cannot be read): e.g. its thread count,
+    which a resumed run takes over so as to go on exactly as the first part ran."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(npz["__meta__"].tobytes())
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+        return None
+    run = meta.get("run") if isinstance(meta, dict) else None
+    return run if isinstance(run, dict) else None
+
+
 def load_checkpoint(path: str | Path, run: dict[str, Any]) -> dict[str, np.ndarray]:
     """The arrays of a checkpoint written by this same run (inputs and settings)."""
     path = Path(path)

@@ -14,6 +14,7 @@ from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
 from dip_core.memory import available_bytes
 from dip_core.precision import Precision, default_precision, effective
+from dip_core.threads import choose_threads
 from dip_core.weights import Weights, check_weights
 from dip_mlx import cpu_kernels as ck
 from dip_mlx.loop import MLXSession
@@ -49,6 +50,20 @@ def mse(out: mx.array, target: mx.array) -> mx.array:
 _TF32_VAR = "MLX_ENABLE_TF32"
 
 
+def _cpu_threads(device: str, requested: int | None) -> tuple[int, str]:
+    """The threads of the CPU kernels and why: the choice of dip_core/threads.py where the pool starts
+    now, else the size it started with (fixed once per process)."""
+    choice = choose_threads(requested)
+    if device != "cpu":
+        return choice.threads, f"{choice.reason}; CPU kernels only, unused on the GPU"
+    n = ck.start_pool(choice.threads)
+    if n is None:
+        return 1, f"MLX's own ops on one thread (CPU kernels {ck.status()})"
+    if n != choice.threads:
+        return n, f"the CPU kernels' pool started with {n} earlier in this process (fixed once per process)"
+    return n, choice.reason
+
+
 class MLXBackend:
     name = "mlx"
     _tf32: bool | None = None  # the TF32 setting this process's MLX GPU runs with, once a backend chose it
@@ -62,6 +77,7 @@ class MLXBackend:
         self.precision = effective(precision or default_precision(self.device), self.device)
         if self.device == "gpu":
             self._fix_tf32(self.precision is not Precision.FP32)
+        self.threads, self.threads_reason = _cpu_threads(self.device, threads)
 
     @classmethod
     def _fix_tf32(cls, on: bool) -> None:

@@ -7,18 +7,24 @@ a convolution's output has junk columns right of its region, which only the
 kernels that know the region read. `Act.image()` gives the plain array.
 
 Set DIP_CPU_KERNELS=0 to run MLX's own ops instead, DIP_WINOGRAD=0 to run
-3x3 convolutions tap by tap (for comparisons), DIP_THREADS=N for the number
-of threads (one per core by default), DIP_SERIAL_BLAS (see dip_mlx/blas.py).
+3x3 convolutions tap by tap (for comparisons), DIP_SERIAL_BLAS (see dip_mlx/blas.py).
+
+The kernels run on one pool of threads, which the compiled module sizes from DIP_THREADS
+when its first kernel runs (the self-test here) and never again: the first MLX backend on
+the CPU of a process (`start_pool`) fixes it for the process, to its `--threads` or to the
+choice of dip_core/threads.py (DIP_THREADS, OMP_NUM_THREADS, else the cores free then).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
 import mlx.core as mx
 
 from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, SkipConfig, Upsample
+from dip_core.threads import THREADS_VAR, choose_threads
 from dip_mlx.blas import serial_blas_path
 
 ENV_VAR = "DIP_CPU_KERNELS"
@@ -49,23 +55,52 @@ def _self_test() -> str | None:
     return None
 
 
-_PROBLEM = _self_test()
-_SERIAL = _PROBLEM is None and (path := serial_blas_path()) is not None and _k.use_serial_blas(path)
+@functools.lru_cache(maxsize=1)
+def _setup() -> str | None:
+    """Self-test once (which starts the pool) and hand the kernels the serial BLAS; None when they work."""
+    problem = _self_test()
+    if problem is None and (path := serial_blas_path()) is not None:
+        _k.use_serial_blas(path)
+    return problem
+
+
+def _start(threads: int | None = None) -> str | None:
+    """`_setup`, starting the pool with `threads` threads (None: the automatic choice) if it has not started."""
+    if _k is None or _setup.cache_info().currsize:
+        return _setup()
+    previous = os.environ.get(THREADS_VAR)
+    os.environ[THREADS_VAR] = str(threads if threads is not None else choose_threads().threads)
+    try:
+        return _setup()
+    finally:  # the pool has read it: leave the user's setting as it was for the other backend
+        if previous is None:
+            del os.environ[THREADS_VAR]
+        else:
+            os.environ[THREADS_VAR] = previous
+
+
+def start_pool(threads: int) -> int | None:
+    """Start the kernels' pool with `threads` threads unless it runs already; its size (None: no kernels)."""
+    if not enabled(threads):
+        return None
+    return _k.threads()
 
 
 def status() -> str:
     """One line for `dip doctor` and the fingerprint."""
     if os.environ.get(ENV_VAR, "").strip() == "0":
         return f"off ({ENV_VAR}=0)"
-    if _PROBLEM is not None:
-        return _PROBLEM
-    blas = "a single-threaded BLAS per thread" if _SERIAL else "MLX's BLAS"
+    problem = _start()
+    if problem is not None:
+        return problem
+    blas = "a single-threaded BLAS per thread" if _k.serial_blas() else "MLX's BLAS"
     n = _k.threads()
     return f"on ({n} thread{'s' if n != 1 else ''}, products on {blas})"
 
 
-def enabled() -> bool:
-    return _PROBLEM is None and os.environ.get(ENV_VAR, "").strip() != "0"
+def enabled(threads: int | None = None) -> bool:
+    """The kernels work and are on (starting their pool with `threads` threads if it has not started)."""
+    return os.environ.get(ENV_VAR, "").strip() != "0" and _start(threads) is None
 
 
 def supports(cfg: SkipConfig) -> bool:

@@ -129,3 +129,22 @@ def test_resume_without_a_checkpoint_is_a_usage_error(images, tmp_path):
     PILImage.fromarray(to_u8(images["noisy"])).save(src)
     result = runner.invoke(app, ["run", "denoise", str(src), "--resume", "-q", *["--net", "tiny"]])
     assert result.exit_code == 2 and "no checkpoint to resume" in result.output
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="torch's thread count is set per backend; MLX's once per process")
+def test_a_resumed_run_takes_over_the_checkpoints_thread_count(images, tmp_path):
+    common = {"backend": "torch", "device": "cpu", "iters": 30, "seed": 1, **TINY}
+    whole = restore("denoise", images["noisy"], threads=1, **common)
+
+    def crash(info):
+        if info.i == 17:
+            raise Crash
+
+    ckpt = tmp_path / "run.ckpt.npz"
+    with pytest.raises(Crash):
+        restore("denoise", images["noisy"], checkpoint=ckpt, checkpoint_every=5, on_step=crash, threads=1, **common)
+    resumed = restore("denoise", images["noisy"], checkpoint=ckpt, resume=True, **common)  # no thread count given
+    assert resumed.report["threads"] == 1
+    assert np.array_equal(resumed.pixels, whole.pixels)
+    with pytest.raises(CheckpointError, match="threads"):
+        restore("denoise", images["noisy"], checkpoint=ckpt, resume=True, threads=2, **common)

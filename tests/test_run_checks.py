@@ -139,7 +139,7 @@ def test_a_run_at_its_presets_length_is_not_warned(noisy):
 def test_the_report_holds_every_input_and_setting(noisy, tmp_path):
     mask = tmp_path / "m.png"
     PILImage.fromarray(np.full((21, 25), 255, np.uint8)).save(mask)
-    args = ["run", "inpaint", str(noisy), "--mask", str(mask), "--iters", "3", "-q", "--threads", "1"]
+    args = ["run", "inpaint", str(noisy), "--mask", str(mask), "--iters", "3", "-q", "--threads", "1", "-b", "torch"]
     result = runner.invoke(app, [*args, *FAST, "--report", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     r = json.loads((tmp_path / "r.json").read_text())
