@@ -477,9 +477,12 @@ class PreparedTiles:
         resumed = len(reports)
         for k in range(resumed, len(tiles)):
             t = tiles[k]
-            if on_tile is not None:
-                on_tile(k, len(tiles))
-            r = (self.first if k == 0 else self.prepare_tile(t)).run(on_step=on_step)
+            try:  # Ctrl-C between two fits (building the next tile's network) ends the run like one within a fit
+                if on_tile is not None:
+                    on_tile(k, len(tiles))
+                r = (self.first if k == 0 else self.prepare_tile(t)).run(on_step=on_step)
+            except KeyboardInterrupt:
+                break
             if r.report["interrupted"]:
                 break  # an unfinished tile keeps its input: the tiles are all-or-nothing
             results[k] = r.pixels

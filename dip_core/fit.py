@@ -371,6 +371,10 @@ class _Loop:
         session.set_lr(self.rollback.lr)
 
 
+# Steps slower than this are not queued ahead (seconds): see `fit`.
+PIPELINE_UNDER_S = 0.25
+
+
 def fit(
     session: Session,
     settings: FitSettings,
@@ -383,7 +387,9 @@ def fit(
 
     A pipelined session runs step i+1 while the loop books step i, except where
     step i needs the state right after it (checks, saves, checkpoints, a possible
-    stop). With `checkpoint`, the whole state is written every `checkpoint.every`
+    stop), and except after a step slower than PIPELINE_UNDER_S: there the host's
+    booking is negligible beside the step, and a step queued ahead would make
+    Ctrl-C wait for one step more. With `checkpoint`, the whole state is written every `checkpoint.every`
     steps, and a run given `checkpoint.resume` goes on from there exactly as if it
     had never stopped. `on_save(i, image)` gets the result so far every
     `settings.save_every` steps.
@@ -394,7 +400,8 @@ def fit(
     every = checkpoint.every if checkpoint is not None else 0
     stopped_early = interrupted = False
     queued: deque[tuple[int, Any]] = deque()  # steps queued and not yet booked
-    start = time.perf_counter()
+    start = last_read = time.perf_counter()
+    slow = False  # the last step took longer than PIPELINE_UNDER_S
 
     def queue(i: int) -> None:
         refresh = loop.wmv is not None and i % settings.window == 0
@@ -407,10 +414,14 @@ def fit(
                 queue(following)
                 following += 1
             i, handle = queued[0]
-            if session.pipelined and len(queued) == 1 and following <= settings.iters and not loop.must_wait(i, every):
+            ahead = session.pipelined and not slow and len(queued) == 1 and following <= settings.iters
+            if ahead and not loop.must_wait(i, every):
                 queue(following)
                 following += 1
-            outcome = loop.process(i, handle, session.read(handle), session, on_step)
+            stats = session.read(handle)
+            now = time.perf_counter()
+            slow, last_read = now - last_read > PIPELINE_UNDER_S, now
+            outcome = loop.process(i, handle, stats, session, on_step)
             queued.popleft()
             if outcome is _Outcome.ROLLED_BACK and queued:
                 following = queued.popleft()[0]  # it ran from the diverged state: run it again

@@ -102,3 +102,16 @@ def test_the_cli_names_an_unfinished_tiled_result_and_resumes_it(noisy, tmp_path
     assert not partial.exists() and not (tmp_path / "big.denoise.ckpt.npz").exists()
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["finished"] and report["tiles_resumed"] == 1
+
+
+def test_ctrl_c_between_two_tiles_keeps_the_finished_ones(noisy, tmp_path):
+    def on_tile(k, n):  # Ctrl-C while the third tile's network is being built
+        if k == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "t.ckpt.npz"
+    common = {"backend": BACKENDS[0], "device": "cpu", "iters": 3, **TINY}
+    cut = restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, on_tile=on_tile, **common)
+    assert not cut.report["finished"] and len(cut.report["tiles"]) == 2
+    resumed = restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, resume=True, **common)
+    assert resumed.report["finished"] and resumed.report["tiles_resumed"] == 2
