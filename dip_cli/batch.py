@@ -20,12 +20,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from dip_cli.app import UsageError, err, out, user_errors
+from dip_cli.app import UsageError, command_line, err, out, user_errors
 from dip_cli.options import with_run_options
 from dip_cli.run import handle_sigterm
 from dip_core.errors import UserError
 from dip_core.options import RunOptions
 from dip_core.presets import Task
+from dip_core.version import dip_version
 
 # RunOptions fields that do not change the result: left out of the record a rerun compares.
 NEUTRAL = ("threads", "trace_output", "save_every", "checkpoint_every")
@@ -279,6 +280,7 @@ def _run(jobs: list[_Job], done: set[Path], task: Task, options: RunOptions, out
             if job.record is None:  # it was unreadable then; read it now that it was restored
                 job.record = _record(task, options, path, job.mask, job.reference)
             rep = {**result.report, "output": str(target), "batch": job.record}
+            rep.update(dip_version=dip_version(), command=command_line())
             # The report goes first: a result on disk always has its own record beside it.
             target.unlink(missing_ok=True)
             write_json(target.with_suffix(".json"), rep)

@@ -65,6 +65,6 @@ def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any, window:
         raise MemoryError_(
             f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
             f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), "
-            "use a smaller network (--net small) or downscale it"
+            "use a smaller network (--net small) or downscale it (add --estimate to see how long each takes here)"
         )
     return need

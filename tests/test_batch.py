@@ -232,3 +232,13 @@ def test_the_input_folder_is_refused_as_output(tmp_path, src):
     result, text = batch(src, src)
     assert result.exit_code == 2 and "is the input folder" in text
     assert sorted(p.name for p in src.iterdir()) == ["a.jpg", "a.png", "b.png"]
+
+
+def test_each_report_names_the_command_and_the_version(src, tmp_path):
+    from dip_core.version import dip_version
+
+    out = tmp_path / "out"
+    result, text = batch(src, out)
+    assert result.exit_code == 0, text
+    rep = json.loads((out / "b.denoise.json").read_text())
+    assert rep["command"].startswith("dip batch denoise ") and rep["dip_version"] == dip_version()
