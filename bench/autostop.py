@@ -48,36 +48,55 @@ WINDOW = 100
 # Images degraded here, and their noise levels. kate, barbara and zebra were added after the
 # discrepancy check's threshold was chosen on the others: they test it on cases it was not fitted to.
 NOISE_LEVELS = {"scene": (15, 25, 50), "f16": (15, 50), "kate": (25,), "barbara": (15,), "zebra": (25,)}
-DEGRADED_IMAGES = {"f16": "F16_GT.png", "kate": "kate.png", "barbara": "barbara.png", "zebra": "zebra_GT.png"}
+DEGRADED_IMAGES = {
+    "f16": "F16_GT.png", "kate": "kate.png", "barbara": "barbara.png", "zebra": "zebra_GT.png", "vase": "vase.png",
+}  # fmt: skip
 HELD_OUT = ("kate-denoise-s25", "barbara-denoise-s15", "zebra-denoise-s25")
+# The second set (`--set wide`), recorded for the choice of a rule that stops sooner: noise from 5 to 75, an
+# image in neither set before (vase), and the reference cases again; run with other seeds than the first.
+WIDE_NOISE_LEVELS = {"f16": (5, 35, 75), "kate": (5, 35, 75), "vase": (10, 25, 50), "scene": (25,)}
+WIDE_REFERENCE_CASES = ("kate-inpaint", "zebra-sr4", "barbara-restore-50")
 
 
-def _cases(data: Path, size: int) -> list[dict[str, Any]]:
+def case_seed(name: str) -> int:
+    """The seed in a case's name (`...@2`); 0 where none is given."""
+    return int(name.rsplit("@", 1)[1]) if "@" in name else 0
+
+
+def _cases(data: Path, size: int, seed: int = 0, wide: bool = False) -> list[dict[str, Any]]:
+    """The cases of a set at one seed (the noise's draw and the run's); names carry a seed other than 0."""
+    tag = f"@{seed}" if seed else ""
     cases: list[dict[str, Any]] = []
     for case in CASES:
+        if wide and case.name not in WIDE_REFERENCE_CASES:
+            continue
         if case.task != "jpeg" and all((data / f).exists() for f in case.files):
-            inputs = prepare(case, data, size, seed=0)
+            inputs = prepare(case, data, size, seed=seed)
             options = dict(inputs["options"])
             if "mask" in options:
                 options["mask"] = (options["mask"] * 255).astype(np.uint8)
-            cases.append({"name": case.name, "task": case.task, **inputs, "options": options})
+            cases.append({"name": case.name + tag, "task": case.task, **inputs, "options": options})
     clean = {"scene": synthetic_scene(size, size)}
     for name, file in DEGRADED_IMAGES.items():
         if (data / file).exists():
             im = PILImage.open(data / file).convert("RGB").resize((size, size), PILImage.Resampling.LANCZOS)
             clean[name] = np.asarray(im, np.float32) / 255
+    levels = WIDE_NOISE_LEVELS if wide else NOISE_LEVELS
     for name, img in clean.items():
-        for sigma in NOISE_LEVELS[name]:
+        for sigma in levels.get(name, ()):
             cases.append(
                 {
-                    "name": f"{name}-denoise-s{sigma}",
+                    "name": f"{name}-denoise-s{sigma}{tag}",
                     "task": "denoise",
-                    "image": add_noise(img, sigma, 0),
+                    "image": add_noise(img, sigma, seed),
                     "reference": img,
                     "options": {},
                 }
             )
     return cases
+
+
+_FIRST_SET_NAMES = {f"{n}-denoise-s{s}" for n, levels in NOISE_LEVELS.items() for s in levels} | {c.name for c in CASES}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -88,14 +107,16 @@ def run(args: argparse.Namespace) -> None:
     folder = args.out or bench_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{started}-autostop-{slug}.json"
-    for case in _cases(args.data, args.size):
+    cases = [c for seed in args.seeds for c in _cases(args.data, args.size, seed, args.set == "wide")]
+    for case in cases:
         if args.only and case["name"] not in args.only:
             continue
+        seed = case_seed(case["name"])
         preset_iters = resolve_preset(case["task"], factor=case["options"].get("factor")).iters
         iters = min(preset_iters, args.max_iters)
         r = restore(
             case["task"], case["image"], backend=args.backend, device="cpu", reference=case["reference"],
-            iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=args.seed, trace_output=True,
+            iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=seed, trace_output=True,
             keep_known=False, **case["options"],
         )  # fmt: skip
         rep = r.report
@@ -106,7 +127,8 @@ def run(args: argparse.Namespace) -> None:
             "size": rep["size"],
             "preset_iters": preset_iters,
             "iters": rep["iters"],
-            "seed": args.seed,
+            "seed": seed,
+            "backend": rep["backend"],
             "ema": ema,
             "exp_weight": rep["preset"]["exp_weight"],
             "seconds": rep["seconds"],
@@ -173,15 +195,18 @@ def noise_levels(rows: list[dict[str, Any]], data: Path, given: bool) -> dict[st
     `given`, else estimated from its input, made again, with today's estimator (the level a run recorded
     is the estimate of its day; the curves do not depend on it: the runs never stop early)."""
     levels: dict[str, float | None] = {}
-    cases: dict[str, dict[str, Any]] = {}
+    cases: dict[tuple[int, bool], dict[str, dict[str, Any]]] = {}
     for row in rows:
         if row["task"] != "denoise":
             levels[row["case"]] = None
         elif given:
-            levels[row["case"]] = int(row["case"].rsplit("-s", 1)[1]) / 255
+            levels[row["case"]] = int(row["case"].split("@")[0].rsplit("-s", 1)[1]) / 255
         else:
-            cases = cases or {c["name"]: c for c in _cases(data, max(row["size"]))}
-            levels[row["case"]] = noise_sigma_estimate(cases[row["case"]]["image"])
+            seed, wide = case_seed(row["case"]), row["case"].split("@")[0] not in _FIRST_SET_NAMES
+            key = (seed, wide)
+            if key not in cases:
+                cases[key] = {c["name"]: c for c in _cases(data, max(row["size"]), seed, wide)}
+            levels[row["case"]] = noise_sigma_estimate(cases[key][row["case"]]["image"])
     return levels
 
 
@@ -222,7 +247,8 @@ def main() -> None:
     r.add_argument("--backend", default="torch")
     r.add_argument("--size", type=int, default=64, help="long side of the images")
     r.add_argument("--max-iters", type=int, default=3000)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the noise and the run")
+    r.add_argument("--set", choices=("first", "wide"), default="first", help="which cases (see the docstring)")
     r.add_argument("--only", nargs="*", help="case names")
     r.add_argument("--out", type=Path, help=f"folder for the curves (default: {bench_results_dir()})")
     t = sub.add_parser("table")
