@@ -178,6 +178,7 @@ def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int 
         "backend": case.backend,
         "device": backend.device,
         "precision": backend.precision.value,
+        "threads": backend.threads,
         "size": case.size,
         "preset": case.preset,
         "net": case.net or "preset",

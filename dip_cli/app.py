@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import shlex
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -18,7 +19,7 @@ from typer.core import TyperGroup
 from dip_core.atomic import why_unwritable
 from dip_core.backend import BackendName, Device
 from dip_core.config import NETS
-from dip_core.errors import UserError, UserErrors
+from dip_core.errors import UserError, UserErrors, messages
 from dip_core.precision import Precision
 
 _ARGV: ContextVar[list[str] | None] = ContextVar("argv", default=None)
@@ -100,7 +101,7 @@ def user_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            for message in exc.messages if isinstance(exc, UserErrors) else [str(exc)]:
+            for message in messages(exc):
                 err().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -174,9 +175,12 @@ class Problems:
         try:
             yield
         except UserError as exc:
-            for message in exc.messages if isinstance(exc, UserErrors) else [str(exc)]:
-                if message not in self.messages:
-                    self.messages.append(message)
+            for message in messages(exc):
+                self.add(message)
+
+    def add(self, message: str) -> None:
+        if message not in self.messages:
+            self.messages.append(message)
 
     def __bool__(self) -> bool:
         return bool(self.messages)
@@ -184,3 +188,27 @@ class Problems:
     def raise_any(self) -> None:
         if self.messages:
             raise UserErrors(self.messages)
+
+
+class Held:
+    signalled = False
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[Held]:
+    """Ctrl-C and SIGTERM wait until the block is done (writing the outputs): `.signalled` says one came."""
+    held = Held()
+
+    def note(signum: int, frame: Any) -> None:
+        held.signalled = True
+
+    try:
+        previous = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals are not ours to hold
+        yield held
+        return
+    try:
+        yield held
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -8,10 +8,9 @@ refuses, before any work, to count a result of other settings or inputs as done.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,8 @@ from rich.table import Table
 
 from dip_cli.app import UsageError, command_line, err, out, user_errors
 from dip_cli.options import with_run_options
-from dip_cli.run import handle_sigterm
+from dip_cli.run import handle_sigterm, rescue
+from dip_core.atomic import why_unwritable
 from dip_core.errors import UserError
 from dip_core.options import RunOptions
 from dip_core.presets import Task
@@ -116,18 +116,21 @@ def _targets(images: list[Path], task: Task, output: Path) -> tuple[list[Path], 
     )
 
 
+def _save(path: Path, image: Any) -> None:
+    from dip_core.image import save_image
+
+    save_image(path, image)
+
+
 def _check_writable(folder: Path) -> None:
     """Create `folder` and write and delete a file in it, so that a batch does not fail at its first result."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the output folder {folder}: {exc.strerror or exc}") from None
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".dip-batch-", suffix=".tmp", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise UsageError(f"cannot write into the output folder {folder}: {exc.strerror or exc}") from None
+    reason = why_unwritable(folder)
+    if reason is not None:
+        raise UsageError(f"cannot write into the output folder {folder}: {reason}")
 
 
 def _job(path: Path, target: Path, task: Task, options: RunOptions, references: Path | None) -> _Job:
@@ -284,7 +287,15 @@ def _run(jobs: list[_Job], done: set[Path], task: Task, options: RunOptions, out
             # The report goes first: a result on disk always has its own record beside it.
             target.unlink(missing_ok=True)
             write_json(target.with_suffix(".json"), rep)
-            save_image(target, result.image)
+            try:
+                save_image(target, result.image)
+            except (UserError, OSError) as exc:  # a finished result is not lost: it goes to a fallback
+                spare = rescue(target, functools.partial(_save, image=result.image))
+                if spare is None:
+                    raise
+                err().print(f"[bold red]error:[/] {exc}; wrote it to {spare} instead", highlight=False, soft_wrap=True)
+                rows.append({**row, "status": f"error: written to {spare}", **_numbers(rep)})
+                continue
             rows.append({**row, "status": "done", **_numbers(rep)})
         except (UserError, OSError) as exc:
             message = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or exc}: {exc.filename or target}"

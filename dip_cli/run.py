@@ -14,10 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dip_cli.app import Problems, check_outputs, command_line, err, out, user_errors
+from dip_cli.app import Problems, check_outputs, command_line, err, held_signals, out, user_errors
 from dip_cli.options import with_run_options
 from dip_core.errors import UserError
-from dip_core.estimate import LONG_RUN_S, Estimate, duration, estimate_of
 from dip_core.fit import StepInfo
 from dip_core.options import RunOptions
 from dip_core.presets import Task
@@ -73,9 +72,11 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Restore IMAGE with Deep Image Prior and write the result beside it."""
-    from dip_core.api import prepare, prepare_tiled, resumed_threads
+    from dip_core.api import as_image, prepare, resumed_threads
     from dip_core.backend import get_backend
+    from dip_core.degrade import parse_kernel
     from dip_core.image import load_image, output_format
+    from dip_core.tiled import prepare_tiled
 
     problems = Problems()
     target = output or image.with_name(f"{image.stem}.{task.value}.png")
@@ -87,18 +88,20 @@ def run(
     outputs = [target] + [p for p in (report, plot) if p is not None]
     if task is Task.SR:
         outputs.append(target.with_name(f"{target.stem}.bicubic{target.suffix}"))
+        if opts.tile:
+            outputs.append(partial.with_name(f"{partial.stem}.bicubic{partial.suffix}"))
     inputs = [p for p in (image, mask, reference) if p is not None]
     if opts.kernel and Path(opts.kernel).exists():
         inputs.append(Path(opts.kernel))
     if opts.tile and (opts.checkpoint_every or opts.save_every or plot):
-        problems.messages.append(
+        problems.add(
             "--tile does not work with --checkpoint-every, --save-every or --plot (a tiled run keeps its finished "
             "tiles for --resume by itself)"
         )
     if resume and not ckpt.is_file():
-        problems.messages.append(f"no checkpoint to resume at {ckpt} (a run writes one with --checkpoint-every K)")
+        problems.add(f"no checkpoint to resume at {ckpt} (a run writes one with --checkpoint-every K)")
     if ckpt.exists() and not (resume or force or estimate):
-        problems.messages.append(f"an unfinished run left {ckpt}: go on with --resume, or start over with --force")
+        problems.add(f"an unfinished run left {ckpt}: go on with --resume, or start over with --force")
     if not estimate:
         with problems.check():  # a resumed run owns the outputs its first part wrote
             check_outputs(outputs + ([partial] if opts.tile else []), inputs, force or resume)
@@ -107,6 +110,13 @@ def run(
         img = load_image(image)
     with problems.check():
         get_backend(opts.backend, opts.device, opts.precision, opts.threads)
+    for path in (mask, reference):  # each on its own, so that both are reported
+        if path is not None:
+            with problems.check():
+                as_image(path)
+    if opts.kernel is not None:
+        with problems.check():
+            parse_kernel(opts.kernel)
     prepared: Any = None
     if img is not None:
         with problems.check():
@@ -122,9 +132,13 @@ def run(
     if estimate:
         _estimate_only(prepared, mask)
         return
+    if force and not resume:
+        ckpt.unlink(missing_ok=True)  # starting over: an older run's checkpoint is not this run's
     first = prepared.first if opts.tile else prepared
     planned = first.preset.iters
     progress = None if quiet else _progress()
+    from dip_core.estimate import estimate_of
+
     bar = _Bar(progress, functools.partial(estimate_of, prepared))
     with handle_sigterm(), progress or contextlib.nullcontext():
         on_step = bar.step if progress is not None else None
@@ -146,39 +160,46 @@ def run(
     unfinished_tiles = bool(opts.tile) and not rep["finished"]
     image_path = partial if unfinished_tiles else target
     rep["output"] = str(image_path)
-    written, rescued = _write_outputs(result, image_path, report, plot, task)
-    _summary(rep, written)
-    for line in rep["warnings"]:
-        if line not in prepared.warnings:
-            err().print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
-    if rep["interrupted"]:
-        if unfinished_tiles:
-            done = len(rep["tiles"])
-            err().print(
-                f"interrupted: {done} of {rep['tiles_total']} tiles restored, the others are the input; "
-                f"this unfinished result is {image_path}",
-                highlight=False,
-            )
-        else:
-            err().print(
-                f"interrupted after {rep['iters']} iterations: the result so far was written (unfinished)",
-                highlight=False,
-            )
-        if ckpt.is_file():
-            err().print(f"the checkpoint {ckpt} is kept: add --resume to the same command to go on", highlight=False)
+    with held_signals() as held:  # a Ctrl-C now waits until the outputs are on disk
+        written, failed, lost = _write_outputs(result, image_path, report, plot, task)
+        _summary(rep, written)
+        for line in rep["warnings"]:
+            if line not in prepared.warnings:
+                err().print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+        ckpt_written = bool(opts.tile or opts.checkpoint_every or resume) and ckpt.is_file()
+        if rep["interrupted"]:
+            if unfinished_tiles:
+                done = len(rep["tiles"])
+                err().print(
+                    f"interrupted: {done} of {rep['tiles_total']} tiles restored, the others are the input; "
+                    f"this unfinished result is {rep['output']}",
+                    highlight=False,
+                )
+            else:
+                err().print(
+                    f"interrupted after {rep['iters']} iterations: the result so far was written (unfinished)",
+                    highlight=False,
+                )
+            if ckpt_written:
+                err().print(
+                    f"the checkpoint {ckpt} is kept: add --resume to the same command to go on", highlight=False
+                )
+        elif not lost:  # the run is complete and its result on disk: nothing is left to resume
+            ckpt.unlink(missing_ok=True)
+            if opts.tile:
+                partial.unlink(missing_ok=True)
+    if rep["interrupted"] or held.signalled:
         raise typer.Exit(130)
-    ckpt.unlink(missing_ok=True)  # the run is complete: nothing is left to resume
-    if opts.tile and resume:
-        partial.unlink(missing_ok=True)
-    if rescued:
+    if failed:
         raise typer.Exit(1)
 
 
 def _write_outputs(
     result: Any, image_path: Path, report: Path | None, plot: Path | None, task: Task
-) -> tuple[list[Path], bool]:
+) -> tuple[list[Path], bool, bool]:
     """Write every output, each on its own: one that cannot be written goes to a fallback folder (said so)
-    rather than being lost, and the others are written all the same."""
+    rather than being lost, and the others are written all the same. Returns the files written, whether any
+    write failed, and whether the result image is nowhere on disk."""
     from dip_core.api import bicubic_baseline
     from dip_core.atomic import write_json
     from dip_core.image import Image, save_image
@@ -197,23 +218,29 @@ def _write_outputs(
 
         pixels = result.image.pixels
         jobs.append((plot, lambda p: plot_run(p, rep, result.problem.corrupted, pixels, result.reference)))
-    written, rescued = [], False
-    for path, write in jobs:
+    written: list[Path] = []
+    failed = lost = False
+    for k, (path, write) in enumerate(jobs):
         try:
             write(path)
             written.append(path)
+            continue
         except (UserError, OSError) as exc:
             problem = str(exc) if isinstance(exc, UserError) else f"cannot write {path}: {exc.strerror or exc}"
-            spare = _rescue(path, write)
-            rescued = True
-            where = f"wrote it to {spare} instead" if spare else "no fallback folder could be written either"
-            err().print(f"[bold red]error:[/] {problem}; {where}", highlight=False, soft_wrap=True)
-            if spare:
-                written.append(spare)
-    return written, rescued
+        failed = True
+        spare = rescue(path, write)
+        where = f"wrote it to {spare} instead" if spare else "no fallback folder could be written either"
+        err().print(f"[bold red]error:[/] {problem}; {where}", highlight=False, soft_wrap=True)
+        if spare:
+            written.append(spare)
+            if k == 0:
+                rep["output"] = str(spare)  # the report, written after, says where the result went
+        elif k == 0:
+            lost = True
+    return written, failed, lost
 
 
-def _rescue(path: Path, write: Callable[[Path], None]) -> Path | None:
+def rescue(path: Path, write: Callable[[Path], None]) -> Path | None:
     """Write to the first writable fallback: the working folder, then the temporary folder."""
     import tempfile
 
@@ -232,8 +259,10 @@ def _rescue(path: Path, write: Callable[[Path], None]) -> Path | None:
     return None
 
 
-def _print_estimate(est: Estimate, console: Any) -> None:
+def _print_estimate(est: Any, console: Any) -> None:
     """The run's estimate; for a long run, half the iterations and how to time the other choices."""
+    from dip_core.estimate import LONG_RUN_S, duration
+
     console.print(est.line(), highlight=False, soft_wrap=True)
     if est.seconds > LONG_RUN_S:
         half = est.halved()
@@ -247,13 +276,13 @@ def _print_estimate(est: Estimate, console: Any) -> None:
 
 def _estimate_only(prepared: Any, mask: Path | None) -> None:
     """`--estimate`: time the run and the paper's cheaper choices on sessions of their own; nothing is written."""
-    from dip_core.estimate import alternatives, measure
+    from dip_core.estimate import alternatives, duration, measure
 
     with err().status("timing a few steps of the run..."):
         est = measure(prepared)
     out().print(est.line(), highlight=False, soft_wrap=True)
     with err().status("timing a few steps of each cheaper choice..."):
-        alts = alternatives(prepared, mask=mask)
+        alts = alternatives(prepared, est, mask=mask)
     out().print("cheaper, as the paper allows (timed on this machine):", highlight=False)
     for alt in alts:
         out().print(f"  {alt.change}: {duration(alt.estimate.seconds)} ({alt.note})", highlight=False, soft_wrap=True)
@@ -263,13 +292,13 @@ class _Bar:
     """The progress bar of a run: one bar, advanced through the tiles of a tiled run. Once the first steps are
     timed it prints the run's estimate above itself (and cheaper choices for a long run)."""
 
-    def __init__(self, progress: Progress | None, estimate: Callable[[float], Estimate]) -> None:
+    def __init__(self, progress: Progress | None, estimate: Callable[[float], Any]) -> None:
         self.progress = progress
         self.estimate = estimate
         self.id: Any = None
         self.offset = 0
         self.started = time.perf_counter()
-        self.first: float | None = None  # when the first step was reported (after compilation)
+        self.first: tuple[float, int] | None = None  # when the first step was reported, and its number
         self.estimated = False
 
     def tile(self, name: str, k: int, n: int, iters: int) -> None:
@@ -290,10 +319,10 @@ class _Bar:
         if self.estimated or self.offset:
             return
         if self.first is None:
-            self.first = now
-        elif now - self.first >= ESTIMATE_AFTER_S or info.i >= 21:
+            self.first = (now, info.i)  # after compilation; a resumed run starts past 1
+        elif info.i > self.first[1] and (now - self.first[0] >= ESTIMATE_AFTER_S or info.i - self.first[1] >= 20):
             self.estimated = True
-            est = self.estimate(1000 * (now - self.first) / (info.i - 1))
+            est = self.estimate(1000 * (now - self.first[0]) / (info.i - self.first[1]))
             if est.seconds >= ESTIMATE_FROM_S:
                 _print_estimate(est, self.progress.console)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -13,7 +12,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dip_core.backend import Backend, Session, SessionSpec, get_backend
-from dip_core.checkpoint import Checkpointing, digest, load_checkpoint, read_run, save_checkpoint
+from dip_core.checkpoint import Checkpointing, digest, load_checkpoint, read_run
 from dip_core.config import SkipConfig, load_config
 from dip_core.degrade import parse_kernel, resize
 from dip_core.fit import FitResult, FitSettings, StepInfo, fit
@@ -26,7 +25,6 @@ from dip_core.padding import Crop, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
-from dip_core.tiles import Tile, blend, plan
 from dip_core.weights import init_weights
 
 ImageLike = str | Path | np.ndarray | Image
@@ -96,6 +94,7 @@ class Prepared:
 
     @property
     def session(self) -> Session:
+        """The network on its device, built on first use."""
         if self._session is None:
             self._session = self.backend.session(self.spec)
         return self._session
@@ -205,12 +204,12 @@ def prepare(
 ) -> Prepared:
     """Everything `restore` does before the first step (same arguments, no tiles), every input and setting
     checked: e.g. to report all problems before a run starts, or to time the loop as `dip run` runs it."""
-    opts, blur = _options(options, changes)
-    task = _task(task)
+    opts, blur = options_with(options, changes)
+    task = as_task(task)
     img = as_image(image)
     settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
-    problem = _problem(task, img, settings, opts, mask, blur)
-    ref = _reference(reference, problem)
+    problem = run_problem(task, img, settings, opts, mask, blur)
+    ref = reference_for(reference, problem)
     cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
     padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
@@ -238,8 +237,8 @@ def prepare(
         noise_sigma=noise,
         save_every=opts.save_every,
     )
-    sources = _sources(img, mask, reference, opts, blur)
-    warnings = _before_run(task, opts, problem)
+    sources = sources_of(img, mask, reference, opts, blur)
+    warnings = warnings_before(task, opts, problem)
     return Prepared(
         task, img, opts, settings, problem, ref, cfg, be, spec, fit_settings, padded, crop, noise_source, sources,
         warnings,
@@ -277,10 +276,12 @@ def restore(
     """
     if resume and checkpoint is not None:
         changes = {"threads": resumed_threads(RunOptions.of(options, **changes), checkpoint), **changes}
-    opts, _ = _options(options, changes)
+    opts, _ = options_with(options, changes)
     if opts.tile:
         if opts.save_every or opts.checkpoint_every:
             raise ProblemError("--save-every and --checkpoint-every do not work with tiles")
+        from dip_core.tiled import prepare_tiled
+
         tiled = prepare_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference, **changes)
         return tiled.run(on_step=on_step, checkpoint=checkpoint, resume=resume)
     p = prepare(task, image, options, mask=mask, reference=reference, **changes)
@@ -298,6 +299,7 @@ def resumed_threads(options: RunOptions, checkpoint: str | Path) -> int | None:
 
 
 def _source(value: ImageLike | None) -> str | None:
+    """Where an input came from, for the report: its path, or "array"."""
     if value is None:
         return None
     if isinstance(value, (str, Path)):
@@ -307,7 +309,7 @@ def _source(value: ImageLike | None) -> str | None:
     return "array"
 
 
-def _sources(
+def sources_of(
     img: Image, mask: ImageLike | None, reference: ImageLike | None, opts: RunOptions, blur: np.ndarray | None
 ) -> dict[str, Any]:
     """Where every input of the run came from, for the report."""
@@ -326,7 +328,7 @@ def _sources(
 FEW_ITERS_SHARE = 0.25
 
 
-def _before_run(task: Task, opts: RunOptions, problem: Problem) -> list[str]:
+def warnings_before(task: Task, opts: RunOptions, problem: Problem) -> list[str]:
     """Warnings to print before the run: a rounded mask, far fewer iterations than the task's preset."""
     warnings = []
     if problem.mask_rounded:
@@ -361,7 +363,7 @@ def worse_than_input(report: dict[str, Any], preset_iters: int) -> list[str]:
     ]
 
 
-def _options(options: RunOptions | None, changes: dict[str, Any]) -> tuple[RunOptions, np.ndarray | None]:
+def options_with(options: RunOptions | None, changes: dict[str, Any]) -> tuple[RunOptions, np.ndarray | None]:
     """The run's options with keyword changes, and a blur kernel given as an array (a spec string is an option)."""
     kernel = changes.get("kernel")
     if isinstance(kernel, np.ndarray):
@@ -380,14 +382,14 @@ def default_stop(task: Task | str, iters: int | None) -> Stop:
     return Stop.AUTO if Task(task) in AUTO_STOP_TASKS and iters is None else Stop.FIXED
 
 
-def _task(task: Task | str) -> Task:
+def as_task(task: Task | str) -> Task:
     try:
         return Task(task)
     except ValueError:
         raise ProblemError(f"unknown task {task!r}; choose one of {', '.join(t.value for t in Task)}") from None
 
 
-def _problem(
+def run_problem(
     task: Task, img: Image, settings: Preset, opts: RunOptions, mask: ImageLike | None, blur: np.ndarray | None
 ) -> Problem:
     if mask is not None and opts.mask_color is not None:
@@ -403,204 +405,7 @@ def _problem(
     )  # fmt: skip
 
 
-@dataclass
-class PreparedTiles:
-    """A tiled run checked and set up: the whole problem, its tiles, and the first tile prepared (checked,
-    no session built) as every tile will be."""
-
-    task: Task
-    image: Image
-    options: RunOptions  # the whole run's
-    preset: Preset
-    problem: Problem
-    reference: np.ndarray | None
-    tiles: list[Tile]
-    factor: int  # output pixels per input pixel (sr), else 1
-    per_tile: RunOptions
-    blur: np.ndarray | None
-    first: Prepared | None  # tile 0 (set by prepare_tiled)
-
-    @property
-    def warnings(self) -> list[str]:
-        return self.first.warnings
-
-    def prepare_tile(self, t: Tile) -> Prepared:
-        """Tile `t` as a run of its own: the full image's mask (drawn once with --drop, or from a colour) and
-        reference are cut with the tiles."""
-        f, problem, ref = self.factor, self.problem, self.reference
-        return prepare(
-            self.task, t(problem.image.pixels), self.per_tile,
-            mask=None if problem.mask is None else t(problem.mask)[..., 0],
-            reference=None if ref is None else t.scaled(f)(ref),
-            **({"kernel": self.blur} if self.blur is not None else {}),
-        )  # fmt: skip
-
-    def identity(self) -> dict[str, Any]:
-        """What a tiled checkpoint must match to be resumed: the inputs, the settings and the tiles."""
-        be = self.first.backend
-        keep = {k: v for k, v in self.options.to_dict().items() if k not in ("threads", "device", "precision")}
-        return {
-            "kind": "tiles",
-            "backend": be.name,
-            "device": be.device,
-            "precision": be.precision.value,
-            "threads": be.threads,
-            "options": keep,
-            "tiles": [[t.top, t.left, t.height, t.width] for t in self.tiles],
-            "inputs": digest(self.problem.observed, self.problem.mask, self.blur, self.reference),
-        }
-
-    def check_resume(self, checkpoint: str | Path) -> None:
-        """Raise the problem with resuming from `checkpoint` (unreadable, another run's) before the run starts."""
-        load_checkpoint(checkpoint, self.identity())
-
-    def run(
-        self,
-        *,
-        on_step: Callable[[StepInfo], None] | None = None,
-        on_tile: Callable[[int, int], None] | None = None,
-        checkpoint: str | Path | None = None,
-        resume: bool = False,
-    ) -> Result:
-        """Restore tile after tile (see `restore_tiled`)."""
-        task, problem, tiles, f = self.task, self.problem, self.tiles, self.factor
-        run = self.identity()
-        results = [t.scaled(f)(problem.corrupted) for t in tiles]
-        reports: list[dict[str, Any]] = []
-        if resume:
-            if checkpoint is None:
-                raise ProblemError("resume needs the checkpoint file to go on from")
-            arrays = load_checkpoint(checkpoint, run)
-            reports = json.loads(arrays["reports"].tobytes())
-            for k in range(len(reports)):
-                results[k] = arrays[f"tile{k}"]
-        resumed = len(reports)
-        for k in range(resumed, len(tiles)):
-            t = tiles[k]
-            try:  # Ctrl-C between two fits (building the next tile's network) ends the run like one within a fit
-                if on_tile is not None:
-                    on_tile(k, len(tiles))
-                r = (self.first if k == 0 else self.prepare_tile(t)).run(on_step=on_step)
-            except KeyboardInterrupt:
-                break
-            if r.report["interrupted"]:
-                break  # an unfinished tile keeps its input: the tiles are all-or-nothing
-            results[k] = r.pixels
-            reports.append({"box": [t.top, t.left, t.height, t.width], **_tile_summary(r.report)})
-            if checkpoint is not None:
-                arrays = {f"tile{j}": results[j] for j in range(len(reports))}
-                arrays["reports"] = np.frombuffer(json.dumps(reports).encode(), np.uint8)
-                save_checkpoint(checkpoint, arrays, run)
-        finished = len(reports) == len(tiles)
-        blended = blend([t.scaled(f) for t in tiles], results, problem.out_height, problem.out_width)
-        out_image = output_image(self.image, blended, problem)
-        first = reports[0] if reports else {}
-        be = self.first.backend
-        report: dict[str, Any] = {
-            "task": task.value,
-            "backend": be.name,
-            "device": be.device,
-            "tiles": reports,
-            "tiles_total": len(tiles),
-            "tiles_resumed": resumed,
-            "tile": self.options.tile,
-            "overlap": self.options.overlap,
-            "iters": sum(r["iters"] for r in reports),
-            "seconds": sum(r["seconds"] for r in reports),
-            "interrupted": not finished,
-            "finished": finished,
-            "rollbacks": sum(r["rollbacks"] for r in reports),
-            "seed": self.options.seed,
-            "precision": first.get("precision", be.precision.value),
-            "threads": be.threads,
-            "size": [problem.out_height, problem.out_width],
-            "preset": self.preset.to_dict(),
-            "selection": "tiles",
-            "result_iter": None,
-            "keep_known": self.first.keep_known,
-            "sources": self.first.sources,
-        }
-        report["ms_per_iter"] = 1000 * report["seconds"] / max(report["iters"], 1)
-        if self.reference is not None:
-            report.update(
-                psnr_input=psnr(problem.corrupted, self.reference),
-                psnr_result=psnr(out_image.pixels, self.reference),
-                ssim=ssim(out_image.pixels, self.reference),
-            )
-        report["warnings"] = self.warnings + (worse_than_input(report, self.first.preset_iters) if finished else [])
-        return Result(out_image, report, None, problem, self.reference)
-
-
-def prepare_tiled(
-    task: Task | str,
-    image: ImageLike,
-    tile: int,
-    overlap: int = 32,
-    options: RunOptions | None = None,
-    *,
-    mask: ImageLike | None = None,
-    reference: ImageLike | None = None,
-    **changes: Any,
-) -> PreparedTiles:
-    """Everything `restore_tiled` does before the first step, every input and setting checked."""
-    opts, blur = _options(options, {**changes, "tile": tile, "overlap": overlap})
-    task = _task(task)
-    img = as_image(image)
-    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
-    problem = _problem(task, img, settings, opts, mask, blur)
-    ref = _reference(reference, problem)
-    tiles = plan(img.height, img.width, tile, overlap)
-    f = settings.factor if task is Task.SR else 1
-    per_tile = replace(opts, tile=0, drop=None, mask_color=None)
-    tiled = PreparedTiles(task, img, opts, settings, problem, ref, tiles, f, per_tile, blur, first=None)
-    first = tiled.prepare_tile(tiles[0])
-    tiled.first = replace(
-        first, sources=_sources(img, mask, reference, opts, blur), warnings=_before_run(task, opts, problem)
-    )
-    return tiled
-
-
-def restore_tiled(
-    task: Task | str,
-    image: ImageLike,
-    tile: int,
-    overlap: int = 32,
-    options: RunOptions | None = None,
-    *,
-    mask: ImageLike | None = None,
-    reference: ImageLike | None = None,
-    on_step: Callable[[StepInfo], None] | None = None,
-    on_tile: Callable[[int, int], None] | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    **changes: Any,
-) -> Result:
-    """Restore an image too large for one fit in overlapping tiles of `tile` input pixels.
-
-    Every tile is one `restore` with the same options (and seed); the results
-    are blended linearly across each `overlap`. `on_tile(index, count)` is
-    called before each tile. An interrupted tile ends the run: it and the tiles
-    not reached keep the corrupted input, and the report says `finished: false`.
-    With `checkpoint`, the finished tiles are written there after each one, and
-    `resume` goes on from the first unfinished tile.
-    """
-    if resume and checkpoint is not None:
-        changes = {"threads": resumed_threads(RunOptions.of(options, **changes), checkpoint), **changes}
-    tiled = prepare_tiled(task, image, tile, overlap, options, mask=mask, reference=reference, **changes)
-    return tiled.run(on_step=on_step, on_tile=on_tile, checkpoint=checkpoint, resume=resume)
-
-
-def _tile_summary(rep: dict[str, Any]) -> dict[str, Any]:
-    keys = ("backend", "device", "precision", "iters", "seconds", "interrupted", "rollbacks", "result_iter")
-    keys += ("selection",)
-    out = {k: rep[k] for k in keys}
-    for k in ("psnr_input", "psnr_result"):
-        if k in rep:
-            out[k] = rep[k]
-    return out
-
-
-def _reference(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:
+def reference_for(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:
     if reference is None:
         return problem.image.pixels if problem.simulated else None  # --drop: the clean input is the truth
     ref = as_image(reference, "reference")

@@ -11,3 +11,8 @@ class UserErrors(UserError):
     def __init__(self, messages: list[str]) -> None:
         super().__init__("; ".join(messages))
         self.messages = messages
+
+
+def messages(exc: UserError) -> list[str]:
+    """The lines of a user error: one, or one per problem."""
+    return exc.messages if isinstance(exc, UserErrors) else [str(exc)]

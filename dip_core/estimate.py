@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dip_core.api import ImageLike, Prepared, PreparedTiles, prepare, prepare_tiled
+from dip_core.api import ImageLike, Prepared, prepare
 from dip_core.backend import Monitoring, Session
 from dip_core.config import NETS, SkipConfig
 from dip_core.degrade import resize
@@ -20,6 +20,7 @@ from dip_core.flops import step_flops
 from dip_core.image import Image, from_array
 from dip_core.options import Stop
 from dip_core.presets import Task
+from dip_core.tiled import PreparedTiles, prepare_tiled
 from dip_core.tiles import plan
 
 # Alternatives are offered when a run is estimated to take longer than this.
@@ -98,16 +99,24 @@ class Estimate:
         return replace(self, iters=max(1, self.iters // 2))
 
 
-def time_steps(session: Session, monitoring: Monitoring, steps: int = 2) -> float:
+# Steps are timed for at least this long (and at least MIN_STEPS of them), so that one slow step does not
+# decide an estimate.
+TIME_FOR_S = 0.5
+MIN_STEPS = 2
+MAX_STEPS = 50
+
+
+def time_steps(session: Session, monitoring: Monitoring) -> float:
     """ms per step of `session` (with the loop's monitors), after one step of warm-up (compilation,
-    autotuning). The session is spent: time a session of its own, not the run's."""
+    autotuning), over at least TIME_FOR_S and MIN_STEPS steps. The session is spent: time a session of its
+    own, not the run's."""
     session.start(monitoring)
     session.read(session.step())
     start = time.perf_counter()
-    handle = None
-    for _ in range(steps):
-        handle = session.step()
-    session.read(handle)
+    steps = 0
+    while steps < MIN_STEPS or (time.perf_counter() - start < TIME_FOR_S and steps < MAX_STEPS):
+        session.read(session.step())
+        steps += 1
     return 1000 * (time.perf_counter() - start) / steps
 
 
@@ -134,8 +143,11 @@ def estimate_of(prepared: Prepared | PreparedTiles, ms_per_iter: float) -> Estim
 DOWNSCALE_TASKS = frozenset({Task.DENOISE, Task.JPEG})
 
 
-def alternatives(prepared: Prepared | PreparedTiles, mask: ImageLike | None = None) -> list[Alternative]:
-    """The paper's cheaper choices for a prepared run, each timed on this machine (a few steps each)."""
+def alternatives(
+    prepared: Prepared | PreparedTiles, base: Estimate, mask: ImageLike | None = None
+) -> list[Alternative]:
+    """The paper's cheaper choices for a prepared run (whose estimate is `base`), each timed on this machine
+    (a few steps each); a choice that is not cheaper here is left out."""
     p = prepared.first if isinstance(prepared, PreparedTiles) else prepared
     opts, task, img = prepared.options, p.task, prepared.image
 
@@ -145,17 +157,21 @@ def alternatives(prepared: Prepared | PreparedTiles, mask: ImageLike | None = No
             return prepare_tiled(task, image, o.tile, o.overlap, o, mask=mask)
         return prepare(task, image, o, mask=mask)
 
-    base = measure(prepared)
-    alts = [Alternative(f"--iters {base.halved().iters}", base.halved(), "fits less: less detail, or more noise left")]
-    if p.cfg.channels_down != NETS["small"].channels_down:
+    half_iters = base.halved()
+    alts = [Alternative(f"--iters {half_iters.iters}", half_iters, "fits less: less detail, or more noise left")]
+    small = NETS["small"].with_(in_channels=p.cfg.in_channels, out_channels=p.cfg.out_channels)
+    h, w = base.sizes[0]
+    if step_flops(small, h, w) < step_flops(p.cfg, h, w):
         note = "3 scales of 16 channels: a weaker prior, softer results"
         alts.append(Alternative("--net small", measure(like(task, img, net="small")), note))
     if task in DOWNSCALE_TASKS and min(img.height, img.width) >= 64:
         half = from_array(resize(img.pixels, img.height // 2, img.width // 2))
         note = "a quarter of the pixels, the noise averaged down; the result is half the size"
         alts.append(Alternative("the image downscaled 2x, restored at that size", measure(like(task, half)), note))
-        sr_options = {"factor": 2, "preset": None, "net": None, "iters": None, "input_channels": None}
-        sr = measure(like(Task.SR, half, tile=opts.tile // 2, **sr_options))  # the same fits at full size
-        note = "full size again; its network runs at full size"
-        alts.append(Alternative("then `dip run sr --factor 2` on that result", sr, note))
-    return alts
+        if not opts.tile or opts.tile // 2 >= 8:  # tiles (and overlaps) of half the input pixels must exist
+            sr_options = {"factor": 2, "preset": None, "net": None, "iters": None, "input_channels": None}
+            # Tiles of half the input pixels: the same fits at full size.
+            sr = measure(like(Task.SR, half, tile=opts.tile // 2, overlap=opts.overlap // 2, **sr_options))
+            note = "full size again; its network runs at full size"
+            alts.append(Alternative("then `dip run sr --factor 2` on that result", sr, note))
+    return [a for a in alts if a.estimate.seconds < base.seconds]

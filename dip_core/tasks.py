@@ -65,7 +65,9 @@ def mask_from_image(mask: Image, height: int, width: int, strict: bool = False) 
 def percent(part: int, whole: int) -> str:
     """`12.5%`, `0.03%`: never `0.0%` for a part that is not zero."""
     share = 100.0 * part / whole
-    return f"{share:.1f}%" if share >= 1 or share == 0 else f"{share:.1g}%"
+    if share >= 1 or share == 0:
+        return f"{share:.1f}%"
+    return f"{share:.1g}%" if share >= 0.01 else "<0.01%"
 
 
 def parse_color(spec: str) -> tuple[float, float, float]:

@@ -6,6 +6,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 
 def dip_version() -> str:
+    """The installed version, or a note that dip runs from a checkout that was not installed."""
     try:
         return version("dip")
     except PackageNotFoundError:  # run from a checkout that was not installed

@@ -14,8 +14,9 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.api import restore, restore_tiled
+from dip_core.api import restore
 from dip_core.errors import UserError
+from dip_core.tiled import restore_tiled
 from tests.images import synthetic, to_u8
 
 runner = CliRunner()

@@ -343,11 +343,13 @@ def test_a_snapshot_can_be_returned_to_twice(name, noisy):
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_pipelined_or_not_the_same_run(name, noisy):
+def test_pipelined_or_not_the_same_run(name, noisy, monkeypatch):
     """Queueing the next step before reading this one changes nothing: the same losses, choices and result,
     here with kept parameters (no EMA, auto-stop) and the discrepancy rule (torch keeps them from its ring
     of two when pipelined)."""
     from dip_core.api import prepare
+
+    monkeypatch.setattr(dip_core.fit, "PIPELINE_UNDER_S", float("inf"))  # a busy machine must not turn it off
 
     def run(flip):
         p = prepare("denoise", noisy, backend=name, device="cpu", iters=150, exp_weight=0.0, stop="auto", window=5,

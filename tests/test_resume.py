@@ -132,7 +132,8 @@ def test_resume_without_a_checkpoint_is_a_usage_error(images, tmp_path):
 
 
 @pytest.mark.skipif("torch" not in BACKENDS, reason="torch's thread count is set per backend; MLX's once per process")
-def test_a_resumed_run_takes_over_the_checkpoints_thread_count(images, tmp_path):
+def test_a_resumed_run_takes_over_the_checkpoints_thread_count(images, tmp_path, monkeypatch):
+    monkeypatch.setenv("DIP_THREADS", "2")  # what a run without --threads would take: not the checkpoint's 1
     common = {"backend": "torch", "device": "cpu", "iters": 30, "seed": 1, **TINY}
     whole = restore("denoise", images["noisy"], threads=1, **common)
 

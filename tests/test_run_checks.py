@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 import dip_cli.run as run_module
+import dip_core.estimate
 import dip_core.fit
 from cli import app
 from dip_core.config import load_config
@@ -21,6 +22,7 @@ from dip_core.degrade import add_noise
 from dip_core.estimate import Estimate, duration
 from dip_core.presets import Task
 from dip_core.version import dip_version
+from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
 runner = CliRunner()
@@ -96,6 +98,13 @@ def test_a_write_that_fails_at_the_end_goes_to_a_fallback_and_the_rest_is_writte
     assert ".tmp" not in result.output
 
 
+def _has_gpu() -> bool:
+    from dip_core.backend import get_backend
+
+    return "torch" in BACKENDS and get_backend("torch", "auto").device != "cpu"
+
+
+@pytest.mark.skipif("torch" not in BACKENDS or _has_gpu(), reason="needs torch without a GPU (--device gpu must fail)")
 def test_every_usage_problem_is_reported_at_once_without_a_progress_bar(noisy, no_fit):
     (noisy.parent / "cat.inpaint.png").write_bytes(b"old result")
     result = runner.invoke(app, ["run", "inpaint", str(noisy), "--device", "gpu", "--backend", "torch"])
@@ -136,6 +145,7 @@ def test_a_run_at_its_presets_length_is_not_warned(noisy):
     assert "far below" not in result.output
 
 
+@pytest.mark.skipif("torch" not in BACKENDS, reason="torch's thread count is set per backend")
 def test_the_report_holds_every_input_and_setting(noisy, tmp_path):
     mask = tmp_path / "m.png"
     PILImage.fromarray(np.full((21, 25), 255, np.uint8)).save(mask)
@@ -184,9 +194,26 @@ def test_estimate_times_the_run_and_its_cheaper_choices_and_writes_nothing(tmp_p
 def test_a_long_run_prints_its_estimate_once_its_first_steps_are_timed(noisy, monkeypatch):
     monkeypatch.setattr(run_module, "ESTIMATE_AFTER_S", 0.0)
     monkeypatch.setattr(run_module, "ESTIMATE_FROM_S", 0.0)
-    monkeypatch.setattr(run_module, "LONG_RUN_S", 0.0)
+    monkeypatch.setattr(dip_core.estimate, "LONG_RUN_S", 0.0)
     result = runner.invoke(app, ["run", "denoise", str(noisy), "--iters", "6", *FAST])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert text.count("estimate:") == 1 and "x 6 iterations" in text
     assert "--iters 3 takes half as long" in text
+
+
+def test_problems_with_each_input_file_are_reported_together(noisy, tmp_path, no_fit):
+    args = ["run", "deblur", str(noisy), "--reference", str(tmp_path / "none.png"), *FAST]
+    result = runner.invoke(app, [*args, "--kernel", str(tmp_path / "nokernel.png")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 2, result.output
+    assert "none.png" in lines[0] + lines[1] and "nokernel.png" in lines[0] + lines[1]
+
+
+def test_estimate_works_for_tiled_runs(tmp_path):
+    noisy = tmp_path / "big.png"
+    PILImage.fromarray(to_u8(add_noise(synthetic(65, 67), 25, 0))).save(noisy)
+    args = ["run", "denoise", str(noisy), "--estimate", "--tile", "40", "--overlap", "8", "--device", "cpu"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "x 4 tiles" in " ".join(result.output.split())

@@ -10,9 +10,9 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.api import restore_tiled
 from dip_core.checkpoint import CheckpointError
 from dip_core.degrade import add_noise
+from dip_core.tiled import restore_tiled
 from dip_core.tiles import plan
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
@@ -115,3 +115,57 @@ def test_ctrl_c_between_two_tiles_keeps_the_finished_ones(noisy, tmp_path):
     assert not cut.report["finished"] and len(cut.report["tiles"]) == 2
     resumed = restore_tiled("denoise", noisy, 16, 4, checkpoint=ckpt, resume=True, **common)
     assert resumed.report["finished"] and resumed.report["tiles_resumed"] == 2
+
+
+def test_a_tile_without_known_pixels_keeps_its_input_and_the_run_goes_on(tmp_path):
+    x = synthetic(40, 40)
+    mask = np.ones((40, 40), np.float32)
+    mask[20:, 20:] = 0  # the bottom-right tile (20x20 from 20, 20) sees no known pixel
+    r = restore_tiled("inpaint", x, 20, 0, mask=mask, backend=BACKENDS[0], device="cpu", iters=3, **TINY)
+    assert r.report["finished"] and any("no known pixel" in w for w in r.report["warnings"])
+    skipped = [t for t in r.report["tiles"] if t.get("skipped")]
+    assert len(skipped) == 1 and skipped[0]["box"] == [20, 20, 20, 20]
+
+
+@pytest.mark.skipif("torch" not in BACKENDS, reason="torch sets its thread count per backend")
+def test_every_tile_runs_the_first_tiles_thread_count(noisy, monkeypatch):
+    import itertools
+
+    import dip_core.threads
+
+    loads = itertools.cycle([0.0, 1.9])  # the machine's load changes between tiles
+    monkeypatch.delenv("DIP_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(dip_core.threads, "current_load", lambda: next(loads))
+    monkeypatch.setattr(dip_core.threads, "core_count", lambda: 2)
+    r = restore_tiled("denoise", noisy, 16, 4, backend="torch", device="cpu", iters=2, **TINY)
+    assert {t["threads"] for t in r.report["tiles"]} == {r.report["threads"]}
+
+
+def test_force_starts_a_tiled_run_over_and_leaves_no_stale_files(noisy, tmp_path):
+    src = tmp_path / "big.png"
+    PILImage.fromarray(to_u8(noisy)).save(src)
+    (tmp_path / "big.denoise.partial.png").write_bytes(b"stale")
+    (tmp_path / "big.denoise.ckpt.npz").write_bytes(b"stale")
+    args = ["run", "denoise", str(src), "--tile", "16", "--overlap", "4", "--iters", "2", "--net", "tiny", "-q"]
+    result = runner.invoke(app, [*args, "--input-channels", "4", "--device", "cpu", "--force"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.denoise.png", "big.png"]
+
+
+def test_a_result_that_cannot_be_written_anywhere_keeps_the_checkpoint(noisy, tmp_path, monkeypatch):
+    import dip_cli.run
+    import dip_core.image
+
+    src = tmp_path / "big.png"
+    PILImage.fromarray(to_u8(noisy)).save(src)
+
+    def full_disk(path, image, **kwargs):
+        raise dip_core.image.ImageError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(dip_core.image, "save_image", full_disk)
+    monkeypatch.setattr(dip_cli.run, "rescue", lambda path, write: None)
+    args = ["run", "denoise", str(src), "--tile", "16", "--overlap", "4", "--iters", "2", "--net", "tiny", "-q"]
+    result = runner.invoke(app, [*args, "--input-channels", "4", "--device", "cpu"])
+    assert result.exit_code == 1 and "no fallback folder" in result.output
+    assert (tmp_path / "big.denoise.ckpt.npz").is_file()  # every tile is still there for --resume

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from dip_core.api import restore_tiled
+from dip_core.tiled import restore_tiled
 from dip_core.tiles import TileError, blend, plan, spans
 from tests.conftest import BACKENDS
 
