@@ -140,7 +140,7 @@ def run(
     from dip_core.estimate import estimate_of
 
     bar = _Bar(progress, functools.partial(estimate_of, prepared))
-    with handle_sigterm(), progress or contextlib.nullcontext():
+    with handle_sigterm(), progress or contextlib.nullcontext(), _nothing_yet():
         on_step = bar.step if progress is not None else None
         if opts.tile:
 
@@ -192,6 +192,16 @@ def run(
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _nothing_yet() -> Iterator[None]:
+    """Ctrl-C before the first step was done: nothing to write, and said so."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err().print("interrupted before the first step was done: nothing was written", highlight=False)
+        raise typer.Exit(130) from None
 
 
 def _write_outputs(
@@ -314,7 +324,8 @@ class _Bar:
         now = time.perf_counter()
         done = self.offset + info.i
         rate = done / max(now - self.started, 1e-9)
-        psnr_text = f"PSNR {info.psnr:.2f} dB" if info.psnr is not None else f"fit {info.psnr_input:.1f} dB"
+        # The step's own output (from the noisy input z + noise); the result is chosen from cleaner ones.
+        psnr_text = f"step PSNR {info.psnr:.2f} dB" if info.psnr is not None else f"fit {info.psnr_input:.1f} dB"
         self.progress.update(self.id, completed=done, speed=f"{rate:.1f} it/s", loss=f"{info.loss:.2e}", psnr=psnr_text)
         if self.estimated or self.offset:
             return
@@ -328,11 +339,12 @@ class _Bar:
 
 
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:
-    line = f"{rep['task']} on {rep['backend']} ({rep['device']}, {rep['precision']}): {rep['iters']} iterations"
+    n = rep["iters"]
+    line = f"{rep['task']} on {rep['backend']} ({rep['device']}, {rep['precision']}): {n} iteration{'s' * (n != 1)}"
     line += f", {rep['ms_per_iter']:.1f} ms/iter"
     if "tiles" in rep:
         done, total = len(rep["tiles"]), rep["tiles_total"]
-        count = f"{done} tiles" if done == total else f"{done} of {total} tiles"
+        count = f"{done} tile{'s' * (done != 1)}" if done == total else f"{done} of {total} tiles"
         line += f" over {count} of {rep['tile']} px (overlap {rep['overlap']})"
         if rep.get("psnr_result") is not None:
             line += f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB"
@@ -341,6 +353,8 @@ def _summary(rep: dict[str, Any], written: list[Path]) -> None:
             f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB "
             f"(best {rep['best_psnr']:.2f} dB at {rep['best_iter']}), SSIM {rep['ssim']:.3f}"
         )
+        if rep.get("keep_known"):
+            line += " (the result with the known pixels pasted back; best: the network's output)"
     else:
         line += f"; result from iteration {rep['result_iter']} ({rep['selection']})"
     out().print(line, highlight=False)

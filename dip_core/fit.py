@@ -383,7 +383,8 @@ def fit(
     checkpoint: Checkpointing | None = None,
     on_save: Callable[[int, np.ndarray], None] | None = None,
 ) -> FitResult:
-    """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted).
+    """Run the loop; Ctrl-C ends it early with the best result so far (marked interrupted), or, before any
+    step was booked, goes on up as KeyboardInterrupt.
 
     A pipelined session runs step i+1 while the loop books step i, except where
     step i needs the state right after it (checks, saves, checkpoints, a possible
@@ -442,6 +443,8 @@ def fit(
         for i, handle in queued:
             if i > loop.done and loop.process(i, handle, session.read(handle), session, None) is not _Outcome.NEXT:
                 break
+    if interrupted and not loop.curves.losses:
+        raise KeyboardInterrupt  # stopped before any step was booked: there is no result to return
     seconds = time.perf_counter() - start
     return choose(loop, session, reference, seconds, interrupted, stopped_early)
 

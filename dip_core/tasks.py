@@ -92,6 +92,8 @@ def mask_from_color(image: Image, color: str, tolerance: float = 2 / 255) -> Ima
     target = np.asarray(parse_color(color), np.float32)
     pixels = image.pixels if image.channels == 3 else np.repeat(image.pixels, 3, axis=2)
     overlay = np.all(np.abs(pixels - target) <= tolerance, axis=2)
+    if not overlay.any():
+        raise ProblemError(f"no pixel of the image has the colour {color}: there is no overlay to inpaint")
     known = (~overlay).astype(np.float32)[..., None]
     return Image(known, "L")
 

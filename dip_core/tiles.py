@@ -49,7 +49,9 @@ def plan(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
     if tile < 8:
         raise TileError(f"tiles must be at least 8 pixels, got {tile}")
     if not 0 <= overlap <= tile // 2:
-        raise TileError(f"the overlap must be between 0 and half the tile ({tile // 2}), got {overlap}")
+        raise TileError(
+            f"the overlap (--overlap, 32 by default) must be between 0 and half the tile ({tile // 2}), got {overlap}"
+        )
     rows, cols = spans(height, tile, overlap), spans(width, tile, overlap)
     return [Tile(top, left, bottom - top, right - left) for top, bottom in rows for left, right in cols]
 

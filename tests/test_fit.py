@@ -367,3 +367,12 @@ def test_pipelined_or_not_the_same_run(name, noisy, monkeypatch):
         b.iters_done,
     )
     assert np.array_equal(a.result, b.result) and np.array_equal(a.final, b.final)
+
+
+def test_ctrl_c_before_any_step_is_booked_has_no_result():
+    class Interrupted(FakeSession):
+        def advance(self):
+            raise KeyboardInterrupt  # Ctrl-C while the first step runs
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(Interrupted([0.1] * 5), FitSettings(iters=5))

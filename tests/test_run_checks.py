@@ -217,3 +217,18 @@ def test_estimate_works_for_tiled_runs(tmp_path):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "x 4 tiles" in " ".join(result.output.split())
+
+
+def test_ctrl_c_before_the_first_step_writes_nothing_and_says_so(noisy, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("dip_core.api.fit", interrupted)
+    result = runner.invoke(app, ["run", "denoise", str(noisy), "--iters", "5", *FAST])
+    assert result.exit_code == 130 and "nothing was written" in result.output
+    assert not (noisy.parent / "cat.denoise.png").exists()
+
+
+def test_a_mask_colour_that_is_not_in_the_image_is_refused(noisy):
+    result = runner.invoke(app, ["run", "inpaint", str(noisy), "--mask-color", "#0000fe", "--iters", "2", *FAST])
+    assert result.exit_code == 2 and "no pixel of the image has the colour" in result.output
