@@ -173,5 +173,5 @@ def alternatives(
             # Tiles of half the input pixels: the same fits at full size.
             sr = measure(like(Task.SR, half, tile=opts.tile // 2, overlap=opts.overlap // 2, **sr_options))
             note = "full size again; its network runs at full size"
-            alts.append(Alternative("then `dip run sr --factor 2` on that result", sr, note))
+            alts.append(Alternative("`dip run sr --factor 2` on the downscaled image, back to full size", sr, note))
     return [a for a in alts if a.estimate.seconds < base.seconds]
