@@ -127,6 +127,7 @@ class TorchBackend:
 
     def session(self, spec: SessionSpec) -> TorchSession:
         check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])
+        torch.set_num_threads(self.threads)  # process-wide: another backend built since may have set its own
         return TorchSession(self, spec)
 
     def adam_steps(

@@ -166,3 +166,17 @@ def test_backends_shows_the_threads(monkeypatch):
     assert "CPU threads" in output
     if "torch" in available_backends():
         assert "1 (OMP_NUM_THREADS)" in output
+
+
+@needs_torch
+def test_a_torch_session_runs_its_own_backends_thread_count():
+    import torch
+
+    from dip_core.api import prepare
+    from tests.images import synthetic
+
+    one = prepare("denoise", synthetic(9, 11), backend="torch", device="cpu", threads=1, net="tiny", iters=2)
+    prepare("denoise", synthetic(9, 11), backend="torch", device="cpu", threads=2, net="tiny", iters=2)
+    assert torch.get_num_threads() == 2  # the later backend set it for the process
+    one.session  # noqa: B018  (built now, on its backend's count)
+    assert torch.get_num_threads() == 1
