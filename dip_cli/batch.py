@@ -280,6 +280,8 @@ def _run(jobs: list[_Job], done: set[Path], task: Task, options: RunOptions, out
                 result = restore(task.value, load_image(path), options, mask=job.mask, reference=job.reference)
             if result.report["interrupted"]:
                 raise KeyboardInterrupt
+            for warning in result.report["warnings"]:
+                err().print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
             if job.record is None:  # it was unreadable then; read it now that it was restored
                 job.record = _record(task, options, path, job.mask, job.reference)
             rep = {**result.report, "output": str(target), "batch": job.record}

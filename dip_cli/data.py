@@ -44,8 +44,12 @@ def degrade(
     from dip_core.image import Image, load_image, save_image
     from dip_core.metrics import psnr
 
-    if not folder.is_dir():
-        raise UsageError(f"--out must be an existing folder: {folder}")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--out must be a folder: {folder} is a file")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)  # as `dip batch --out` does
+    except OSError as exc:
+        raise UsageError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
     img = load_image(clean)
     x, stem = img.pixels, clean.stem
     noise = NOISE_DEFAULTS.get(task, 0.0) if sigma is None else sigma

@@ -93,6 +93,8 @@ def run(
     inputs = [p for p in (image, mask, reference) if p is not None]
     if opts.kernel and Path(opts.kernel).exists():
         inputs.append(Path(opts.kernel))
+    if plot is not None and plot.suffix.lower() != ".png":
+        problems.add(f"--plot writes a PNG: name it *.png, not {plot.name}")
     if opts.tile and (opts.checkpoint_every or opts.save_every or plot):
         problems.add(
             "--tile does not work with --checkpoint-every, --save-every or --plot (a tiled run keeps its finished "
@@ -132,6 +134,8 @@ def run(
     if estimate:
         _estimate_only(prepared, mask)
         return
+    if opts.save_every:
+        err().print(f"the result so far is written to {target} every {opts.save_every} iterations", highlight=False)
     if force and not resume:
         ckpt.unlink(missing_ok=True)  # starting over: an older run's checkpoint is not this run's
     first = prepared.first if opts.tile else prepared
@@ -357,6 +361,9 @@ def _summary(rep: dict[str, Any], written: list[Path]) -> None:
             line += " (the result with the known pixels pasted back; best: the network's output)"
     else:
         line += f"; result from iteration {rep['result_iter']} ({rep['selection']})"
+    if rep.get("stopped_early"):
+        rule = {"wmv": "the output variance", "discrepancy": "the noise level"}.get(rep.get("auto_rule"), "auto-stop")
+        line += f"; auto-stop ended it at {rep['stop_iter']} of {rep['iters_planned']} ({rule} chose)"
     out().print(line, highlight=False)
     for path in written:
         out().print(f"  wrote {path}", highlight=False)

@@ -242,3 +242,12 @@ def test_each_report_names_the_command_and_the_version(src, tmp_path):
     assert result.exit_code == 0, text
     rep = json.loads((out / "b.denoise.json").read_text())
     assert rep["command"].startswith("dip batch denoise ") and rep["dip_version"] == dip_version()
+
+
+def test_a_short_jpeg_batch_prints_the_runs_warnings(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    PILImage.fromarray(to_u8(synthetic(11, 13))).save(folder / "q.jpg", quality=30)
+    result, text = batch(folder, tmp_path / "out", task="jpeg")
+    assert result.exit_code == 0, text
+    assert "warning: --iters 3 is far below" in text

@@ -233,3 +233,23 @@ def test_ctrl_c_before_the_first_step_writes_nothing_and_says_so(noisy, monkeypa
 def test_a_mask_colour_that_is_not_in_the_image_is_refused(noisy):
     result = runner.invoke(app, ["run", "inpaint", str(noisy), "--mask-color", "#0000fe", "--iters", "2", *FAST])
     assert result.exit_code == 2 and "no pixel of the image has the colour" in result.output
+
+
+def test_a_plot_must_be_a_png(noisy, tmp_path, no_fit):
+    result = runner.invoke(app, ["run", "denoise", str(noisy), "--plot", str(tmp_path / "p.json"), *FAST])
+    assert result.exit_code == 2 and "--plot writes a PNG" in result.output
+
+
+def test_the_summary_says_when_auto_stop_ended_the_run_and_save_every_says_where(noisy):
+    args = ["run", "denoise", str(noisy), "--stop", "auto", "--window", "3", "--patience", "5", "--iters", "300"]
+    result = runner.invoke(app, [*args, "--save-every", "50", "-q", *FAST])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "auto-stop ended it at" in text and "of 300" in text
+    assert "the result so far is written to" in text and "every 50 iterations" in text
+
+
+def test_degrade_makes_its_output_folder(noisy, tmp_path):
+    result = runner.invoke(app, ["degrade", "denoise", str(noisy), "--out", str(tmp_path / "new" / "deg")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "new" / "deg" / "cat_noisy25.png").is_file()
