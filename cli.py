@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from dip_cli import batch, bench, check, data, info, run
-from dip_cli.app import app
+try:
+    from dip_cli import batch, bench, check, data, info, run
+    from dip_cli.app import app
+except KeyboardInterrupt:  # Ctrl-C while Python loads the command's libraries: nothing has started
+    sys.exit(130)
 
 for command in (run.run, batch.batch, data.degrade, data.example, info.presets, info.nets, check.crosscheck,
                 info.backends, info.doctor):  # fmt: skip
