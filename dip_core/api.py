@@ -204,12 +204,7 @@ def prepare(
 ) -> Prepared:
     """Everything `restore` does before the first step (same arguments, no tiles), every input and setting
     checked: e.g. to report all problems before a run starts, or to time the loop as `dip run` runs it."""
-    opts, blur = options_with(options, changes)
-    task = as_task(task)
-    img = as_image(image)
-    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
-    problem = run_problem(task, img, settings, opts, mask, blur)
-    ref = reference_for(reference, problem)
+    task, img, opts, blur, settings, problem, ref = set_up(task, image, options, changes, mask, reference)
     cfg = load_config(settings.net).with_(in_channels=settings.input_channels, out_channels=img.channels)
     padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
@@ -274,16 +269,16 @@ def restore(
     result an uninterrupted run gives. A tiled run keeps its finished tiles in
     `checkpoint` after every tile and `resume` goes on from the next one.
     """
-    if resume and checkpoint is not None:
-        changes = {"threads": resumed_threads(RunOptions.of(options, **changes), checkpoint), **changes}
     opts, _ = options_with(options, changes)
     if opts.tile:
         if opts.save_every or opts.checkpoint_every:
             raise ProblemError("--save-every and --checkpoint-every do not work with tiles")
-        from dip_core.tiled import prepare_tiled
+        from dip_core.tiled import restore_tiled
 
-        tiled = prepare_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference, **changes)
-        return tiled.run(on_step=on_step, checkpoint=checkpoint, resume=resume)
+        return restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
+                             on_step=on_step, checkpoint=checkpoint, resume=resume, **changes)  # fmt: skip
+    if resume and checkpoint is not None:
+        changes = {"threads": resumed_threads(opts, checkpoint), **changes}
     p = prepare(task, image, options, mask=mask, reference=reference, **changes)
     return p.run(checkpoint=checkpoint, resume=resume, on_step=on_step, on_save=on_save, save_to=save_to)
 
@@ -366,6 +361,24 @@ def worse_than_input(report: dict[str, Any], preset_iters: int) -> list[str]:
     ]
 
 
+def set_up(
+    task: Task | str,
+    image: ImageLike,
+    options: RunOptions | None,
+    changes: dict[str, Any],
+    mask: ImageLike | None,
+    reference: ImageLike | None,
+) -> tuple[Task, Image, RunOptions, np.ndarray | None, Preset, Problem, np.ndarray | None]:
+    """What a run and a tiled run both start from: the task, image and options, an array kernel, the preset
+    with its overrides, the whole problem and the reference."""
+    opts, blur = options_with(options, changes)
+    task = _task(task)
+    img = as_image(image)
+    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
+    problem = _problem(task, img, settings, opts, mask, blur)
+    return task, img, opts, blur, settings, problem, _reference(reference, problem)
+
+
 def options_with(options: RunOptions | None, changes: dict[str, Any]) -> tuple[RunOptions, np.ndarray | None]:
     """The run's options with keyword changes, and a blur kernel given as an array (a spec string is an option)."""
     kernel = changes.get("kernel")
@@ -385,14 +398,14 @@ def default_stop(task: Task | str, iters: int | None) -> Stop:
     return Stop.AUTO if Task(task) in AUTO_STOP_TASKS and iters is None else Stop.FIXED
 
 
-def as_task(task: Task | str) -> Task:
+def _task(task: Task | str) -> Task:
     try:
         return Task(task)
     except ValueError:
         raise ProblemError(f"unknown task {task!r}; choose one of {', '.join(t.value for t in Task)}") from None
 
 
-def run_problem(
+def _problem(
     task: Task, img: Image, settings: Preset, opts: RunOptions, mask: ImageLike | None, blur: np.ndarray | None
 ) -> Problem:
     if mask is not None and opts.mask_color is not None:
@@ -408,7 +421,7 @@ def run_problem(
     )  # fmt: skip
 
 
-def reference_for(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:
+def _reference(reference: ImageLike | None, problem: Problem) -> np.ndarray | None:
     if reference is None:
         return problem.image.pixels if problem.simulated else None  # --drop: the clean input is the truth
     ref = as_image(reference, "reference")

@@ -18,15 +18,11 @@ from dip_core.api import (
     ImageLike,
     Prepared,
     Result,
-    as_image,
-    as_task,
     options_with,
     output_image,
     prepare,
-    reference_for,
-    resolve_preset,
     resumed_threads,
-    run_problem,
+    set_up,
     sources_of,
     warnings_before,
     worse_than_input,
@@ -206,12 +202,8 @@ def prepare_tiled(
     **changes: Any,
 ) -> PreparedTiles:
     """Everything `restore_tiled` does before the first step, every input and setting checked."""
-    opts, blur = options_with(options, {**changes, "tile": tile, "overlap": overlap})
-    task = as_task(task)
-    img = as_image(image)
-    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
-    problem = run_problem(task, img, settings, opts, mask, blur)
-    ref = reference_for(reference, problem)
+    changes = {**changes, "tile": tile, "overlap": overlap}
+    task, img, opts, blur, settings, problem, ref = set_up(task, image, options, changes, mask, reference)
     tiles = plan(img.height, img.width, tile, overlap)
     f = settings.factor if task is Task.SR else 1
     m = problem.mask
@@ -254,7 +246,7 @@ def restore_tiled(
     `resume` goes on from the first unfinished tile.
     """
     if resume and checkpoint is not None:
-        changes = {"threads": resumed_threads(RunOptions.of(options, **changes), checkpoint), **changes}
+        changes = {"threads": resumed_threads(options_with(options, changes)[0], checkpoint), **changes}
     tiled = prepare_tiled(task, image, tile, overlap, options, mask=mask, reference=reference, **changes)
     return tiled.run(on_step=on_step, on_tile=on_tile, checkpoint=checkpoint, resume=resume)
 
