@@ -1,23 +1,25 @@
-"""Measure the ES-WMV auto-stop: how far its choice falls short of the best output seen.
+"""Measure the automatic stop: how far its choice falls short of the best output, and how long it runs on.
 
     .venv/bin/python -m bench.autostop run [--data DIR_OF_THE_PAPERS_IMAGES] [--max-iters 3000] [--out DIR]
-    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--patience 300 500] [--noise given]
+    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--rules 1000 default] [--noise given]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
 output against the clean image at every step; the curves go to a JSON file in
 your per-user results folder (dip_core.paths; `--out bench/results` adds it to the repository's).
-`table` then replays the stopping rule (stop once the variance has had no new
-minimum for P iterations) on those curves, for any P, exactly as `fit` applies
-it, and prints the gap to the best PSNR seen and the PSNR after the fixed count.
+`table` then replays stopping rules on those curves, side by side, exactly as
+`fit` applies them: the default rule, and the fixed-patience rule for any P.
+It prints the gap to the best PSNR of the recording, the iterations run after
+the chosen one, and their spread over the seeds of a case.
 Denoising's noise level is estimated from the input as a run does (or, with
 `--noise given`, the true one, as with `dip run --noise-sigma`).
 
-Cases: every reference case of `dip bench quality --profile quick` (denoise,
+Cases (`--set first`): every reference case of `dip bench quality --profile quick` (denoise,
 inpaint, restore, sr; inpainting runs a fixed count by default, measured for
 comparison), and images degraded here: the synthetic scene at sigma 15/25/50,
-F16 at 15/50, and, held out from the choice of the discrepancy threshold,
-kate at 25, barbara at 15, zebra at 25 (64x64).
+F16 at 15/50, and, held out from the choice of the fixed-patience rule's discrepancy threshold,
+kate at 25, barbara at 15, zebra at 25 (64x64). `--set wide` adds noise from 5 to 75 and another image;
+`--seeds` repeats a set with other draws of the noise and of the run.
 """
 
 from __future__ import annotations
@@ -150,13 +152,15 @@ def run(args: argparse.Namespace) -> None:
 
 
 def replay(
-    row: dict[str, Any], patience: int, noise_sigma: float | None = None, window: int = WINDOW
+    row: dict[str, Any], patience: int | None, noise_sigma: float | None = None, window: int = WINDOW
 ) -> dict[str, Any]:
     """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
 
-    The decisions are `dip_core.fit`'s own, made on the run's recorded losses and variances: the variance
-    rule (ES-WMV) and, with a noise level (denoising), the discrepancy point that replaces a variance point
-    deep in noise fitting.
+    The decisions are `dip_core.fit`'s own, made on the run's recorded losses and variances: with a
+    `patience`, the fixed-patience rule (ES-WMV, and with a noise level the discrepancy point that replaces a
+    variance point deep in noise fitting); with None, the default rule. *gap* is measured against the best
+    PSNR at any step of the whole recording, so a rule that stops before the best loses what it missed;
+    *after* counts the iterations run after the chosen one.
     """
     settings = FitSettings(
         iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma, window=window,
@@ -172,6 +176,7 @@ def replay(
     by_iter = dict(zip(finite, psnrs, strict=True))
     end = len(finite) if stop_at is None else finite.index(stop_at) + 1
     best_seen = max(max(psnrs[:end]), max(row["noisy_psnr"][:end]))
+    best = max(max(psnrs), max(row["noisy_psnr"]))
     if rule == "discrepancy":
         auto = by_iter[chosen_at + lag]
     elif chosen_at and lag and chosen_at + lag in by_iter and chosen_at + lag <= finite[end - 1]:
@@ -184,7 +189,10 @@ def replay(
         "stopped": stop_at,
         "auto": auto,
         "best_seen": best_seen,
-        "gap": best_seen - auto,
+        "best": best,
+        "gap": best - auto,
+        "after": (stop_at or len(row["loss_curve"])) - (chosen_at or len(row["loss_curve"])),
+        "allowance": max(300.0, 0.3 * (chosen_at or len(row["loss_curve"]))),
         "fixed": row["final_psnr"],
         "auto_minus_fixed": auto - row["final_psnr"],
     }
@@ -210,33 +218,68 @@ def noise_levels(rows: list[dict[str, Any]], data: Path, given: bool) -> dict[st
     return levels
 
 
+def rule_name(rule: str) -> str:
+    return "default rule" if rule == "default" else f"fixed patience P={rule}"
+
+
+def _patience(rule: str) -> int | None:
+    return None if rule == "default" else int(rule)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+
+
 def table(args: argparse.Namespace) -> None:
     docs = [json.loads(f.read_text()) for f in args.files]
-    rows = [row for doc in docs for row in doc["rows"]]
+    rows = list({row["case"]: row for doc in docs for row in doc["rows"]}.values())  # a later file's row wins
     levels = noise_levels(rows, args.data, args.noise == "given")
-    for p in args.patience:
-        print(f"\nW={WINDOW}, P={p}, noise level {args.noise}\n")
+    results = {rule: [replay(row, _patience(rule), levels[row["case"]]) for row in rows] for rule in args.rules}
+    print(f"W={WINDOW}, noise level {args.noise}; gap: best PSNR at any step of the recording - the auto choice's")
+    header = " | ".join(f"{rule_name(rule)}: stop / chosen (rule), after, gap dB" for rule in args.rules)
+    print(f"\n| case | backend | size | iters (preset) | best dB | {header} |")
+    print("|---|---|---|---|---|" + "---|" * len(args.rules))
+    for k, row in enumerate(rows):
+        cells = []
+        for rule in args.rules:
+            r = results[rule][k]
+            cells.append(f"{r['stopped'] or 'none'} / {r['detected']} ({r['rule']}), {r['after']}, {r['gap']:.2f}")
+        name = row["case"] + (" (held out)" if row["case"] in HELD_OUT else "")
         print(
-            "| case | size | iters (preset) | stop / chosen (rule) | auto dB | best seen dB | gap dB | fixed dB "
-            "| auto - fixed |"
-        )
-        print("|---|---|---|---|---|---|---|---|---|")
-        gaps, deltas = [], []
-        for row in rows:
-            r = replay(row, p, levels[row["case"]])
-            gaps.append(r["gap"])
-            deltas.append(r["auto_minus_fixed"])
-            stop = f"{r['stopped'] or 'none'} / {r['detected']} ({r['rule']})"
-            name = row["case"] + (" (held out)" if row["case"] in HELD_OUT else "")
-            print(
-                f"| {name} | {row['size'][1]}x{row['size'][0]} | {row['iters']} ({row['preset_iters']}) "
-                f"| {stop} | {r['auto']:.2f} | "
-                f"{r['best_seen']:.2f} | {r['gap']:.2f} | {r['fixed']:.2f} | {r['auto_minus_fixed']:+.2f} |"
-            )
+            f"| {name} | {row.get('backend', 'torch')} | {row['size'][1]}x{row['size'][0]} "
+            f"| {row['iters']} ({row['preset_iters']}) | {results[args.rules[0]][k]['best']:.2f} | "
+            + " | ".join(cells) + " |"
+        )  # fmt: skip
+    print("\n| rule | cases | mean gap dB | max gap dB | cases > 0.5 dB | mean after | mean allowance "
+          "| per seed: mean gap / mean after |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    seeds = sorted({case_seed(row["case"]) for row in rows})
+    for rule in args.rules:
+        rs = results[rule]
+        gaps, after = [r["gap"] for r in rs], [r["after"] for r in rs]
+        per_seed = []
+        for seed in seeds:
+            ks = [k for k, row in enumerate(rows) if case_seed(row["case"]) == seed]
+            per_seed.append(f"{seed}: {np.mean([gaps[k] for k in ks]):.2f} / {np.mean([after[k] for k in ks]):.0f}")
         print(
-            f"\nmean gap {np.mean(gaps):.2f} dB (max {np.max(gaps):.2f}); auto - fixed: mean {np.mean(deltas):+.2f}, "
-            f"worst {np.min(deltas):+.2f} dB over {len(gaps)} cases"
+            f"| {rule_name(rule)} | {len(rs)} | {np.mean(gaps):.2f} | {np.max(gaps):.2f} "
+            f"| {sum(g > 0.5 for g in gaps)} | {np.mean(after):.0f} | {np.mean([r['allowance'] for r in rs]):.0f} "
+            f"| {'; '.join(per_seed)} |"
         )
+    families: dict[str, list[int]] = {}
+    for k, row in enumerate(rows):
+        families.setdefault(row["case"].split("@")[0], []).append(k)
+    several = {name: ks for name, ks in families.items() if len(ks) > 1}
+    if several:
+        print("\nSeed spread (mean ± standard deviation over the seeds of each case):\n")
+        print("| case | seeds | " + " | ".join(f"{rule_name(rule)}: gap dB, after" for rule in args.rules) + " |")
+        print("|---|---|" + "---|" * len(args.rules))
+        for name, ks in several.items():
+            cells = [
+                f"{_spread([results[rule][k]['gap'] for k in ks])}, {_spread([results[rule][k]['after'] for k in ks])}"
+                for rule in args.rules
+            ]
+            print(f"| {name} | {len(ks)} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -255,7 +298,10 @@ def main() -> None:
     t.add_argument("files", type=Path, nargs="+")
     t.add_argument("--data", type=Path, default=DEFAULT_DATA, help="to re-make the denoising inputs")
     t.add_argument("--noise", choices=("estimated", "given"), default="estimated", help="denoising's noise level")
-    t.add_argument("--patience", type=int, nargs="*", default=[300, 500, 1000])
+    t.add_argument(
+        "--rules", nargs="+", default=["1000", "default"],
+        help="stopping rules to replay side by side: 'default' (dip's default) or a fixed patience P",
+    )  # fmt: skip
     args = ap.parse_args()
     run(args) if args.cmd == "run" else table(args)
 

@@ -83,19 +83,30 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "stop": (
         _opt(
             Stop | None,
-            help="auto: stop when the output variance (ES-WMV) has had no new minimum for --patience iterations; "
+            help="auto: stop once the automatic choice is settled (see --patience); "
             "default: auto for denoise, jpeg, restore and sr unless --iters is given, else fixed.",
         ),
         None,
         "stop",
     ),
     "window": (_opt(int, min=2, help="ES-WMV window (outputs)."), 100, "window"),
-    "patience": (_opt(int, min=1, help="ES-WMV patience (iterations)."), 1000, "patience"),
+    "patience": (
+        _opt(
+            int | None,
+            min=1,
+            help="Use the fixed-patience rule: stop when the output variance (ES-WMV) has had no new minimum for "
+            "this many iterations (1000, the default before dip 0.2). Default: the variance's patience grows with "
+            "its minimum (300 iterations or a quarter of it), and with a noise level the choice is the first "
+            "loss at 0.92 x its power, the run ending there.",
+        ),
+        None,
+        "patience",
+    ),
     "noise_sigma": (
         _opt(
             float | None,
             help="denoise: the noise's standard deviation (0-255) if known, else estimated from the image; "
-            "the automatic choice never keeps an output whose residual is under half its power.",
+            "the automatic choice is the first output whose residual reaches 0.92 x its power.",
         ),
         None,
         "noise_sigma",

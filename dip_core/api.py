@@ -15,7 +15,7 @@ from dip_core.backend import Backend, Session, SessionSpec, get_backend
 from dip_core.checkpoint import Checkpointing, digest, load_checkpoint, read_run
 from dip_core.config import SkipConfig, load_config
 from dip_core.degrade import parse_kernel, resize
-from dip_core.fit import FitResult, FitSettings, StepInfo, fit
+from dip_core.fit import FitResult, FitSettings, StepInfo, fit, stopping_rule
 from dip_core.image import Image, from_array, load_image, save_image
 from dip_core.inputs import make_input
 from dip_core.memory import check_memory
@@ -141,7 +141,7 @@ class Prepared:
         report = _report(task, be, self.cfg, settings, opts, self.problem, result, ref, out_image)
         report["keep_known"] = self.keep_known
         report["sources"] = self.sources
-        report["stopping"] = {"stop": stop.value, "window": opts.window, "patience": opts.patience}
+        report["stopping"] = {"stop": stop.value, "window": opts.window, **stopping_rule(fit_settings)}
         if noise is not None:
             report["stopping"].update({"noise_sigma": 255 * noise, "noise_sigma_source": self.noise_source})
         size = [self.padded.out_height, self.padded.out_width]

@@ -40,8 +40,11 @@ class FitSettings:
     window: int = 100  # ES-WMV window for the no-reference choice
     lr: float = 0.01
     keep: Keep = Keep.BEST  # best: by PSNR with a reference, by ES-WMV without; last: the final output
-    stop: Stop = Stop.FIXED  # fixed: run all iters; auto: stop once the variance has no new minimum for `patience`
-    patience: int = 1000  # ES-WMV patience (iterations)
+    stop: Stop = Stop.FIXED  # fixed: run all iters; auto: stop once the automatic choice is settled (see below)
+    # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
+    # run stops once the variance has had no new minimum for this many iterations.
+    patience: int | None = None
+    loss_ratio: float = 0.92  # the default rule's choice with a noise level: the first loss <= this x noise_sigma^2
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
     noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below
@@ -51,8 +54,16 @@ class FitSettings:
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep", Keep(self.keep))
         object.__setattr__(self, "stop", Stop(self.stop))
-        if self.iters < 1 or self.window < 2 or self.patience < 1 or self.check_every < 1 or self.save_every < 0:
+        patience = 1 if self.patience is None else self.patience
+        if self.iters < 1 or self.window < 2 or patience < 1 or self.check_every < 1 or self.save_every < 0:
             raise ValueError(f"iters, patience, check_every >= 1, window >= 2 and save_every >= 0, got {self}")
+        if not 0 < self.loss_ratio <= 1:
+            raise ValueError(f"the loss ratio is in (0, 1], got {self.loss_ratio}")
+
+    @property
+    def fixed_patience(self) -> bool:
+        """The fixed-patience rule (a patience was given) rather than the default one."""
+        return self.patience is not None
 
 
 @dataclass
@@ -89,7 +100,7 @@ class FitResult:
     stop_iter: int | None = None  # iteration of the automatic choice (the ES-WMV point, or the discrepancy point)
     auto_psnr: float | None = None  # with a reference: PSNR of the output at stop_iter
     auto_rule: str | None = None  # "wmv" | "discrepancy": which rule made the automatic choice
-    discrepancy_iter: int | None = None  # first iteration whose loss (mean of the last 20) fell below noise_sigma^2
+    discrepancy_iter: int | None = None  # first iteration whose loss (mean of the last 20) reached its level
     final_lr: float | None = None  # the learning rate at the end (lower after rollbacks)
     step: dict[str, Any] = field(default_factory=dict)  # how the session ran the step (Session.describe)
 
@@ -106,6 +117,38 @@ def mean_recent_loss(losses: list[float]) -> float:
 def is_overfit(settings: FitSettings, loss: float) -> bool:
     """A loss this far below the noise power means the output reproduces the noise."""
     return bool(settings.noise_sigma) and loss < settings.overfit_ratio * settings.noise_sigma**2
+
+
+# The default rule's patience without a noise level: this many iterations, or this fraction of the minimum's
+# iteration when that is more (a late minimum comes on a slower curve). Chosen on recorded curves: `bench.autostop`.
+PATIENCE_MIN = 300
+PATIENCE_FRACTION = 0.25
+
+
+def patience_at(settings: FitSettings, minimum_iter: int) -> int:
+    """Iterations without a new variance minimum that end a run whose minimum is at `minimum_iter`."""
+    if settings.patience is not None:
+        return settings.patience
+    return max(PATIENCE_MIN, math.ceil(PATIENCE_FRACTION * minimum_iter))
+
+
+def discrepancy_level(settings: FitSettings) -> float:
+    """The loss at which the discrepancy point is reached: noise_sigma^2 for the fixed-patience rule (a fallback
+    there), `loss_ratio` x noise_sigma^2 for the default rule (the choice itself)."""
+    ratio = 1.0 if settings.fixed_patience else settings.loss_ratio
+    return ratio * (settings.noise_sigma or 0.0) ** 2
+
+
+def stopping_rule(settings: FitSettings) -> dict[str, Any]:
+    """The stopping rule's settings, as a report records them."""
+    if settings.fixed_patience:
+        return {"rule": "fixed patience", "patience": settings.patience}
+    rule: dict[str, Any] = {"rule": "default", "patience": None}
+    if settings.noise_sigma:
+        rule["loss_ratio"] = settings.loss_ratio
+    else:
+        rule["patience_min"], rule["patience_fraction"] = PATIENCE_MIN, PATIENCE_FRACTION
+    return rule
 
 
 def ema_lag(weight: float) -> int:
@@ -192,23 +235,34 @@ class VarianceRule(_Scalars):
             if self.lag < 0:
                 session.keep("wmv", handle, Kept.STATE)
             return False
-        return settings.stop is Stop.AUTO and i - self.iter >= settings.patience
+        return settings.stop is Stop.AUTO and self.stops(settings, i)
+
+    def stops(self, settings: FitSettings, i: int) -> bool:
+        """Has the patience run out at step i? Under the default rule with a noise level, the variance never
+        ends the run: the discrepancy point does (or the iteration count)."""
+        if not settings.fixed_patience and settings.noise_sigma:
+            return False
+        return self.iter > 0 and i - self.iter >= patience_at(settings, self.iter)
 
     def may_stop(self, settings: FitSettings, i: int) -> bool:
         """Could step i end the run? (Known before its variance is: only a new minimum would prevent it.)"""
-        return self.iter > 0 and i - self.iter >= settings.patience
+        return self.stops(settings, i)
 
 
 @dataclass
 class DiscrepancyRule(_Scalars):
-    """Morozov's discrepancy principle: the first point where the loss reaches the noise power, slot "disc"."""
+    """Morozov's discrepancy principle: the first point where the loss reaches the noise power, slot "disc".
+
+    Under the default rule its level is `loss_ratio` x noise_sigma^2 and it is the choice: the run ends as soon
+    as its output is in hand. Under the fixed-patience rule its level is noise_sigma^2, and it only replaces a
+    variance point that lies deep in noise fitting."""
 
     lag: int = -1
-    iter: int = 0  # first iteration whose mean loss fell below noise_sigma^2 (0: not yet)
+    iter: int = 0  # first iteration whose mean loss reached the level (0: not yet)
     ready: bool = False  # its output is in hand (with EMA: once the average centred on it exists)
 
     def update(self, settings: FitSettings, i: int, handle: Any, recent: float, session: Session) -> None:
-        if not self.iter and recent <= settings.noise_sigma**2:
+        if not self.iter and recent <= discrepancy_level(settings):
             self.iter = i
             if self.lag < 0:
                 session.keep("disc", handle, Kept.STATE)
@@ -218,8 +272,11 @@ class DiscrepancyRule(_Scalars):
             self.ready = True
 
     def settled(self, settings: FitSettings, i: int, recent: float, wmv: VarianceRule) -> bool:
-        """Auto-stop when the choice can only be this point: the variance's minimum and the current
-        loss are both overfit, and the patience has passed since it."""
+        """Auto-stop when the choice can only be this point. Default rule: once its output is in hand.
+        Fixed patience: the variance's minimum and the current loss are both overfit, and the patience has
+        passed since it."""
+        if not settings.fixed_patience:
+            return self.ready
         return (
             self.ready
             and i - self.iter >= settings.patience
@@ -229,12 +286,17 @@ class DiscrepancyRule(_Scalars):
 
     def may_settle(self, settings: FitSettings, i: int, losses: list[float]) -> bool:
         """Could step i settle it? Losses are >= 0, so the mean with step i's is at least that of the others."""
+        before = [x for x in losses[-(2 * LOSS_WINDOW - 1) :] if math.isfinite(x)][-(LOSS_WINDOW - 1) :]
+        mean_at_least = sum(before) / LOSS_WINDOW if len(before) == LOSS_WINDOW - 1 else math.inf
+        if not settings.fixed_patience:
+            if self.iter:
+                return self.ready or i == self.iter + max(self.lag, 0)
+            return self.lag <= 0 and mean_at_least <= discrepancy_level(settings)
         if not self.iter or i - self.iter < settings.patience:
             return False
         if not self.ready and i != self.iter + self.lag:
             return False
-        before = [x for x in losses[-(2 * LOSS_WINDOW - 1) :] if math.isfinite(x)][-(LOSS_WINDOW - 1) :]
-        return len(before) == LOSS_WINDOW - 1 and is_overfit(settings, sum(before) / LOSS_WINDOW)
+        return is_overfit(settings, mean_at_least)
 
 
 @dataclass
@@ -453,9 +515,12 @@ def automatic_choice(settings: FitSettings, wmv: VarianceRule | None, disc: Disc
     """The iteration the automatic rules choose (0: none yet) and which rule chose it."""
     if wmv is None:
         return 0, "wmv"
-    if disc is not None and is_overfit(settings, wmv.loss) and 0 < disc.iter < wmv.iter and disc.ready:
-        # The variance's point lies deep in noise fitting: take the discrepancy point instead.
-        return disc.iter, "discrepancy"
+    if disc is not None and disc.iter and disc.ready:
+        if not settings.fixed_patience:
+            return disc.iter, "discrepancy"  # the default rule's choice whenever the loss reached its level
+        if is_overfit(settings, wmv.loss) and disc.iter < wmv.iter:
+            # The variance's point lies deep in noise fitting: take the discrepancy point instead.
+            return disc.iter, "discrepancy"
     return wmv.iter, "wmv"
 
 

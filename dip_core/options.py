@@ -24,7 +24,7 @@ class Keep(str, Enum):
 
 class Stop(str, Enum):
     FIXED = "fixed"  # run every iteration
-    AUTO = "auto"  # stop once the variance has had no new minimum for `patience` iterations
+    AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit: the default or fixed-patience rule)
 
 
 # Preset fields a run may override (None keeps the preset's value); see dip_core.presets.Preset.
@@ -66,7 +66,7 @@ class RunOptions:
     keep: Keep = Keep.BEST
     stop: Stop | None = None  # None: auto for denoise, jpeg, restore and sr unless `iters` is given
     window: int = 100  # ES-WMV window (outputs)
-    patience: int = 1000  # ES-WMV patience (iterations)
+    patience: int | None = None  # None: the default stopping rule; a number: ES-WMV with this fixed patience
     noise_sigma: float | None = None  # denoise: the noise's std on 0-255 if known (else estimated)
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward)
     # Size handling and outputs on the way.
@@ -86,7 +86,7 @@ class RunOptions:
                     choices = ", ".join(e.value for e in enum)
                     what = _WORDS.get(name, name)
                     raise ProblemError(f"unknown {what} {value!r}; choose one of {choices}") from None
-        if self.window < 2 or self.patience < 1:
+        if self.window < 2 or (self.patience is not None and self.patience < 1):
             raise ProblemError(
                 f"the variance window must be >= 2 and the patience >= 1, got {self.window} and {self.patience}"
             )

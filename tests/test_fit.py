@@ -297,8 +297,13 @@ def test_denoise_report_gives_the_noise_level(noisy):
 
 @pytest.mark.parametrize(
     ("noise_sigma", "overrides", "patience", "rule"),
-    [(None, {}, 15, "wmv"), (80.0, {"exp_weight": 0.0}, 60, "discrepancy")],
-    ids=["variance-rule", "discrepancy-rule"],
+    [
+        (None, {}, 15, "wmv"),
+        (80.0, {"exp_weight": 0.0}, 60, "discrepancy"),
+        (40.0, {"exp_weight": 0.0}, None, "discrepancy"),  # the loss reaches 0.92 x 40^2 at about step 80
+        (40.0, {"exp_weight": 0.8}, None, "discrepancy"),
+    ],
+    ids=["variance-rule", "discrepancy-rule", "default-rule", "default-rule-ema"],
 )
 def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overrides, patience, rule):
     """bench.autostop's table replays recorded curves: it must end where a real auto-stopped run ends."""
@@ -318,6 +323,7 @@ def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overri
     real = restore("denoise", noisy, iters=120, stop="auto", patience=patience, **common).report
     assert (r["rule"], r["detected"]) == (real["auto_rule"], real["stop_iter"]) and r["rule"] == rule
     assert (r["stopped"] or 120) == real["iters"]
+    assert real["stopped_early"] or patience is not None  # the default rule ends these at the discrepancy point
     # The curves are PSNRs of float32 MSEs taken on the device; psnr_auto is taken on the host in float64.
     assert r["auto"] == pytest.approx(real["psnr_auto"], abs=1e-4)
 
