@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from bench.fingerprint import fingerprint, machine_label
-from bench.quality import CASES, DEFAULT_DATA, prepare
+from bench.quality import CASES, prepare
 from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
 from dip_core.degrade import add_noise
@@ -286,7 +286,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    r.add_argument("--data", type=Path, required=True, help="the paper's test images")
     r.add_argument("--backend", default="torch")
     r.add_argument("--size", type=int, default=64, help="long side of the images")
     r.add_argument("--max-iters", type=int, default=3000)
@@ -296,7 +296,7 @@ def main() -> None:
     r.add_argument("--out", type=Path, help=f"folder for the curves (default: {bench_results_dir()})")
     t = sub.add_parser("table")
     t.add_argument("files", type=Path, nargs="+")
-    t.add_argument("--data", type=Path, default=DEFAULT_DATA, help="to re-make the denoising inputs")
+    t.add_argument("--data", type=Path, required=True, help="the paper's test images, to re-make the denoising inputs")
     t.add_argument("--noise", choices=("estimated", "given"), default="estimated", help="denoising's noise level")
     t.add_argument(
         "--rules", nargs="+", default=["1000", "default"],

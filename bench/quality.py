@@ -1,4 +1,4 @@
-"""`dip bench quality`: the paper's cases on each backend, final/EMA/best PSNR beside the paper's."""
+"""`dip bench quality`: the paper's cases (or the project's own scene) on each backend, over seeds."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from PIL import Image as PILImage
 
 from dip_core import degrade as dg
 from dip_core.api import restore
-from dip_core.image import Image, load_image
-
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+from dip_core.examples import synthetic_scene
+from dip_core.image import Image, from_array, load_image
 
 
 @dataclass(frozen=True)
@@ -31,6 +30,12 @@ CASES = (
     Case("barbara-restore-50", "restore", ("barbara.png",), 32.22, "paper Table 1"),
     Case("zebra-sr4", "sr", ("zebra_GT.png",), None, "paper: Set5 29.90 / Set14 27.00 (Y channel)"),
     Case("snail-dejpeg", "jpeg", ("snail.jpg",), None, "no ground truth: visual only"),
+)
+# Cases on the project's synthetic scene (dip_core.examples): no image to download, so any machine runs them.
+BUILTIN_CASES = (
+    Case("scene-denoise-s25", "denoise", (), None, "the project's synthetic scene, noise sigma 25"),
+    Case("scene-inpaint", "inpaint", (), None, "the project's synthetic scene under a text mask"),
+    Case("scene-sr4", "sr", (), None, "the project's synthetic scene, 4x"),
 )
 
 # quick: downscaled so the long side is `long_side`, fewer iterations; paper: full size, the presets.
@@ -58,9 +63,22 @@ def _resized(img: Image, long_side: int | None, multiple: int = 1) -> np.ndarray
     return dg.resize(x, h, w, PILImage.Resampling.LANCZOS)
 
 
-def prepare(case: Case, data: Path, long_side: int | None, seed: int = 0) -> dict[str, Any]:
+def _first(case: Case, data: Path | None, long_side: int | None) -> Image:
+    """A case's clean image: its first file, or the synthetic scene for a built-in case."""
+    if case.files:
+        if data is None:
+            raise ValueError(f"{case.name} needs the folder of the paper's images")
+        return load_image(data / case.files[0])
+    return from_array(synthetic_scene(long_side or 256, long_side or 256))
+
+
+def prepare(case: Case, data: Path | None, long_side: int | None, seed: int = 0) -> dict[str, Any]:
     """Inputs of one case: (corrupted image, options, reference)."""
-    first = load_image(data / case.files[0])
+    first = _first(case, data, long_side)
+    if case.task == "inpaint" and not case.files:
+        clean = _resized(first, long_side)
+        mask = dg.text_mask(clean.shape[0], clean.shape[1], seed)
+        return {"image": clean * mask, "reference": clean, "options": {"mask": mask[..., 0]}}
     if case.task == "denoise":
         clean = _resized(first, long_side)
         return {"image": dg.add_noise(clean, 25, seed), "reference": clean, "options": {}}
@@ -82,7 +100,7 @@ def prepare(case: Case, data: Path, long_side: int | None, seed: int = 0) -> dic
 
 
 def run_case(
-    case: Case, backend: str, device: str, profile: str, data: Path, seed: int = 0, precision: str | None = None
+    case: Case, backend: str, device: str, profile: str, data: Path | None, seed: int = 0, precision: str | None = None
 ) -> dict[str, Any]:
     spec = PROFILES[profile]
     inputs = prepare(case, data, spec["long_side"], seed)
@@ -99,6 +117,7 @@ def run_case(
     row = {
         "case": case.name,
         "task": case.task,
+        "seed": seed,
         "backend": backend,
         "device": rep["device"],
         "precision": rep["precision"],
@@ -119,21 +138,39 @@ def run_quality(
     backends: list[str],
     device: str,
     profile: str,
-    data: Path,
+    data: Path | None,
     cases: list[str] | None = None,
     on_row: Any = None,
     precision: str | None = None,
+    seeds: int = 1,
 ) -> dict[str, Any]:
+    """Every case x seed x backend (backends alternating, so drift hits them alike): the paper's cases with `data`,
+    the built-in ones without; with several seeds, each case's mean and spread per backend and the MLX - torch
+    difference with its 95 % interval."""
     rows = []
-    for case in CASES:
-        if cases and case.name not in cases:
-            continue
-        for backend in backends:
-            row = run_case(case, backend, device, profile, data, precision=precision)
-            rows.append(row)
-            if on_row is not None:
-                on_row(row)
-    return {"kind": "quality", "profile": profile, "rows": rows, "mlx_minus_torch": _differences(rows)}
+    for case in cases_for(data, cases):
+        for seed in range(seeds):
+            for backend in backends:
+                row = run_case(case, backend, device, profile, data, seed=seed, precision=precision)
+                rows.append(row)
+                if on_row is not None:
+                    on_row(row)
+    return {
+        "kind": "quality",
+        "profile": profile,
+        "seeds": list(range(seeds)),
+        "rows": rows,
+        "mlx_minus_torch": _differences([r for r in rows if r["seed"] == 0]),
+        **seed_statistics(rows),
+    }
+
+
+def cases_for(data: Path | None, names: list[str] | None = None) -> list[Case]:
+    """The paper's cases when their images are at hand, else the built-in ones; `names` picks among all."""
+    every = [*CASES, *BUILTIN_CASES]
+    if names:
+        return [c for c in every if c.name in names]
+    return list(CASES if data is not None else BUILTIN_CASES)
 
 
 def _differences(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -142,3 +179,36 @@ def _differences(rows: list[dict[str, Any]]) -> dict[str, float]:
         if r.get("psnr_result") is not None:
             by_case.setdefault(r["case"], {})[r["backend"]] = r["psnr_result"]
     return {c: v["mlx"] - v["torch"] for c, v in by_case.items() if "mlx" in v and "torch" in v}
+
+
+def seed_statistics(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per case and backend: mean and standard deviation of the result's PSNR over seeds. Per case: MLX - torch,
+    its 95 % interval (Welch's t: the two backends' runs are independent draws, not pairs: from one seed their
+    trajectories part within steps), and whether the interval leaves out zero (a finding)."""
+    from scipy import stats
+
+    by: dict[str, dict[str, list[float]]] = {}
+    for r in rows:
+        if r.get("psnr_result") is not None:
+            by.setdefault(r["case"], {}).setdefault(r["backend"], []).append(float(r["psnr_result"]))
+    summary, differences = [], []
+    for case, per_backend in by.items():
+        for backend, values in per_backend.items():
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+            summary.append({"case": case, "backend": backend, "n": len(values), "mean": float(np.mean(values)),
+                            "std": std})  # fmt: skip
+        a, b = per_backend.get("mlx", []), per_backend.get("torch", [])
+        if len(a) < 2 or len(b) < 2:
+            continue
+        diff = float(np.mean(a) - np.mean(b))
+        va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+        se = float(np.sqrt(va + vb))
+        if se == 0:
+            low = high = diff
+        else:
+            dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+            half = float(stats.t.ppf(0.975, dof)) * se
+            low, high = diff - half, diff + half
+        differences.append({"case": case, "mlx_minus_torch": diff, "ci95": [low, high], "n": [len(a), len(b)],
+                            "finding": bool(low > 0 or high < 0)})  # fmt: skip
+    return {"summary": summary, "differences": differences}

@@ -1,6 +1,6 @@
 """Make the README's example images: every task on the paper's images, downscaled.
 
-    .venv/bin/python scripts/make_examples.py [--data DIR_OF_THE_PAPERS_IMAGES] [--backend torch] [--iters-scale 1.0]
+    .venv/bin/python scripts/make_examples.py --data DIR_OF_THE_PAPERS_IMAGES [--backend torch] [--iters-scale 1.0]
 
 Inputs are prepared from the paper's test images (downscaled so that a 2-core
 CPU finishes in minutes), each task is run with `dip run` and its preset, and
@@ -102,7 +102,7 @@ def _rel(arg: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    ap.add_argument("--data", type=Path, required=True, help="the paper's test images")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "examples")
     ap.add_argument("--backend", default="torch")
     ap.add_argument("--tasks", nargs="*", default=["denoise", "jpeg", "inpaint", "restore", "sr", "deblur"])
