@@ -15,7 +15,8 @@ from dip_core.allocator import tune_allocator
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _run(cmd: list[str]) -> str | None:
+def run_command(cmd: list[str]) -> str | None:
+    """A command's trimmed output, or None when it is missing, fails or prints nothing."""
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=5, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -26,7 +27,7 @@ def _run(cmd: list[str]) -> str | None:
 def cpu_name() -> str:
     """The CPU model, or the Apple chip's name (e.g. "Apple M3 Pro")."""
     if sys.platform == "darwin":
-        return _run(["sysctl", "-n", "machdep.cpu.brand_string"]) or platform.processor() or "unknown"
+        return run_command(["sysctl", "-n", "machdep.cpu.brand_string"]) or platform.processor() or "unknown"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -36,7 +37,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> str | None:
+def package_version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -54,17 +55,17 @@ def gpu_name() -> str | None:
     if sys.platform == "darwin":
         chip = cpu_name()
         return f"{chip} GPU" if chip.startswith("Apple") else None
-    return _run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
+    return run_command(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"])
 
 
 def blas() -> dict[str, str | None]:
     """The BLAS behind each framework on the CPU."""
     out: dict[str, str | None] = {"mlx": None, "torch": None}
-    if _version("mlx") is not None:
+    if package_version("mlx") is not None:
         from dip_mlx import BLAS
 
         out["mlx"] = BLAS.name if BLAS.path is None else f"{BLAS.name} ({BLAS.path})"
-    if _version("torch") is not None:
+    if package_version("torch") is not None:
         import torch
 
         config = torch.__config__.show()
@@ -74,7 +75,7 @@ def blas() -> dict[str, str | None]:
 
 def mlx_cpu_kernels() -> str | None:
     """Whether dip_mlx's compiled CPU kernels are in use (Linux)."""
-    if _version("mlx") is None:
+    if package_version("mlx") is None:
         return None
     from dip_mlx.cpu_kernels import status
 
@@ -82,8 +83,8 @@ def mlx_cpu_kernels() -> str | None:
 
 
 def git_revision() -> str | None:
-    rev = _run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
-    if rev and _run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]):
+    rev = run_command(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    if rev and run_command(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]):
         rev += "+dirty"
     return rev
 
@@ -99,8 +100,8 @@ def fingerprint() -> dict[str, Any]:
         "gpu": gpu_name(),
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": platform.python_version(),
-        "mlx": _version("mlx"),
-        "torch": _version("torch"),
+        "mlx": package_version("mlx"),
+        "torch": package_version("torch"),
         "blas": blas(),
         "mlx_cpu_kernels": mlx_cpu_kernels(),
         "allocator": tune_allocator(),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -315,7 +316,11 @@ def run_speed(
 def _child(args: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `python -m bench.speed ARGS` (with `env` added to the environment) and return the JSON it prints last."""
     full_env = {**os.environ, **env} if env else None
-    result = subprocess.run([sys.executable, "-m", "bench.speed", *args], capture_output=True, text=True, env=full_env)
+    # From the folder that holds this package: a `bench` folder or bench.py where the user is must not shadow it.
+    home = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.speed", *args], capture_output=True, text=True, env=full_env, cwd=home
+    )
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["no output"]
         raise RuntimeError(f"bench.speed {args[0]} failed: {lines[-1]}")
