@@ -2,52 +2,65 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench.fingerprint import machine_label
+from bench.schema import OtherKindError, SchemaError, read_json, result_files, validate
 from dip_core.atomic import atomic_write
-from dip_core.errors import UserError
+from dip_core.errors import UserErrors
 
 
-class ReportError(UserError):
-    """A results file that cannot be read."""
+class ReportError(UserErrors):
+    """Nothing to report: one line per file that could not be used, and why nothing is left."""
 
 
 REPORTED = ("speed", "quality")
-# Other results that live beside them in a results folder, each with its own table: the command that prints it.
-OTHER_KINDS = {
-    "autostop": "python -m bench.autostop table",
-    "ladder": "python -m bench.ladder --show",
-    "loop-pair": "python -m bench.loop_pair --show",
-}
 
 
-def load_results(paths: list[Path]) -> list[dict[str, Any]]:
-    """Speed and quality results from files and folders; a folder's other bench results are skipped."""
-    files: list[tuple[Path, bool]] = []
-    for p in paths:
-        if not p.exists():
-            raise ReportError(f"no such file or folder: {p}")
-        files += [(f, True) for f in sorted(p.glob("*.json"))] if p.is_dir() else [(p, False)]
+@dataclass(frozen=True)
+class Loaded:
+    """The speed and quality results found, one line per file that could not be used, and how many `dip bench all`
+    results were left to the chip table (`--html`, `--markdown`)."""
+
+    results: list[dict[str, Any]]
+    problems: list[str]
+    machine_results: int
+
+
+def load_results(paths: list[Path]) -> Loaded:
+    """Speed and quality results from files and folders, going on past bad files (each a problem line); a folder's
+    other bench results are skipped. ReportError lists the problems when nothing is left to report."""
+    files, problems = result_files(paths)
     results = []
+    machines = 0
     for f, in_folder in files:
         try:
-            data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ReportError(f"cannot read {f}: {exc}") from None
-        if not isinstance(data, dict) or "fingerprint" not in data or data.get("kind") not in (*REPORTED, *OTHER_KINDS):
-            raise ReportError(f"{f} is not a dip bench result")
-        if data["kind"] in OTHER_KINDS:
-            if in_folder:
-                continue
-            raise ReportError(f"{f} is a {data['kind']} result: `{OTHER_KINDS[data['kind']]} {f}` prints it")
+            data = read_json(f)
+            converted = validate(data, f)
+        except OtherKindError as exc:
+            if not in_folder:
+                problems.append(str(exc))
+            continue
+        except SchemaError as exc:
+            problems.append(str(exc))
+            continue
+        if converted["schema_version"] != 0:
+            machines += 1
+            continue
         data["_file"] = f.name
         results.append(data)
     if not results:
-        raise ReportError("no speed or quality results given")
-    return results
+        if machines:
+            problems.append(
+                f"{machines} `dip bench all` result(s) and no speed or quality result: "
+                "`dip bench report --html PAGE.html` (or --markdown PAGE.md) shows them"
+            )
+        else:
+            problems.append("no speed or quality results given")
+        raise ReportError(problems)
+    return Loaded(results, problems, machines)
 
 
 def _label(res: dict[str, Any]) -> str:
@@ -196,8 +209,11 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def render(paths: list[Path], out_dir: Path) -> tuple[Path, list[Path]]:
-    results = load_results(paths)
+def render(paths: list[Path], out_dir: Path) -> tuple[Path, list[Path], Loaded]:
+    """report.md and its charts in `out_dir` from the speed and quality results in `paths`; also what was loaded
+    (for its problem lines)."""
+    loaded = load_results(paths)
+    results = loaded.results
     out_dir.mkdir(parents=True, exist_ok=True)
     md = ["# dip benchmark results", ""]
     for res in results:
@@ -215,4 +231,4 @@ def render(paths: list[Path], out_dir: Path) -> tuple[Path, list[Path]]:
     report = out_dir / "report.md"
     with atomic_write(report) as fh:
         fh.write(("\n".join(md) + "\n").encode())
-    return report, pngs
+    return report, pngs, loaded

@@ -153,37 +153,65 @@ def bench_quality(
     profile: Annotated[
         str, typer.Option(help="quick: downscaled, fewer iterations; paper: full size and presets.")
     ] = "quick",
-    data: Annotated[Path | None, typer.Option(help="Folder with the paper's images (F16_GT.png, ...).")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder with the paper's images (F16_GT.png, ...); without it, the built-in scene cases."),
+    ] = None,
     backends: Annotated[list[BackendName] | None, typer.Option("--backend", "-b", help="Repeat for several.")] = None,
     device: DeviceOpt = Device.AUTO,
     cases: Annotated[list[str] | None, typer.Option("--case", help="Only these cases (repeat).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=100, help="Runs per case and backend, seeds 0..N-1.")] = 1,
     precision: PrecisionOpt = None,
     out: ResultsDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Run the paper's cases on each backend: final, EMA and best PSNR beside the published figures."""
-    from bench.quality import CASES, DEFAULT_DATA, PROFILES, run_quality
+    """Run the paper's cases (or the built-in scene's) on each backend over seeds: PSNR mean ± sd, MLX - torch."""
+    from bench.quality import BUILTIN_CASES, CASES, PROFILES, run_quality
 
     if profile not in PROFILES:
         raise UsageError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
-    data = data or DEFAULT_DATA
-    if not data.is_dir():
-        raise UsageError(f"no image folder at {data}: give --data with the paper's test images")
-    known = {c.name for c in CASES}
+    if data is not None and not data.is_dir():
+        raise UsageError(f"no image folder at {data}: give --data the folder of the paper's test images")
+    known = {c.name for c in (*CASES, *BUILTIN_CASES)}
     if cases and not set(cases) <= known:
         raise UsageError(f"unknown case(s) {sorted(set(cases) - known)}; choose from {', '.join(sorted(known))}")
+    paper = {c.name for c in CASES}
+    if cases and data is None and set(cases) & paper:
+        raise UsageError(f"{', '.join(sorted(set(cases) & paper))} need the paper's images: give --data")
     names = [b.value for b in backends] if backends else available_backends()
 
     def show(row: dict[str, Any]) -> None:
         result = f"{row['psnr_result']:.2f} dB (input {row['psnr_input']:.2f})" if row.get("psnr_result") else "visual"
-        err().print(f"{row['case']:>20} {row['backend']:>5}: {result}, {row['seconds']:.0f} s", highlight=False)
+        err().print(
+            f"{row['case']:>20} {row['backend']:>5} seed {row['seed']}: {result}, {row['seconds']:.0f} s",
+            highlight=False,
+        )
 
     chosen = precision.value if precision else None
-    result = _envelope(run_quality(names, device.value, profile, data, cases, on_row=show, precision=chosen))
+    result = _envelope(
+        run_quality(names, device.value, profile, data, cases, on_row=show, precision=chosen, seeds=seeds)
+    )
     path = _save_result(result, _results_dir(out))
     if as_json:
         typer.echo(json.dumps(result, indent=2))
+    if seeds > 1:
+        show_seed_statistics(result)
     _wrote(path, out)
+
+
+def show_seed_statistics(result: dict[str, Any]) -> None:
+    """Each case's mean ± sd per backend, and MLX - torch with its 95 % interval (a finding when it leaves out 0)."""
+    for s in result["summary"]:
+        sd = "" if s["std"] is None else f" ± {s['std']:.2f}"
+        err().print(f"{s['case']:>20} {s['backend']:>5}: {s['mean']:.2f}{sd} dB over {s['n']} seeds", highlight=False)
+    for d in result["differences"]:
+        low, high = d["ci95"]
+        verdict = "a finding: the interval leaves out 0" if d["finding"] else "no difference shown"
+        err().print(
+            f"{d['case']:>20} MLX - torch: {d['mlx_minus_torch']:+.2f} dB, 95 % interval [{low:+.2f}, {high:+.2f}] "
+            f"({verdict})",
+            highlight=False,
+        )
 
 
 @bench_app.command("report")
@@ -202,18 +230,77 @@ def bench_report(
             "--out", help="Folder for report.md and the charts.", show_default=f"per user: {bench_report_dir()}"
         ),
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            metavar="PAGE.html",
+            help="Write the chip table (one row per machine x backend x device, plots inline) to this static page.",
+        ),
+    ] = None,
+    markdown: Annotated[
+        Path | None, typer.Option("--markdown", metavar="PAGE.md", help="Write the chip table as Markdown here.")
+    ] = None,
 ) -> None:
-    """Merge results from any number of machines into a Markdown table and PNG charts."""
-    from bench.report import render
-
+    """Merge results from any number of machines: a Markdown table and PNG charts, or with --html/--markdown the
+    chip table of `dip bench all` results (and older speed and quality results)."""
     if not results:
         mine = bench_results_dir()
         if not any(mine.glob("*.json")):
             raise UsageError(
-                f"no results in {mine} yet: run `dip bench speed` or `dip bench quality` first, "
+                f"no results in {mine} yet: run `dip bench all`, `dip bench speed` or `dip bench quality` first, "
                 f"or name result files or folders ({COMMITTED_RESULTS}: the repository's)"
             )
         results = [mine]
-    report, charts = render(results, folder or bench_report_dir())
+    if html is not None or markdown is not None:
+        _chip_pages(results, html, markdown)
+        return
+    from bench.report import render
+
+    report, charts, loaded = render(results, folder or bench_report_dir())
+    _problems(loaded.problems)
+    if loaded.machine_results:
+        err().print(
+            f"note: {loaded.machine_results} `dip bench all` result(s) are not in report.md: "
+            "`dip bench report --html PAGE.html` shows them",
+            highlight=False,
+            soft_wrap=True,
+        )
     for path in (report, *charts):
+        out().print(f"wrote {path}", highlight=False, soft_wrap=True)
+
+
+def _problems(lines: list[str]) -> None:
+    """One `error:` line per file that could not be used (the others were)."""
+    for line in lines:
+        err().print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+
+
+def _chip_pages(results: list[Path], html: Path | None, markdown: Path | None) -> None:
+    """`dip bench report --html/--markdown`: every readable file into the chip table; exit 1 when none is."""
+    from bench.chip_table import build, write_pages
+    from bench.schema import load_folder
+
+    pages = [p for p in (html, markdown) if p is not None]
+    if html is not None and markdown is not None and html.resolve() == markdown.resolve():
+        raise UsageError(f"--html and --markdown name the same file {html}")
+    for page in pages:
+        if not page.parent.is_dir():
+            raise UsageError(f"cannot write {page}: directory {page.parent} does not exist")
+        if page.is_dir():
+            raise UsageError(f"cannot write {page}: it is a directory")
+    good, problems = load_folder(results)
+    _problems(problems)
+    if not good:
+        err().print(
+            f"[bold red]error:[/] no readable dip bench results in {', '.join(str(p) for p in results)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    try:
+        written = write_pages(build(good, problems), html, markdown)
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
+    for path in written:
         out().print(f"wrote {path}", highlight=False, soft_wrap=True)
