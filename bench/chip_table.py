@@ -58,6 +58,7 @@ class MachineInfo:
     skipped: tuple[dict[str, Any], ...]
     quality_profile: str | None
     findings: tuple[dict[str, Any], ...]
+    sustained: tuple[dict[str, Any], ...] = ()  # the sustained runs: samples of [elapsed s, ms/iter]
 
 
 @dataclass(frozen=True)
@@ -208,6 +209,7 @@ def build(results: Sequence[LoadedResult], problems: Sequence[str] = ()) -> Chip
                 skipped=tuple(m["skipped"]),
                 quality_profile=quality["profile"] if quality else None,
                 findings=tuple(d for d in (quality["differences"] if quality else []) if _is_finding(d)),
+                sustained=tuple(m["sustained"].values()),
             )
         )
     sizes = {
@@ -467,6 +469,27 @@ def ratio_svg(table: ChipTable) -> str:
     return _svg(fig, "dip-chip-table-ratio")
 
 
+def sustained_svg(table: ChipTable) -> str:
+    """ms/iter against elapsed time of each sustained run (a machine that heats up slows down)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for info in table.machines:
+        for run in info.sustained:
+            if run.get("samples"):
+                t, ms = zip(*run["samples"], strict=True)
+                ax.plot(t, ms, label=f"{info.label} · {run['backend']}/{run['device']} {run.get('size', '?')}²")
+    ax.set_xlabel("elapsed (s)", fontsize=8)
+    ax.set_ylabel("ms per iteration", fontsize=8)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    ax.set_title("Sustained runs", fontsize=9)
+    return _svg(fig, "dip-chip-table-sustained")
+
+
 # --- HTML ----------------------------------------------------------------------------------------------------------
 
 CSS = """
@@ -518,6 +541,13 @@ def html_page(table: ChipTable) -> str:
         )
     else:
         findings_html = "<p>None: no difference's 95 % interval leaves out zero.</p>"
+    sustained_html = ""
+    if any(run.get("samples") for info in table.machines for run in info.sustained):
+        sustained_html = (
+            f'<figure id="plot-sustained">{sustained_svg(table)}\n<figcaption>ms per iteration over a sustained '
+            "run (<code>dip bench all --sustained 300</code>): fanless machines slow down once hot.</figcaption>\n"
+            "</figure>\n"
+        )
     machines = []
     for info in table.machines:
         lines = "".join(f"<li>{_e(line)}</li>" for line in _machine_lines(info))
@@ -558,7 +588,7 @@ def html_page(table: ChipTable) -> str:
 <figure id="plot-ratio">{ratio_svg(table)}
 <figcaption>MLX / torch step time per machine and device; below the line MLX is faster.</figcaption>
 </figure>
-<h2>MLX - torch quality findings</h2>
+{sustained_html}<h2>MLX - torch quality findings</h2>
 {findings_html}
 <h2>Machines</h2>
 <ul id="machines">{"".join(machines)}</ul>

@@ -9,6 +9,7 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dip_cli.app import ConfigOpt, PrecisionOpt, UsageError, command_line, err, user_errors
+from dip_core.atomic import why_unwritable
 from dip_core.backend import BackendName, available_backends
 from dip_core.paths import bench_results_dir
 
@@ -42,7 +43,11 @@ def bench_all(
     precision: PrecisionOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="The result file (default: <machine>-<date>.json in your results folder)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="The result file, or a folder for <machine>-<date>.json (default: your results folder).",
+        ),
     ] = None,
 ) -> None:
     """Benchmark this machine on every installed backend: step and loop speed at 128-512², memory, quality over
@@ -72,13 +77,18 @@ def bench_all(
         precision=precision.value if precision else None, quality=quality, profile=profile,
         crosscheck=crosscheck, crosscheck_config=config, data=data, backends=tuple(names),
     )  # fmt: skip
-    if out is not None and out.suffix != ".json":
-        raise UsageError(f"the result file must end in .json, got {out}")
+    folder = bench_results_dir() if out is None else out if out.is_dir() else None
+    if folder is None and out is not None and out.suffix != ".json":
+        raise UsageError(f"the result file must end in .json (or be a folder), got {out}")
     run = MachineRun(settings, out, command_line())
-    if out is None:
-        folder = bench_results_dir()
+    if folder is not None:  # a folder: the file is named after the machine and the day
         folder.mkdir(parents=True, exist_ok=True)
         run.path = folder / file_name(run.data["machine"], run.data["date"])
+    if not run.path.parent.is_dir():
+        raise UsageError(f"no folder {run.path.parent} for the result file")
+    problem = why_unwritable(run.path.parent)
+    if problem:
+        raise UsageError(f"cannot write the result in {run.path.parent}: {problem}")
     console = err()
     machine = run.data["machine"]
     console.print(f"machine: {machine['label']}, {machine['memory_gib']} GiB, {machine['os']}", highlight=False)

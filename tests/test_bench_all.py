@@ -97,6 +97,7 @@ def test_bad_options_are_one_line_errors(tmp_path):
         (["--profile", "paper"], "quality profile"),
         (["--data", str(tmp_path / "nowhere")], "no image folder"),
         (["--out", str(tmp_path / "x.txt")], "must end in .json"),
+        (["--out", str(tmp_path / "missing" / "x.json")], "no folder"),
         (["--config", "nonet"], "nonet"),
     ):
         result = runner.invoke(app, ["bench", "all", *args])

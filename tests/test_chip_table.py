@@ -356,7 +356,7 @@ def test_html_page_is_static_and_has_the_rows(table):
     assert parsed.rows[(cr.H100, "torch", "gpu")]["peak-source"] == "table: NVIDIA H100 SXM"
     assert parsed.rows[(cr.XEON, "torch", "cpu")]["peak-source"] == "measured matmul"
     assert parsed.rows[(cr.M3_PRO, "mlx", "gpu")]["sustained"] == "60.0 → 66.0 (+10 %)"
-    assert parsed.svgs == 2 and {"chip-table", "plot-speed", "plot-ratio"} <= set(parsed.ids)
+    assert parsed.svgs == 3 and {"chip-table", "plot-speed", "plot-ratio", "plot-sustained"} <= set(parsed.ids)
     # nothing fetched: no scripts, no sources, and the only addresses are the SVG namespaces (names, not fetches)
     assert "<script" not in page and "src=" not in page
     assert set(re.findall(r"https?://[^\s\"<>]+", page)) <= {

@@ -82,7 +82,7 @@ def test_chip_table_page_in_headless_chromium(page):
         found = [(r.get_attribute("data-machine"), r.get_attribute("data-backend"), r.get_attribute("data-device"))
                  for r in rows]  # fmt: skip
         assert sorted(found) == sorted(cr.EXPECTED_ROWS)
-        for plot in ("plot-speed", "plot-ratio"):
+        for plot in ("plot-speed", "plot-ratio", "plot-sustained"):
             svg = driver.find_element(By.CSS_SELECTOR, f"#{plot} svg")
             assert svg.size["width"] > 200 and svg.size["height"] > 100, (plot, svg.size)
         problems = driver.find_elements(By.CSS_SELECTOR, "#problems li.problem")
