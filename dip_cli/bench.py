@@ -227,7 +227,9 @@ def bench_report(
     folder: Annotated[
         Path | None,
         typer.Option(
-            "--out", help="Folder for report.md and the charts.", show_default=f"per user: {bench_report_dir()}"
+            "--out",
+            help="Folder for the chip table (chips.html, chips.md), report.md and the charts.",
+            show_default=f"per user: {bench_report_dir()}",
         ),
     ] = None,
     html: Annotated[
@@ -242,8 +244,9 @@ def bench_report(
         Path | None, typer.Option("--markdown", metavar="PAGE.md", help="Write the chip table as Markdown here.")
     ] = None,
 ) -> None:
-    """Merge results from any number of machines: a Markdown table and PNG charts, or with --html/--markdown the
-    chip table of `dip bench all` results (and older speed and quality results)."""
+    """Merge results from any number of machines into the chip table (one row per machine x backend x device, as a
+    static HTML page and Markdown), with report.md and PNG charts of the speed and quality results beside it; or
+    only the chip table, to the pages given with --html / --markdown."""
     if not results:
         mine = bench_results_dir()
         if not any(mine.glob("*.json")):
@@ -252,20 +255,20 @@ def bench_report(
                 f"or name result files or folders ({COMMITTED_RESULTS}: the repository's)"
             )
         results = [mine]
-    if html is not None or markdown is not None:
-        _chip_pages(results, html, markdown)
+    detailed = html is None and markdown is None
+    out_dir = folder or bench_report_dir()
+    if detailed:  # the chip table beside report.md and its charts
+        out_dir.mkdir(parents=True, exist_ok=True)
+        html, markdown = out_dir / "chips.html", out_dir / "chips.md"
+    _chip_pages(results, html, markdown)
+    if not detailed:
         return
-    from bench.report import render
+    from bench.report import ReportError, render
 
-    report, charts, loaded = render(results, folder or bench_report_dir())
-    _problems(loaded.problems)
-    if loaded.machine_results:
-        err().print(
-            f"note: {loaded.machine_results} `dip bench all` result(s) are not in report.md: "
-            "`dip bench report --html PAGE.html` shows them",
-            highlight=False,
-            soft_wrap=True,
-        )
+    try:
+        report, charts, _ = render(results, out_dir)  # its problems are the ones just printed
+    except ReportError:
+        return  # only `dip bench all` results: the chip table holds everything
     for path in (report, *charts):
         out().print(f"wrote {path}", highlight=False, soft_wrap=True)
 
