@@ -226,8 +226,9 @@ def _patience(rule: str) -> int | None:
     return None if rule == "default" else int(rule)
 
 
-def _spread(values: list[float]) -> str:
-    return f"{np.mean(values):.2f} ± {np.std(values, ddof=1):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+def _spread(values: list[float], digits: int = 2) -> str:
+    """Mean ± sample standard deviation."""
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def table(args: argparse.Namespace) -> None:
@@ -275,10 +276,10 @@ def table(args: argparse.Namespace) -> None:
         print("| case | seeds | " + " | ".join(f"{rule_name(rule)}: gap dB, after" for rule in args.rules) + " |")
         print("|---|---|" + "---|" * len(args.rules))
         for name, ks in several.items():
-            cells = [
-                f"{_spread([results[rule][k]['gap'] for k in ks])}, {_spread([results[rule][k]['after'] for k in ks])}"
-                for rule in args.rules
-            ]
+            cells = []
+            for rule in args.rules:
+                gaps, after = [results[rule][k]["gap"] for k in ks], [results[rule][k]["after"] for k in ks]
+                cells.append(f"{_spread(gaps)}, {_spread(after, 0)}")
             print(f"| {name} | {len(ks)} | " + " | ".join(cells) + " |")
 
 
