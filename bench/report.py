@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fingerprint import machine_label
-from bench.schema import OtherKindError, SchemaError, read_json, result_files, validate
+from bench.schema import load_folder, read_json
 from dip_core.atomic import atomic_write
 from dip_core.errors import UserErrors
 
@@ -32,24 +32,15 @@ class Loaded:
 def load_results(paths: list[Path]) -> Loaded:
     """Speed and quality results from files and folders, going on past bad files (each a problem line); a folder's
     other bench results are skipped. ReportError lists the problems when nothing is left to report."""
-    files, problems = result_files(paths)
+    good, problems = load_folder(paths)
     results = []
     machines = 0
-    for f, in_folder in files:
-        try:
-            data = read_json(f)
-            converted = validate(data, f)
-        except OtherKindError as exc:
-            if not in_folder:
-                problems.append(str(exc))
-            continue
-        except SchemaError as exc:
-            problems.append(str(exc))
-            continue
-        if converted["schema_version"] != 0:
+    for loaded in good:
+        if loaded.version != 0:
             machines += 1
             continue
-        data["_file"] = f.name
+        data = read_json(loaded.path)  # as written: the tables below read its own fields
+        data["_file"] = loaded.path.name
         results.append(data)
     if not results:
         if machines:
