@@ -363,7 +363,10 @@ def _summary(rep: dict[str, Any], written: list[Path]) -> None:
         line += f"; result from iteration {rep['result_iter']} ({rep['selection']})"
     if rep.get("stopped_early"):
         rule = {"wmv": "the output variance", "discrepancy": "the noise level"}.get(rep.get("auto_rule"), "auto-stop")
-        line += f"; auto-stop ended it at {rep['stop_iter']} of {rep['iters_planned']} ({rule} chose)"
+        line += (
+            f"; auto-stop: {rule} chose iteration {rep['stop_iter']}, and the run ended at {rep['iters']} of "
+            f"{rep['iters_planned']}"
+        )
     out().print(line, highlight=False)
     for path in written:
         out().print(f"  wrote {path}", highlight=False)

@@ -245,7 +245,7 @@ def test_the_summary_says_when_auto_stop_ended_the_run_and_save_every_says_where
     result = runner.invoke(app, [*args, "--save-every", "50", "-q", *FAST])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "auto-stop ended it at" in text and "of 300" in text
+    assert "auto-stop: " in text and "chose iteration" in text and "the run ended at" in text and "of 300" in text
     assert "the result so far is written to" in text and "every 50 iterations" in text
 
 
