@@ -45,7 +45,10 @@ if [ -z "${TORCH_SPEC:-}" ]; then
     if [ "$(uname -s)-$(uname -m)" = Linux-x86_64 ]; then TORCH_SPEC="torch==2.13.0"; else TORCH_SPEC="torch"; fi
 fi
 "${PIP[@]}" install "$TORCH_SPEC"
-"${PIP[@]}" install -e ".[mlx,torch,dev,browser]"
+"${PIP[@]}" install -e ".[mlx,torch,dev,browser,ui]"
+# Ray (dip batch --engine ray), best effort: not every platform and Python has its wheel, and it is optional.
+"${PIP[@]}" install -e ".[ray]" \
+    || echo "setup: Ray did not install; dip batch --engine ray needs it, the rest of dip does not" >&2
 
 # Linux: compile MLX's CPU kernels for this machine (dip_mlx/csrc); without them the
 # MLX backend falls back to MLX's own, slower, ops on the CPU.

@@ -1,0 +1,136 @@
+"""What the page may ask for, checked against fixed lists before anything runs.
+
+The client names no file on disk: a network is one of NETS by name (never a JSON file), a blur kernel is a
+`gaussian:`, `box:` or `motion:` spec with bounded numbers (never a kernel image's path), the images are ids of
+this session's uploads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from dip_core.backend import BackendName, Device
+from dip_core.config import NETS
+from dip_core.errors import UserError
+from dip_core.options import RunOptions
+from dip_core.presets import PRESETS, Task
+
+# Blur kernels the page may ask for, and the largest value of each (a larger one would make a huge kernel).
+KERNEL_LIMITS = {"gaussian": 20.0, "box": 63.0, "motion": 63.0}
+_KERNEL = re.compile(r"^(gaussian|box|motion):(\d+(?:\.\d+)?)(?:,(-?\d+(?:\.\d+)?))?$")
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+MASKED_TASKS = frozenset({Task.INPAINT, Task.RESTORE})
+DEFAULT_KERNEL = "gaussian:1.5"
+
+
+class BadRequest(UserError):
+    """A request the page should not have sent (answered 400 with the message)."""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run as the page asks for it: the task, where it runs, the preset and its few overrides, the inputs."""
+
+    task: Task
+    image: str  # upload ids of this session
+    mask: str | None = None
+    reference: str | None = None
+    backend: BackendName = BackendName.MLX
+    device: Device = Device.AUTO
+    preset: str | None = None  # None: the task's
+    net: str | None = None  # None: the preset's
+    iters: int | None = None  # None: the preset's (auto-stop where the task has it)
+    kernel: str | None = None  # deblur
+    mask_color: str | None = None  # inpaint/restore: the overlay's colour is the mask
+    seed: int = 0
+
+    def options(self, **more: Any) -> RunOptions:
+        """The run's RunOptions (plus `more`, e.g. save_every)."""
+        return RunOptions(
+            backend=self.backend, device=self.device, preset=self.preset, net=self.net, iters=self.iters,
+            kernel=self.kernel, mask_color=self.mask_color, seed=self.seed, **more,
+        )  # fmt: skip
+
+
+def _choice(body: dict[str, Any], name: str, allowed: list[str], default: str | None = None) -> str | None:
+    value = body.get(name)
+    if value in (None, ""):
+        return default
+    if not isinstance(value, str) or value not in allowed:
+        raise BadRequest(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a whole number, got {value!r}") from None
+    if isinstance(value, float) and not value.is_integer():
+        raise BadRequest(f"{name} must be a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise BadRequest(f"{name} must be between {low:,} and {high:,}, got {number:,}")
+    return number
+
+
+def _id(body: dict[str, Any], name: str, required: bool = False) -> str | None:
+    value = body.get(name)
+    if value in (None, ""):
+        if required:
+            raise BadRequest(f"no {name}: upload one first")
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise BadRequest(f"bad {name} id")
+    return value
+
+
+def check_kernel(spec: str) -> str:
+    """A blur kernel spec the page may send: gaussian:S, box:K or motion:L,A with bounded values."""
+    m = _KERNEL.match(spec.strip())
+    if m is None:
+        raise BadRequest(f"unknown kernel {spec!r}: use gaussian:SIGMA, box:SIZE or motion:LENGTH,ANGLE")
+    kind, first, second = m.groups()
+    if (second is None) != (kind != "motion"):
+        raise BadRequest(f"kernel {spec!r}: {'motion takes LENGTH,ANGLE' if kind == 'motion' else 'one number'}")
+    if float(first) > KERNEL_LIMITS[kind]:
+        raise BadRequest(f"kernel {spec!r}: at most {KERNEL_LIMITS[kind]:g} for {kind}")
+    return spec.strip()
+
+
+def task_presets(task: Task) -> list[str]:
+    return [name for name, p in PRESETS.items() if p.task is task]
+
+
+def parse_run(body: Any, max_iters: int) -> RunRequest:
+    """A RunRequest from the page's JSON, every field checked; BadRequest says what is wrong."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request must be a JSON object")
+    task = Task(_choice(body, "task", [t.value for t in Task], "denoise"))
+    kernel = None
+    if task is Task.DEBLUR:
+        kernel = check_kernel(body.get("kernel") or DEFAULT_KERNEL)
+    colour = body.get("mask_color") or None
+    if colour is not None and (task not in MASKED_TASKS or not isinstance(colour, str) or not _COLOUR.match(colour)):
+        raise BadRequest("mask_color is a #rrggbb colour, for inpaint and restore only")
+    mask = _id(body, "mask")
+    if task in MASKED_TASKS and (mask is None) == (colour is None):
+        raise BadRequest(f"{task.value} needs a mask: paint one, load one, or choose the overlay colour (one only)")
+    return RunRequest(
+        task=task,
+        image=_id(body, "image", required=True),  # type: ignore[arg-type]
+        mask=mask if task in MASKED_TASKS else None,
+        reference=_id(body, "reference"),
+        backend=BackendName(_choice(body, "backend", [b.value for b in BackendName], BackendName.MLX.value)),
+        device=Device(_choice(body, "device", [d.value for d in Device], Device.AUTO.value)),
+        preset=_choice(body, "preset", task_presets(task)),
+        net=_choice(body, "net", list(NETS)),
+        iters=_integer(body, "iters", 1, max_iters),
+        kernel=kernel,
+        mask_color=colour,
+        seed=_integer(body, "seed", 0, 2**31 - 1) or 0,
+    )
