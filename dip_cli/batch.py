@@ -1,49 +1,48 @@
-"""`dip batch`: restore every image of a folder with the same options.
+"""`dip batch`: restore every image of a folder with the same options, here or on a Ray cluster.
 
-Each result's JSON report carries a `batch` record (the task, the settings that
-decide the result, and the name, size and SHA-256 of every file it was made
-from), so that a rerun skips exactly the results it would make again and
-refuses, before any work, to count a result of other settings or inputs as done.
+Each result's JSON report carries a `batch` record (the task, the settings that decide the result, and the name,
+size and SHA-256 of every file it was made from), so that a rerun skips exactly the results it would make again
+and refuses, before any work, to count a result of other settings or inputs as done. Both engines run the same
+per-image work (dip_cli.batch_work) and end with the same summary (OUT/summary.json).
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
+import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict
+from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
-from dip_cli.app import UsageError, command_line, err, out, user_errors
+from dip_cli.app import UsageError, command_line, out, user_errors
+from dip_cli.batch_progress import BatchProgress
+from dip_cli.batch_work import FILES, Job, Outcome, Status, numbers, record_of, restore_job
 from dip_cli.options import with_run_options
-from dip_cli.run import handle_sigterm, rescue
+from dip_cli.run import handle_sigterm
+from dip_cli.shard import Shard
 from dip_core.atomic import why_unwritable
-from dip_core.errors import UserError
+from dip_core.backend import Device
 from dip_core.options import RunOptions
 from dip_core.presets import Task
 from dip_core.version import dip_version
 
-# RunOptions fields that do not change the result: left out of the record a rerun compares.
-NEUTRAL = ("threads", "trace_output", "save_every", "checkpoint_every")
-# Files besides the image whose contents decide the result.
-FILES = ("mask", "reference", "kernel", "net")
+if TYPE_CHECKING:
+    from dip_cli.batch_ray import RaySettings
+
 SHOWN = 10  # outputs named in a message, the rest counted
+SUMMARY = "summary"  # OUT/summary.json, or OUT/summary.shard-I-of-N.json for a shard
 
 
-@dataclass
-class _Job:
-    """One image of the batch: where its result goes and what it is made from."""
-
-    image: Path
-    target: Path
-    mask: Path | None
-    reference: Path | None
-    record: dict[str, Any] | None  # None: the image could not be read to hash it (it fails when run)
+class Engine(str, Enum):
+    LOCAL = "local"  # one image after the other, in this process
+    RAY = "ray"  # every image a Ray task, on this machine or a cluster
 
 
 @user_errors
@@ -53,15 +52,53 @@ def batch(
     input_dir: Annotated[Path, typer.Argument(help="Folder of corrupted images (masks: STEM_mask.png beside them).")],
     options: RunOptions,
     output: Annotated[Path, typer.Option("--out", "-o", help="Folder for results and reports (created).")],
-    references: Annotated[Path | None, typer.Option(help="Folder of clean images with the same names.")] = None,
+    references: Annotated[
+        Path | None, typer.Option(help="Folder of clean images with the same names: PSNR in the reports and summary.")
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", "-f", help="Redo every image, even those whose result is already in --out.")
     ] = False,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            metavar="I/N",
+            help="Restore only shard I of N (I counted from 0): image k of the folder's sorted list goes to shard "
+            "k mod N, so N jobs cover the folder exactly once. SLURM array ids start where --array says: pass "
+            "--shard $((SLURM_ARRAY_TASK_ID - SLURM_ARRAY_TASK_MIN))/$SLURM_ARRAY_TASK_COUNT (with --array=0-3, "
+            "simply $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT). The summary is OUT/summary.shard-I-of-N.json.",
+        ),
+    ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help='local: one image after the other here; ray: every image a Ray task (pip install -e ".\\[ray]"), '
+            "retried once if its worker dies. On a cluster, the images and --out must be on a file system every "
+            "node sees at the same path, and dip installed on every node."
+        ),
+    ] = Engine.LOCAL,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            metavar="auto|HOST:PORT",
+            help="ray: the cluster to run on (auto: the one `ray start` made on this machine); "
+            "default: a Ray instance started here for the batch.",
+        ),
+    ] = None,
+    gpus_per_run: Annotated[
+        float | None, typer.Option(min=0, help="ray: GPUs of each image's task (a fraction shares one); default 0.")
+    ] = None,
+    cpus_per_run: Annotated[
+        int | None,
+        typer.Option(min=1, help="ray: CPUs of each image's task, and its run's threads unless --threads; default 1."),
+    ] = None,
 ) -> None:
     """Restore every image of a folder with the same options; resumable, and a bad file does not stop it.
 
-    A rerun skips the images whose result was made with the same settings and inputs; a result made
-    otherwise stops it before any work (--force redoes every image). Exit code 1 when an image failed.
+    A rerun skips the images whose result was made with the same settings and inputs; a result made otherwise
+    stops it before any work (--force redoes every image). The summary, OUT/summary.json (written atomically),
+    lists each image's status (done, skipped, failed with its error, interrupted), seconds, PSNR with
+    --references, and the machine (and Ray node) that ran it. Exit code 1 when an image failed, 130 when
+    interrupted.
     """
     if not input_dir.is_dir():
         raise UsageError(f"{input_dir} is not a folder")
@@ -69,16 +106,72 @@ def batch(
         raise UsageError(f"--references {references} is not a folder")
     if output.resolve() == input_dir.resolve():
         raise UsageError(f"--out {output} is the input folder: choose another (its results would be read as inputs)")
+    part = Shard.parse(shard) if shard is not None else None
+    ray_settings = _ray_settings(engine, options, address, gpus_per_run, cpus_per_run)
     images = _images(input_dir)
     if not images:
         raise UsageError(f"no images in {input_dir}")
     targets, note = _targets(images, task, output)
+    pairs = list(zip(images, targets, strict=True))
+    mine = part.pick(pairs) if part is not None else pairs
     _check_writable(output)
-    jobs = [_job(path, target, task, options, references) for path, target in zip(images, targets, strict=True)]
+    jobs = [_job(path, target, task, options, references) for path, target in mine]
     done = set() if force else _done(jobs, output)
     if note:
         out().print(note, highlight=False, soft_wrap=True)
-    _run(jobs, done, task, options, output)
+    if part is not None:
+        out().print(f"shard {part}: {len(jobs)} of the {len(images)} images", highlight=False)
+    if done:
+        out().print(
+            f"{len(done)} of {len(jobs)} results are in {output} already, with these settings: skipped",
+            highlight=False,
+        )
+    todo = [job for job in jobs if job.image not in done]
+    command = command_line()
+    started, clock = datetime.now(timezone.utc), time.perf_counter()
+    with handle_sigterm(), BatchProgress(len(todo)) as progress:
+        if not todo:
+            ran = []
+        elif ray_settings is None:
+            ran = _run_local(todo, task, options, command, progress)
+        else:
+            from dip_cli.batch_ray import run_on_ray
+
+            ran = run_on_ray(todo, task, options, command, ray_settings, progress)
+    by_image = {o.image: o for o in ran}
+    outcomes = [by_image[job.image.name] if job.image not in done else _skipped(job) for job in jobs]
+    context = {
+        "engine": engine.value, "task": task.value, "input_dir": str(input_dir), "output_dir": str(output),
+        "shard": str(part) if part is not None else None, "images_in_folder": len(images), "command": command,
+        "dip_version": dip_version(), "started": started.isoformat(timespec="seconds"),
+        "seconds": round(time.perf_counter() - clock, 3),
+        "ray": asdict(ray_settings) if ray_settings is not None else None,
+    }  # fmt: skip
+    _summary(outcomes, context, output / f"{SUMMARY}{part.suffix if part is not None else ''}.json")
+    if any(o.status is Status.INTERRUPTED for o in outcomes):
+        raise typer.Exit(130)
+    failed = sum(o.status is Status.FAILED for o in outcomes)
+    if failed:
+        out().print(f"{failed} of {len(outcomes)} images failed", highlight=False)
+        raise typer.Exit(1)
+
+
+def _ray_settings(
+    engine: Engine, options: RunOptions, address: str | None, gpus: float | None, cpus: int | None
+) -> RaySettings | None:
+    """The Ray engine's settings (None for the local engine), checked before any work."""
+    if engine is Engine.LOCAL:
+        given = [name for name, value in (("--address", address), ("--gpus-per-run", gpus), ("--cpus-per-run", cpus))
+                 if value is not None]  # fmt: skip
+        if given:
+            raise UsageError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for --engine ray")
+        return None
+    from dip_cli.batch_ray import RaySettings, require_ray
+
+    require_ray()
+    if options.device is Device.GPU and not gpus:
+        raise UsageError("--engine ray with --device gpu needs --gpus-per-run (e.g. 1, or 0.25 to share a GPU)")
+    return RaySettings(address, cpus if cpus is not None else 1, gpus if gpus is not None else 0.0)
 
 
 def _images(folder: Path) -> list[Path]:
@@ -116,12 +209,6 @@ def _targets(images: list[Path], task: Task, output: Path) -> tuple[list[Path], 
     )
 
 
-def _save(path: Path, image: Any) -> None:
-    from dip_core.image import save_image
-
-    save_image(path, image)
-
-
 def _check_writable(folder: Path) -> None:
     """Create `folder` and write and delete a file in it, so that a batch does not fail at its first result."""
     try:
@@ -133,17 +220,17 @@ def _check_writable(folder: Path) -> None:
         raise UsageError(f"cannot write into the output folder {folder}: {reason}")
 
 
-def _job(path: Path, target: Path, task: Task, options: RunOptions, references: Path | None) -> _Job:
+def _job(path: Path, target: Path, task: Task, options: RunOptions, references: Path | None) -> Job:
     """The image's mask and reference, and the record its result is written with."""
     mask = _sibling(path, "_mask")
     ref = None
     if references is not None:
         ref = references / path.name if (references / path.name).is_file() else _sibling(references / path.name, "")
     try:
-        record = _record(task, options, path, mask, ref)
+        record = record_of(task, options, path, mask, ref)
     except OSError:
         record = None
-    return _Job(path, target, mask, ref, record)
+    return Job(path, target, mask, ref, record)
 
 
 def _sibling(path: Path, suffix: str) -> Path | None:
@@ -155,35 +242,6 @@ def _sibling(path: Path, suffix: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
-
-
-def _file(path: Path | None) -> dict[str, Any] | None:
-    """A file's name, size and SHA-256: what tells a rerun that it is the same file."""
-    if path is None:
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()}
-
-
-def _record(task: Task, options: RunOptions, image: Path, mask: Path | None, ref: Path | None) -> dict[str, Any]:
-    """What decides a result: the task, the settings (but NEUTRAL) and the files it is made from.
-
-    A kernel image or a network's JSON file is recorded by its contents, not by how its path was spelled.
-    """
-    from dip_core.config import NETS
-
-    settings = {k: v for k, v in options.to_dict().items() if k not in NEUTRAL}
-    files = {"mask": _file(mask), "reference": _file(ref), "kernel": None, "net": None}
-    if options.kernel and Path(options.kernel).is_file():
-        files["kernel"] = _file(Path(options.kernel))
-        del settings["kernel"]
-    if options.net and options.net not in NETS and Path(options.net).is_file():
-        files["net"] = _file(Path(options.net))
-        del settings["net"]
-    return {"task": task.value, "settings": settings, "input": _file(image), **files}
 
 
 def _read_report(target: Path) -> dict[str, Any] | None:
@@ -233,7 +291,7 @@ def _listed(names: list[str]) -> str:
     return ", ".join(names[:SHOWN]) + more
 
 
-def _done(jobs: list[_Job], output: Path) -> set[Path]:
+def _done(jobs: list[Job], output: Path) -> set[Path]:
     """The images whose result exists with this run's record; refuse when an existing result has another."""
     done: set[Path] = set()
     stale: list[str] = []
@@ -258,80 +316,49 @@ def _done(jobs: list[_Job], output: Path) -> set[Path]:
     return done
 
 
-def _run(jobs: list[_Job], done: set[Path], task: Task, options: RunOptions, output: Path) -> None:
-    """Restore every job not `done`; a failed image is reported and the next one goes on."""
-    from dip_core.api import restore
-    from dip_core.atomic import write_json
-    from dip_core.image import load_image, save_image
+def _skipped(job: Job) -> Outcome:
+    """An image whose result is in --out already: its numbers from the result's report."""
+    report = _read_report(job.target) or {}
+    return Outcome(job.image.name, job.target.name, Status.SKIPPED, **numbers(report))
 
-    rows: list[dict[str, Any]] = []
-    todo = len(jobs) - len(done)
-    k = 0
+
+def _run_local(
+    jobs: list[Job], task: Task, options: RunOptions, command: str, progress: BatchProgress
+) -> list[Outcome]:
+    """The local engine: one image after the other in this process; Ctrl-C marks the rest interrupted."""
+    outcomes: list[Outcome] = []
     for job in jobs:
-        path, target = job.image, job.target
-        row: dict[str, Any] = {"image": path.name, "output": target.name}
-        if path in done:
-            rows.append({**row, "status": "skipped (done)", **_numbers(_read_report(target) or {})})
-            continue
-        k += 1
+        progress.started(job.image.name)
         try:
-            out().print(f"[bold]{path.name}[/] ({k}/{todo})", highlight=False)
-            with handle_sigterm():
-                result = restore(task.value, load_image(path), options, mask=job.mask, reference=job.reference)
-            if result.report["interrupted"]:
-                raise KeyboardInterrupt
-            for warning in result.report["warnings"]:
-                err().print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
-            if job.record is None:  # it was unreadable then; read it now that it was restored
-                job.record = _record(task, options, path, job.mask, job.reference)
-            rep = {**result.report, "output": str(target), "batch": job.record}
-            rep.update(dip_version=dip_version(), command=command_line())
-            # The report goes first: a result on disk always has its own record beside it.
-            target.unlink(missing_ok=True)
-            write_json(target.with_suffix(".json"), rep)
-            try:
-                save_image(target, result.image)
-            except (UserError, OSError) as exc:  # a finished result is not lost: it goes to a fallback
-                spare = rescue(target, functools.partial(_save, image=result.image))
-                if spare is None:
-                    raise
-                err().print(f"[bold red]error:[/] {exc}; wrote it to {spare} instead", highlight=False, soft_wrap=True)
-                rows.append({**row, "status": f"error: written to {spare}", **_numbers(rep)})
-                continue
-            rows.append({**row, "status": "done", **_numbers(rep)})
-        except (UserError, OSError) as exc:
-            message = str(exc) if isinstance(exc, UserError) else f"{exc.strerror or exc}: {exc.filename or target}"
-            err().print(f"[red]failed {path.name}:[/] {message}", highlight=False, soft_wrap=True)
-            rows.append({**row, "status": f"error: {message}"})
+            outcome = restore_job(job, task, options, command)
         except KeyboardInterrupt:
-            rows.append({**row, "status": "interrupted"})
-            _batch_summary(rows, output)
-            raise typer.Exit(130) from None
-    _batch_summary(rows, output)
-    failed = sum(r["status"].startswith("error") for r in rows)
-    if failed:
-        err().print(f"{failed} of {len(rows)} images failed", highlight=False)
-        raise typer.Exit(1)
+            break
+        outcomes.append(outcome)
+        progress.ended(outcome)
+    return outcomes + [Outcome(j.image.name, j.target.name, Status.INTERRUPTED) for j in jobs[len(outcomes) :]]
 
 
-def _numbers(rep: dict[str, Any]) -> dict[str, Any]:
-    """The columns of the summary a report gives."""
-    return {
-        "iters": rep.get("iters"),
-        "seconds": rep.get("seconds"),
-        "psnr_input": rep.get("psnr_input"),
-        "psnr": rep.get("psnr_result"),
-    }
-
-
-def _batch_summary(rows: list[dict[str, Any]], folder: Path) -> None:
+def _summary(outcomes: list[Outcome], context: dict[str, Any], path: Path) -> None:
+    """The table of every image, and the same as JSON at `path` (atomically)."""
     from dip_core.atomic import write_json
 
-    table = Table("image", "status", "iters", "seconds", "PSNR input", "PSNR result")
+    counts = Counter(o.status.value for o in outcomes)
+    done, seconds = counts[Status.DONE.value], context["seconds"]
+    data = {
+        **context,
+        "counts": {s.value: counts[s.value] for s in Status},
+        "images_per_minute": round(60 * done / seconds, 3) if done and seconds > 0 else None,
+        "images": [o.to_dict() for o in outcomes],
+    }
+    hosts = context["engine"] == Engine.RAY.value
+    table = Table("image", "status", "iters", "seconds", "PSNR input", "PSNR result", *(["host"] if hosts else []))
     formats = {"iters": "{}", "seconds": "{:.1f}", "psnr_input": "{:.2f}", "psnr": "{:.2f}"}
-    for r in rows:
-        cells = [fmt.format(r[k]) if r.get(k) is not None else "-" for k, fmt in formats.items()]
-        table.add_row(r["image"], r["status"], *cells)
+    for o in outcomes:
+        cells = [fmt.format(getattr(o, k)) if getattr(o, k) is not None else "-" for k, fmt in formats.items()]
+        table.add_row(escape(o.image), o.status.value, *cells, *([escape(o.hostname or "-")] if hosts else []))
     out().print(table)
-    write_json(folder / "summary.json", rows)
-    out().print(f"wrote {folder / 'summary.json'}", highlight=False)
+    for o in outcomes:
+        if o.error is not None:
+            out().print(f"{o.image}: {o.error}", highlight=False, soft_wrap=True, markup=False)
+    write_json(path, data)
+    out().print(f"wrote {path}", highlight=False)

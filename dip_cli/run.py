@@ -386,5 +386,5 @@ def handle_sigterm() -> Iterator[None]:
         return
     try:
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    finally:  # a handler set outside Python (Ray's, in a Ray driver) reads None: the default stands in for it
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
