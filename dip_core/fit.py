@@ -267,7 +267,8 @@ class DiscrepancyRule(_Scalars):
             if self.lag < 0:
                 session.keep("disc", handle, Kept.STATE)
                 self.ready = True
-        if self.lag >= 0 and self.iter and i == self.iter + self.lag:
+        # `>=`: a step rolled back at iter + lag is not booked here, and the next one takes its place.
+        if self.lag >= 0 and self.iter and not self.ready and i >= self.iter + self.lag:
             session.keep("disc", handle, Kept.EMA)
             self.ready = True
 
@@ -290,11 +291,11 @@ class DiscrepancyRule(_Scalars):
         mean_at_least = sum(before) / LOSS_WINDOW if len(before) == LOSS_WINDOW - 1 else math.inf
         if not settings.fixed_patience:
             if self.iter:
-                return self.ready or i == self.iter + max(self.lag, 0)
+                return self.ready or i >= self.iter + max(self.lag, 0)
             return self.lag <= 0 and mean_at_least <= discrepancy_level(settings)
         if not self.iter or i - self.iter < settings.patience:
             return False
-        if not self.ready and i != self.iter + self.lag:
+        if not self.ready and i < self.iter + self.lag:
             return False
         return is_overfit(settings, mean_at_least)
 

@@ -101,3 +101,20 @@ def test_the_report_names_the_rule(patience, rule):
                   net="tiny", input_channels=4).report  # fmt: skip
     assert rep["stopping"]["rule"] == rule and rep["stopping"]["patience"] == patience
     assert ("loss_ratio" in rep["stopping"]) == (patience is None)
+
+
+def test_a_step_rolled_back_where_the_choice_is_kept_does_not_lose_it():
+    """With an average lagging 3 steps, the discrepancy output is kept 3 steps after the point; a divergent step
+    there (rolled back, not booked) moves the keeping to the next step instead of losing the choice."""
+    from dip_core.fit import replay
+
+    losses = overfit_losses()
+    settings = FitSettings(iters=STEPS, window=5, stop="auto", noise_sigma=SIGMA, exp_weight=0.75)
+    variances = [1.0 / k for k in range(1, STEPS)]  # falling throughout: the variance never chooses
+    clean_stop, clean = replay(settings, losses, variances)
+    point = clean.disc.iter
+    assert clean_stop == point + 3
+    broken = list(losses)
+    broken[point + 3 - 1] = float("nan")
+    stop, loop = replay(settings, broken, variances)
+    assert stop == point + 4 and loop.disc.iter == point and loop.disc.ready
