@@ -233,7 +233,8 @@ def _spread(values: list[float], digits: int = 2) -> str:
 
 def table(args: argparse.Namespace) -> None:
     docs = [json.loads(f.read_text()) for f in args.files]
-    rows = list({row["case"]: row for doc in docs for row in doc["rows"]}.values())  # a later file's row wins
+    # One row per case and backend (a later file's row wins)
+    rows = list({(row["case"], row.get("backend")): row for doc in docs for row in doc["rows"]}.values())
     levels = noise_levels(rows, args.data, args.noise == "given")
     results = {rule: [replay(row, _patience(rule), levels[row["case"]]) for row in rows] for rule in args.rules}
     print(f"W={WINDOW}, noise level {args.noise}; gap: best PSNR at any step of the recording - the auto choice's")

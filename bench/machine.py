@@ -147,9 +147,9 @@ def software_info() -> dict[str, Any]:
 
 
 def file_name(machine: dict[str, Any], date: str) -> str:
-    """`<machine>-<date>.json`: named after the machine and the day."""
+    """`<machine>-<date>T<hhmm>.json`: named after the machine and the start (two runs a day keep both files)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", machine["label"]).strip("-").lower()[:60]
-    return f"{slug}-{date[:10]}.json"
+    return f"{slug}-{date[:10]}T{date[11:13]}{date[14:16]}.json"
 
 
 def _device_kind(device: str) -> str:

@@ -114,6 +114,8 @@ def run_case(
         precision=precision, keep_known=False, **options, **({"iters": iters} if iters else {}),
     )  # fmt: skip
     rep = result.report
+    if rep["interrupted"]:
+        raise KeyboardInterrupt  # Ctrl-C ended the fit: a truncated run is no measurement, and the rest stops too
     row = {
         "case": case.name,
         "task": case.task,
@@ -183,32 +185,37 @@ def _differences(rows: list[dict[str, Any]]) -> dict[str, float]:
 
 def seed_statistics(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Per case and backend: mean and standard deviation of the result's PSNR over seeds. Per case: MLX - torch,
-    its 95 % interval (Welch's t: the two backends' runs are independent draws, not pairs: from one seed their
-    trajectories part within steps), and whether the interval leaves out zero (a finding)."""
+    its 95 % interval, and whether the interval leaves out zero (a finding). Where both backends ran the same seeds
+    the interval is paired over seeds (a seed fixes the corrupted input and the mask, shared by both backends; the
+    trajectories then part within steps); otherwise Welch's, for two independent samples."""
     from scipy import stats
 
-    by: dict[str, dict[str, list[float]]] = {}
-    for r in rows:
+    by: dict[str, dict[str, dict[Any, float]]] = {}
+    for k, r in enumerate(rows):
         if r.get("psnr_result") is not None:
-            by.setdefault(r["case"], {}).setdefault(r["backend"], []).append(float(r["psnr_result"]))
+            seed = r.get("seed", ("row", k))  # rows without a seed pair with nothing
+            by.setdefault(r["case"], {}).setdefault(r["backend"], {})[seed] = float(r["psnr_result"])
     summary, differences = [], []
     for case, per_backend in by.items():
-        for backend, values in per_backend.items():
+        for backend, by_seed in per_backend.items():
+            values = list(by_seed.values())
             std = float(np.std(values, ddof=1)) if len(values) > 1 else None
             summary.append({"case": case, "backend": backend, "n": len(values), "mean": float(np.mean(values)),
                             "std": std})  # fmt: skip
-        a, b = per_backend.get("mlx", []), per_backend.get("torch", [])
-        if len(a) < 2 or len(b) < 2:
+        ma, mb = per_backend.get("mlx", {}), per_backend.get("torch", {})
+        if len(ma) < 2 or len(mb) < 2:
             continue
+        a, b = list(ma.values()), list(mb.values())
         diff = float(np.mean(a) - np.mean(b))
-        va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
-        se = float(np.sqrt(va + vb))
-        if se == 0:
-            low = high = diff
+        if set(ma) == set(mb):
+            d = [ma[s] - mb[s] for s in ma]
+            se, dof, test = float(np.std(d, ddof=1) / np.sqrt(len(d))), len(d) - 1, "paired"
         else:
-            dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-            half = float(stats.t.ppf(0.975, dof)) * se
-            low, high = diff - half, diff + half
-        differences.append({"case": case, "mlx_minus_torch": diff, "ci95": [low, high], "n": [len(a), len(b)],
-                            "finding": bool(low > 0 or high < 0)})  # fmt: skip
+            va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+            se, test = float(np.sqrt(va + vb)), "welch"
+            dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1)) if se else 1
+        half = float(stats.t.ppf(0.975, dof)) * se if se else 0.0
+        differences.append({"case": case, "mlx_minus_torch": diff, "ci95": [diff - half, diff + half],
+                            "n": [len(a), len(b)], "test": test,
+                            "finding": bool(diff - half > 0 or diff + half < 0)})  # fmt: skip
     return {"summary": summary, "differences": differences}

@@ -106,7 +106,7 @@ def test_bad_options_are_one_line_errors(tmp_path):
 
 def test_the_file_is_named_after_the_machine_and_the_day():
     name = file_name({"label": "Apple M3 Pro (14-core GPU)"}, "2026-11-26T16:40:00+00:00")
-    assert name == "apple-m3-pro-14-core-gpu-2026-11-26.json"
+    assert name == "apple-m3-pro-14-core-gpu-2026-11-26T1640.json"
 
 
 def test_sustained_summary_compares_the_first_and_last_minute():
@@ -142,3 +142,16 @@ def test_bench_quality_over_seeds_on_the_builtin_cases(tmp_path):
     assert "over 2 seeds" in result.stderr
     result = runner.invoke(app, ["bench", "quality", "--case", "kate-inpaint", "--out", ""])
     assert result.exit_code == 2 and "need the paper's images" in result.output
+
+
+def test_seed_statistics_pair_the_backends_over_shared_seeds():
+    """A seed fixes the input for both backends: with the same seeds the interval is over the per-seed differences,
+    which an input-driven spread does not widen."""
+    rows = []
+    for seed, base in enumerate((25.0, 28.0, 31.0, 27.0)):  # the inputs differ a lot; MLX is 0.2 dB above each time
+        rows.append({"case": "a", "backend": "mlx", "seed": seed, "psnr_result": base + 0.2 + 0.01 * seed})
+        rows.append({"case": "a", "backend": "torch", "seed": seed, "psnr_result": base})
+    d = seed_statistics(rows)["differences"][0]
+    assert d["test"] == "paired" and d["finding"] and 0.15 < d["ci95"][0] < d["ci95"][1] < 0.25
+    welch = seed_statistics([{k: v for k, v in r.items() if k != "seed"} for r in rows])["differences"][0]
+    assert welch["test"] == "welch" and not welch["finding"]  # the spread of the inputs swamps 0.2 dB
