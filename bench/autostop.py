@@ -235,6 +235,9 @@ def table(args: argparse.Namespace) -> None:
     docs = [json.loads(f.read_text()) for f in args.files]
     # One row per case and backend (a later file's row wins)
     rows = list({(row["case"], row.get("backend")): row for doc in docs for row in doc["rows"]}.values())
+    new_files = {f.resolve() for f in args.new or []}
+    new = {(r["case"], r.get("backend")) for f, doc in zip(args.files, docs, strict=True) if f.resolve() in new_files
+           for r in doc["rows"]}  # fmt: skip
     levels = noise_levels(rows, args.data, args.noise == "given")
     results = {rule: [replay(row, _patience(rule), levels[row["case"]]) for row in rows] for rule in args.rules}
     print(f"W={WINDOW}, noise level {args.noise}; gap: best PSNR at any step of the recording - the auto choice's")
@@ -247,6 +250,7 @@ def table(args: argparse.Namespace) -> None:
             r = results[rule][k]
             cells.append(f"{r['stopped'] or 'none'} / {r['detected']} ({r['rule']}), {r['after']}, {r['gap']:.2f}")
         name = row["case"] + (" (held out)" if row["case"] in HELD_OUT else "")
+        name += " (new)" if (row["case"], row.get("backend")) in new else ""
         print(
             f"| {name} | {row.get('backend', 'torch')} | {row['size'][1]}x{row['size'][0]} "
             f"| {row['iters']} ({row['preset_iters']}) | {results[args.rules[0]][k]['best']:.2f} | "
@@ -268,6 +272,14 @@ def table(args: argparse.Namespace) -> None:
             f"| {sum(g > 0.5 for g in gaps)} | {np.mean(after):.0f} | {np.mean([r['allowance'] for r in rs]):.0f} "
             f"| {'; '.join(per_seed)} |"
         )
+        marked = [k for k, row in enumerate(rows) if (row["case"], row.get("backend")) in new]
+        if marked:
+            g, a = [gaps[k] for k in marked], [after[k] for k in marked]
+            allow = np.mean([rs[k]["allowance"] for k in marked])
+            print(
+                f"| {rule_name(rule)}, new rows only | {len(marked)} | {np.mean(g):.2f} | {np.max(g):.2f} "
+                f"| {sum(x > 0.5 for x in g)} | {np.mean(a):.0f} | {allow:.0f} | |"
+            )
     families: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         families.setdefault(row["case"].split("@")[0], []).append(k)
@@ -300,6 +312,7 @@ def main() -> None:
     t.add_argument("files", type=Path, nargs="+")
     t.add_argument("--data", type=Path, required=True, help="the paper's test images, to re-make the denoising inputs")
     t.add_argument("--noise", choices=("estimated", "given"), default="estimated", help="denoising's noise level")
+    t.add_argument("--new", type=Path, nargs="*", help="of the files, those recorded after a rule was chosen: marked")
     t.add_argument(
         "--rules", nargs="+", default=["1000", "default"],
         help="stopping rules to replay side by side: 'default' (dip's default) or a fixed patience P",
