@@ -255,6 +255,9 @@ def bench_report(
                 f"or name result files or folders ({COMMITTED_RESULTS}: the repository's)"
             )
         results = [mine]
+    missing = [str(p) for p in results if not p.exists()]
+    if missing:
+        raise UsageError(f"no such file or folder: {', '.join(missing)}")
     detailed = html is None and markdown is None
     out_dir = folder or bench_report_dir()
     if detailed:  # the chip table beside report.md and its charts
