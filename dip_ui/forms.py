@@ -69,7 +69,7 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None
         return None
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an infinite float
         raise BadRequest(f"{name} must be a whole number, got {value!r}") from None
     if isinstance(value, float) and not value.is_integer():
         raise BadRequest(f"{name} must be a whole number, got {value!r}")
@@ -89,8 +89,10 @@ def _id(body: dict[str, Any], name: str, required: bool = False) -> str | None:
     return value
 
 
-def check_kernel(spec: str) -> str:
+def check_kernel(spec: Any) -> str:
     """A blur kernel spec the page may send: gaussian:S, box:K or motion:L,A with bounded values."""
+    if not isinstance(spec, str):
+        raise BadRequest(f"the kernel is a text like gaussian:2, got {spec!r}")
     m = _KERNEL.match(spec.strip())
     if m is None:
         raise BadRequest(f"unknown kernel {spec!r}: use gaussian:SIGMA, box:SIZE or motion:LENGTH,ANGLE")

@@ -279,3 +279,12 @@ def test_dip_ui_without_the_extra_says_what_to_install(monkeypatch):
     assert result.exit_code == 2
     assert 'pip install -e ".[ui]"' in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("check", "value"), [("iters", float("inf")), ("kernel", 5), ("kernel", ["gaussian:2"])])
+def test_form_values_of_the_wrong_kind_are_bad_requests(check, value):
+    """A value of the wrong type is a 400 with a message, not a server error."""
+    from dip_ui.forms import BadRequest, _integer, check_kernel
+
+    with pytest.raises(BadRequest):
+        _integer({"iters": value}, "iters", 1, 10) if check == "iters" else check_kernel(value)
