@@ -46,9 +46,8 @@ if [ -z "${TORCH_SPEC:-}" ]; then
 fi
 "${PIP[@]}" install "$TORCH_SPEC"
 "${PIP[@]}" install -e ".[mlx,torch,dev,browser,ui]"
-# Ray (dip batch --engine ray), best effort: not every platform and Python has its wheel, and it is optional.
-"${PIP[@]}" install -e ".[ray]" \
-    || echo "setup: Ray did not install; dip batch --engine ray needs it, the rest of dip does not" >&2
+# Ray (dip batch --engine ray) is an optional extra, not installed here: pip install -e ".[ray]"
+# (.ci/run adds it for its tests).
 
 # Linux: compile MLX's CPU kernels for this machine (dip_mlx/csrc); without them the
 # MLX backend falls back to MLX's own, slower, ops on the CPU.
