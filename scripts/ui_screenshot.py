@@ -10,9 +10,7 @@ is done (PNG, reduced to 256 colours to stay small). Needs the `ui` and `browser
 from __future__ import annotations
 
 import argparse
-import base64
 import io
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,8 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dip_ui.serve import Served  # noqa: E402
-
-DRIVERS = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
+from tests.browser import Missing, browser_and_driver, chrome, full_page_png  # noqa: E402
 
 
 def scene(folder: Path) -> Path:
@@ -38,16 +35,6 @@ def scene(folder: Path) -> Path:
     return crop
 
 
-def full_page(driver) -> bytes:
-    """The whole page, not only the window (Chrome's own capture beyond the viewport)."""
-    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
-    )
-    return base64.b64decode(shot["data"])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--iters", type=int, default=300)
@@ -55,23 +42,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "ui.png")
     args = parser.parse_args()
 
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
-    driver_path = next((d for d in DRIVERS if Path(d).exists()), None) or shutil.which("chromedriver")
-    if browser is None or driver_path is None:
-        sys.exit("needs chromium and chromedriver")
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-        options.add_argument(arg)
+    try:
+        browser, driver_path = browser_and_driver()
+    except Missing as exc:
+        sys.exit(str(exc))
     with tempfile.TemporaryDirectory() as tmp, Served() as url:
         picture = scene(Path(tmp))
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        driver = chrome(browser, driver_path, 1280, 1000)
         try:
             wait = WebDriverWait(driver, 3600)
             driver.get(url)
@@ -101,7 +82,7 @@ def main() -> None:
             wait.until(lambda d: status.get_attribute("data-state") in ("done", "failed", "stopped"))
             print(status.text)
             driver.execute_script("window.scrollTo(0, 0)")
-            shot = Image.open(io.BytesIO(full_page(driver))).convert("RGB")
+            shot = Image.open(io.BytesIO(full_page_png(driver))).convert("RGB")
         finally:
             driver.quit()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,45 +8,30 @@ missing (scripts/setup.sh installs the Python side; .ci/run the browser on Debia
 
 from __future__ import annotations
 
-import os
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
 from dip_core.backend import available_backends
+from tests.browser import Missing, artifacts, browser_and_driver, chrome
 
-HERE = Path(__file__).resolve().parent
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-DRIVERS = ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")
 H, W = 29, 37
 WAIT_S = 120
 
 
 def _needs() -> tuple[str, str]:
     """The Chromium binary and its chromedriver, or a skip that says what is missing."""
-    for module, extra in (("starlette", "ui"), ("uvicorn", "ui"), ("selenium", "browser")):
+    for module in ("starlette", "uvicorn"):
         try:
             __import__(module)
         except ImportError:
-            pytest.skip(f"{module} is not installed (pip install -e '.[{extra}]')")
+            pytest.skip(f"{module} is not installed (pip install -e '.[ui]')")
     if "torch" not in available_backends():
         pytest.skip("the run here uses torch's CPU: pip install torch")
-    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
-    if browser is None:
-        pytest.skip(f"no Chromium found ({', '.join(BROWSERS)}): apt-get install chromium chromium-driver")
-    driver = next((d for d in DRIVERS if os.access(d, os.X_OK)), None) or shutil.which("chromedriver")
-    if driver is None:
-        pytest.skip(f"no chromedriver found ({', '.join(DRIVERS)} or on PATH): apt-get install chromium-driver")
-    return browser, driver
-
-
-def _artifacts() -> Path:
-    folder = Path(os.environ.get("DIP_TEST_ARTIFACTS") or HERE / "artifacts")
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+    try:
+        return browser_and_driver()
+    except Missing as exc:
+        pytest.skip(str(exc))
 
 
 # Fetches a file of the run as the page does (its cookie) and counts the mask's black (to fill in) pixels.
@@ -67,8 +52,6 @@ fetch(url).then((r) => r.blob()).then(createImageBitmap).then((bitmap) => {
 
 def test_paint_a_mask_and_restore_in_headless_chromium(tmp_path):
     browser, driver_path = _needs()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -79,13 +62,8 @@ def test_paint_a_mask_and_restore_in_headless_chromium(tmp_path):
     picture = tmp_path / "small.png"
     PILImage.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(picture)
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     with Served() as url:
-        driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+        driver = chrome(browser, driver_path, 1280, 900)
         try:
             wait = WebDriverWait(driver, WAIT_S)
             driver.get(url)
@@ -127,7 +105,7 @@ def test_paint_a_mask_and_restore_in_headless_chromium(tmp_path):
             width_px, height_px, black = driver.execute_async_script(COUNT_BLACK, mask_url)
             assert (width_px, height_px) == (W, H) and 0 < black < W * H  # the stroke is the mask's hole
             driver.execute_script("window.scrollTo(0, 0)")
-            (_artifacts() / "ui.png").write_bytes(driver.get_screenshot_as_png())
+            (artifacts() / "ui.png").write_bytes(driver.get_screenshot_as_png())
             severe = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
             assert severe == []
         finally:
