@@ -240,15 +240,12 @@ class VarianceRule(_Scalars):
         return settings.stop is Stop.AUTO and self.stops(settings, i)
 
     def stops(self, settings: FitSettings, i: int) -> bool:
-        """Has the patience run out at step i? Under the default rule with a noise level, the variance never
-        ends the run: the discrepancy point does (or the iteration count)."""
+        """Has the patience run out at step i? Known before step i's variance is (only a new minimum would keep
+        the run going), so it also says whether step i could end the run. Under the default rule with a noise
+        level, the variance never ends the run: the discrepancy point does (or the iteration count)."""
         if not settings.fixed_patience and settings.noise_sigma:
             return False
         return self.iter > 0 and i - self.iter >= patience_at(settings, self.iter)
-
-    def may_stop(self, settings: FitSettings, i: int) -> bool:
-        """Could step i end the run? (Known before its variance is: only a new minimum would prevent it.)"""
-        return self.stops(settings, i)
 
 
 @dataclass
@@ -358,7 +355,7 @@ class _Loop:
             return True
         if s.stop is not Stop.AUTO:
             return False
-        return (self.wmv is not None and self.wmv.may_stop(s, i)) or (
+        return (self.wmv is not None and self.wmv.stops(s, i)) or (
             self.disc is not None and self.disc.may_settle(s, i, self.curves.losses)
         )
 
