@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from bench.fingerprint import fingerprint, machine_label
+from bench.fingerprint import slug as machine_slug
 from bench.quality import CASES, prepare
 from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     rows = []
     started = time.strftime("%Y%m%dT%H%M%S")
     fp = fingerprint()
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(fp)).strip("-").lower()[:40]
+    slug = machine_slug(machine_label(fp))
     folder = args.out or bench_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{started}-autostop-{slug}.json"

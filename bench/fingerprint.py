@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,8 @@ def machine_label(fp: dict[str, Any]) -> str:
     if fp.get("gpu") and not str(fp["gpu"]).startswith("Apple"):
         return f"{fp['gpu']}"
     return f"{cpu} ({fp.get('cores')} cores)" if not cpu.startswith("Apple") else cpu
+
+
+def slug(label: str, length: int = 40) -> str:
+    """A machine's label as a file-name part: lower case, runs of other characters as one dash."""
+    return re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()[:length]

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import time
 from pathlib import Path
 from typing import Any
 
 from bench.fingerprint import fingerprint, machine_label
+from bench.fingerprint import slug as machine_slug
 from bench.speed import SpeedCase, run_isolated
 from dip_core.atomic import write_json
 from dip_core.paths import bench_results_dir
@@ -79,7 +79,7 @@ def main() -> None:
         print(markdown(json.loads(args.show.read_text())))
         return
     data = run(args.sizes, args.blocks, args.per_block)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(data["fingerprint"])).strip("-").lower()[:40]
+    slug = machine_slug(machine_label(data["fingerprint"]))
     folder = args.out or bench_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-ladder-{slug}.json"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
@@ -118,6 +117,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
         return
     from bench.fingerprint import fingerprint, git_revision, machine_label
+    from bench.fingerprint import slug as machine_slug
     from dip_core.atomic import write_json
     from dip_core.paths import bench_results_dir
 
@@ -132,7 +132,7 @@ def main() -> None:
                 line = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
                 rows.append(json.loads(line.strip().splitlines()[-1]))
                 print(line.strip(), flush=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(fp)).strip("-").lower()[:40]
+    slug = machine_slug(machine_label(fp))
     out = args.out or bench_results_dir() / f"{started}-loop-pair-{slug}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     revision = git_revision() if Path(args.root).resolve() == ROOT else _revision(args.root)

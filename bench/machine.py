@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.fingerprint import blas, cpu_name, fingerprint, git_revision, package_version, run_command
+from bench.fingerprint import slug as machine_slug
 from bench.schema import SCHEMA_VERSION
 from dip_core.atomic import write_json
 from dip_core.errors import UserError
@@ -148,7 +149,7 @@ def software_info() -> dict[str, Any]:
 
 def file_name(machine: dict[str, Any], date: str) -> str:
     """`<machine>-<date>T<hhmm>.json`: named after the machine and the start (two runs a day keep both files)."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine["label"]).strip("-").lower()[:60]
+    slug = machine_slug(machine["label"], 60)
     return f"{slug}-{date[:10]}T{date[11:13]}{date[14:16]}.json"
 
 
@@ -244,14 +245,14 @@ class MachineRun:
         """Why a size does not fit this device's memory (None: it fits)."""
         from bench.speed import SpeedCase, network_for
         from dip_core.backend import get_backend
-        from dip_core.memory import estimate_bytes
+        from dip_core.memory import shortfall
 
         be = get_backend(backend, "auto", self.settings.precision)
-        need = estimate_bytes(network_for(SpeedCase(backend, "auto", size)), size, size)
-        free = be.memory_available()
-        if free is not None and need > free:
-            return f"needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {be.device}"
-        return None
+        short = shortfall(network_for(SpeedCase(backend, "auto", size)), size, size, be)
+        if short is None:
+            return None
+        need, free = short
+        return f"needs about {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on {be.device}"
 
     def _speed_job(self, backend: str, size: int, kind: str) -> Callable[[], None]:
         def run() -> None:
@@ -364,22 +365,13 @@ class MachineRun:
     def _sustained_job(self) -> None:
         """ms/iter over the whole span, sampled about every half second, on the first backend: fanless machines
         slow down once hot."""
-        import numpy as np
-
-        from bench.speed import SpeedCase, network_for
-        from dip_core.backend import SessionSpec, get_backend
-        from dip_core.degrade import Operator, OpKind
-        from dip_core.inputs import make_input
-        from dip_core.weights import init_weights
+        from bench.speed import SpeedCase, bare_spec, network_for
+        from dip_core.backend import get_backend
 
         backend = self.backends[0]
         size = self.settings.sustained_size
         be = get_backend(backend, "auto", self.settings.precision)
-        cfg = network_for(SpeedCase(backend, "auto", size))
-        target = np.random.default_rng(0).random((size, size, cfg.out_channels), dtype=np.float32)
-        z = make_input("noise", cfg.in_channels, size, size, seed=1)
-        spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, Operator(OpKind.IDENTITY), 0.01, 1 / 30, 0,
-                           precision=be.precision)  # fmt: skip
+        spec = bare_spec(network_for(SpeedCase(backend, "auto", size)), size, size, be.precision)
         session = be.session(spec)
         session.read(session.step())  # compile and warm up
         samples: list[list[float]] = []

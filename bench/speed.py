@@ -129,6 +129,14 @@ def network_for(case: SpeedCase) -> SkipConfig:
     return load_config(preset.net).with_(in_channels=preset.input_channels, out_channels=3)
 
 
+def bare_spec(cfg: SkipConfig, height: int, width: int, precision: Any) -> SessionSpec:
+    """The session the bare step is timed on: the network fitting a fixed random target from a noise input."""
+    target = np.random.default_rng(0).random((height, width, cfg.out_channels), dtype=np.float32)
+    z = make_input("noise", cfg.in_channels, height, width, seed=1)
+    return SessionSpec(cfg, init_weights(cfg, 0), z, target, Operator(OpKind.IDENTITY), 0.01, 1 / 30, 0,
+                       precision=precision)  # fmt: skip
+
+
 def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int = 3) -> dict[str, Any]:
     """Median, min and max ms/iteration over timed blocks, after warm-up."""
     backend = get_backend(case.backend, case.device, case.precision)
@@ -136,15 +144,12 @@ def time_case(case: SpeedCase, warmup: int = 2, blocks: int = 5, per_block: int 
     h = w = case.size
     gc.collect()
     _reset_memory(backend)
-    rng = np.random.default_rng(0)
-    target = rng.random((h, w, cfg.out_channels), dtype=np.float32)
-    z = make_input("noise", cfg.in_channels, h, w, seed=1)
-    identity = Operator(OpKind.IDENTITY)
-    spec = SessionSpec(cfg, init_weights(cfg, 0), z, target, identity, 0.01, 1 / 30, 0, precision=backend.precision)
+    spec = bare_spec(cfg, h, w, backend.precision)
     extra: dict[str, Any] = {}
     if case.kind == "forward":
         net = backend.build(cfg, spec.weights)
-        times = _time_blocks(lambda: backend.forward(net, z), warmup, blocks, per_block)  # returns numpy: synchronised
+        # forward returns numpy: synchronised
+        times = _time_blocks(lambda: backend.forward(net, spec.z), warmup, blocks, per_block)
         flops = forward_flops(cfg, h, w)
         step = {"precision": backend.precision.value}
     else:

@@ -31,15 +31,15 @@ def _numbers(first: list[int] | None, extra: list[str], default: tuple[int, ...]
 
 
 def _save_result(data: dict[str, Any], out_dir: Path | None) -> Path | None:
-    import re
 
     from bench.fingerprint import machine_label
+    from bench.fingerprint import slug as machine_slug
     from dip_core.atomic import write_json
 
     if out_dir is None:
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", machine_label(data["fingerprint"])).strip("-").lower()[:40]
+    slug = machine_slug(machine_label(data["fingerprint"]))
     stamp = data["date"].replace(":", "").replace("-", "")[:15]
     path = out_dir / f"{stamp}-{data['kind']}-{slug}.json"
     write_json(path, data)

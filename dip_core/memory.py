@@ -57,14 +57,20 @@ def _tile_that_fits(cfg: SkipConfig, free: int, window: int) -> int:
     return side
 
 
-def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any, window: int = 0) -> int:
-    """Raise when the estimate exceeds what the backend's device has free; return the estimate."""
+def shortfall(cfg: SkipConfig, height: int, width: int, backend: Any, window: int = 0) -> tuple[int, int] | None:
+    """(bytes needed, bytes free) when the estimate exceeds what the backend's device has free, else None."""
     need = estimate_bytes(cfg, height, width, window)
     free = backend.memory_available()
-    if free is not None and need > free:
+    return (need, free) if free is not None and need > free else None
+
+
+def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any, window: int = 0) -> None:
+    """Raise when the estimate exceeds what the backend's device has free."""
+    short = shortfall(cfg, height, width, backend, window)
+    if short is not None:
+        need, free = short
         raise MemoryError_(
             f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
             f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), "
             "use a smaller network (--net small) or downscale it (add --estimate to see how long each takes here)"
         )
-    return need
