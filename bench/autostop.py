@@ -36,6 +36,7 @@ from PIL import Image as PILImage
 
 from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
+from bench.photos import photo_cases
 from bench.quality import CASES, prepare
 from dip_core.api import resolve_preset, restore
 from dip_core.atomic import write_json
@@ -101,6 +102,29 @@ def _cases(data: Path, size: int, seed: int = 0, wide: bool = False) -> list[dic
 _FIRST_SET_NAMES = {f"{n}-denoise-s{s}" for n, levels in NOISE_LEVELS.items() for s in levels} | {c.name for c in CASES}
 
 
+def _photo_cases(seeds: list[int], sizes: list[int], backend: str | None) -> list[dict[str, Any]]:
+    """The test set (bench.photos): each case on its assigned backend, or only those assigned `backend`."""
+    cases = []
+    for seed in seeds:
+        for size in sizes:
+            for c in photo_cases(seed, size):
+                if backend in (None, "assigned", c.backend):
+                    clean = c.clean()
+                    cases.append({"name": c.name, "task": "denoise", "image": c.noisy(), "reference": clean,
+                                  "options": {}, "backend": c.backend, "sigma": c.sigma, "set": "test"})  # fmt: skip
+    return cases
+
+
+def _claim(folder: Path, name: str) -> bool:
+    """Take a case for this worker: the first to create its marker file has it (workers sharing a folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        (folder / name).open("x").close()
+    except FileExistsError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> None:
     rows = []
     started = time.strftime("%Y%m%dT%H%M%S")
@@ -109,20 +133,27 @@ def run(args: argparse.Namespace) -> None:
     folder = args.out or bench_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
     out = folder / f"{started}-autostop-{slug}.json"
-    cases = [c for seed in args.seeds for c in _cases(args.data, args.size, seed, args.set == "wide")]
+    if args.set == "photos":
+        cases = _photo_cases(args.seeds, args.sizes or [args.size], args.backend)
+    else:
+        cases = [c for seed in args.seeds for c in _cases(args.data, args.size, seed, args.set == "wide")]
     for case in cases:
         if args.only and case["name"] not in args.only:
             continue
+        if args.claims is not None and not _claim(args.claims, case["name"]):
+            continue  # another worker has it
         seed = case_seed(case["name"])
         preset_iters = resolve_preset(case["task"], factor=case["options"].get("factor")).iters
         iters = min(preset_iters, args.max_iters)
+        backend = case.get("backend", args.backend or "torch")
+        # net(z)'s PSNR at every step (one more forward) only where it is the candidate: runs without EMA.
+        ema = resolve_preset(case["task"], factor=case["options"].get("factor")).exp_weight > 0
         r = restore(
-            case["task"], case["image"], backend=args.backend, device="cpu", reference=case["reference"],
-            iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=seed, trace_output=True,
-            keep_known=False, **case["options"],
+            case["task"], case["image"], backend=backend, device="cpu", reference=case["reference"],
+            iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=seed, trace_output=not ema,
+            keep_known=False, threads=args.threads, **case["options"],
         )  # fmt: skip
         rep = r.report
-        ema = rep["preset"]["exp_weight"] > 0
         row = {
             "case": case["name"],
             "task": case["task"],
@@ -144,6 +175,10 @@ def run(args: argparse.Namespace) -> None:
             "variance_curve": rep["variance_curve"],
             "noise_sigma": rep["stopping"]["noise_sigma"] / 255 if "noise_sigma" in rep["stopping"] else None,
         }
+        if "sigma" in case:  # the photos: the true level, and the estimate the run made from its input
+            row["sigma"] = case["sigma"]
+            row["sigma_estimate"] = noise_sigma_estimate(case["image"])
+            row["set"] = case["set"]
         rows.append(row)
         best = rep["best_psnr"]
         print(f"{case['name']}: {rep['iters']} it in {rep['seconds']:.0f} s, best {best:.2f} dB", flush=True)
@@ -300,13 +335,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
-    r.add_argument("--data", type=Path, required=True, help="the paper's test images")
-    r.add_argument("--backend", default="torch")
+    r.add_argument("--data", type=Path, help="the paper's test images (the first and wide sets)")
+    r.add_argument("--backend", default=None, help="default torch; with --set photos: only its cases")
+    r.add_argument("--threads", type=int, default=None, help="CPU threads per run")
+    r.add_argument("--sizes", type=int, nargs="*", help="--set photos: image sides (default --size)")
     r.add_argument("--size", type=int, default=64, help="long side of the images")
     r.add_argument("--max-iters", type=int, default=3000)
     r.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the noise and the run")
-    r.add_argument("--set", choices=("first", "wide"), default="first", help="which cases (see the docstring)")
+    r.add_argument("--set", choices=("first", "wide", "photos"), default="first", help="which cases (docstring)")
     r.add_argument("--only", nargs="*", help="case names")
+    r.add_argument("--claims", type=Path, help="a folder shared by workers: each case runs in one of them")
     r.add_argument("--out", type=Path, help=f"folder for the curves (default: {bench_results_dir()})")
     t = sub.add_parser("table")
     t.add_argument("files", type=Path, nargs="+")

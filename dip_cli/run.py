@@ -342,6 +342,18 @@ class _Bar:
                 _print_estimate(est, self.progress.console)
 
 
+def _chooser(rep: dict[str, Any]) -> str:
+    """Which automatic rule chose the output, with the noise level it compared the loss with."""
+    if rep.get("auto_rule") != "discrepancy":
+        return "the output variance (ES-WMV)"
+    stopping = rep.get("stopping", {})
+    sigma = stopping.get("noise_sigma")
+    if sigma is None:
+        return "the noise level"
+    source = stopping.get("noise_sigma_source", "")
+    return f"the noise level (sigma {sigma:.1f}{', ' + source if source else ''})"
+
+
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:
     n = rep["iters"]
     line = f"{rep['task']} on {rep['backend']} ({rep['device']}, {rep['precision']}): {n} iteration{'s' * (n != 1)}"
@@ -353,20 +365,21 @@ def _summary(rep: dict[str, Any], written: list[Path]) -> None:
         if rep.get("psnr_result") is not None:
             line += f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB"
     elif rep.get("psnr") is not None:
+        pasted = " (known pixels pasted back)" if rep.get("keep_known") else ""
         line += (
-            f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB "
-            f"(best {rep['best_psnr']:.2f} dB at {rep['best_iter']}), SSIM {rep['ssim']:.3f}"
+            f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB{pasted}: the best output "
+            f"against the reference, iteration {rep['result_iter']}; SSIM {rep['ssim']:.3f}"
         )
-        if rep.get("keep_known"):
-            line += " (the result with the known pixels pasted back; best: the network's output)"
+        if rep.get("psnr_auto") is not None:
+            line += (
+                f"; without a reference: {rep['psnr_auto']:.2f} dB, iteration {rep['stop_iter']} "
+                f"chosen by {_chooser(rep)}"
+            )
     else:
-        line += f"; result from iteration {rep['result_iter']} ({rep['selection']})"
+        chosen = f"chosen by {_chooser(rep)}" if rep["selection"] == "wmv" and rep.get("stop_iter") else "the last"
+        line += f"; result from iteration {rep['result_iter']} ({chosen})"
     if rep.get("stopped_early"):
-        rule = {"wmv": "the output variance", "discrepancy": "the noise level"}.get(rep.get("auto_rule"), "auto-stop")
-        line += (
-            f"; auto-stop: {rule} chose iteration {rep['stop_iter']}, and the run ended at {rep['iters']} of "
-            f"{rep['iters_planned']}"
-        )
+        line += f"; auto-stop ended the run at {rep['iters']} of {rep['iters_planned']}"
     out().print(line, highlight=False)
     for path in written:
         out().print(f"  wrote {path}", highlight=False)

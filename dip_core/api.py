@@ -139,6 +139,10 @@ class Prepared:
         result = fit(self.session, fit_settings, reference=ref, on_step=on_step, checkpoint=ckpt, on_save=saved)
         out_image = self.output(result.result)
         report = _report(task, be, self.cfg, settings, opts, self.problem, result, ref, out_image)
+        if ref is not None and result.auto is not None:
+            # What a run without the reference returns, made as the result is (known pixels pasted back).
+            report["psnr_auto"] = psnr(self.output(result.auto).pixels, ref)
+            report["auto_gap"] = report["psnr_result"] - report["psnr_auto"]  # what the reference bought
         report["keep_known"] = self.keep_known
         report["sources"] = self.sources
         report["stopping"] = {"stop": stop.value, "window": opts.window, **stopping_rule(fit_settings)}
@@ -512,9 +516,6 @@ def _report(
         )
         if result.psnr_output_curve:
             report["psnr_output_curve"] = result.psnr_output_curve
-        if result.auto_psnr is not None:
-            report["psnr_auto"] = result.auto_psnr
-            report["auto_gap"] = (result.best_psnr or result.auto_psnr) - result.auto_psnr
         if task is Task.SR:
             report["psnr_bicubic"] = psnr(bicubic_baseline(problem), ref)
     return report

@@ -99,6 +99,7 @@ class FitResult:
     stopped_early: bool = False  # --stop auto ended the run
     stop_iter: int | None = None  # iteration of the automatic choice (the ES-WMV point, or the discrepancy point)
     auto_psnr: float | None = None  # with a reference: PSNR of the output at stop_iter
+    auto: np.ndarray | None = None  # the output the automatic choice returns (what a run without a reference keeps)
     auto_rule: str | None = None  # "wmv" | "discrepancy": which rule made the automatic choice
     discrepancy_iter: int | None = None  # first iteration whose loss (mean of the last 20) reached its level
     final_lr: float | None = None  # the learning rate at the end (lower after rollbacks)
@@ -584,7 +585,7 @@ def choose(
     if chosen is None or s.keep is Keep.LAST:
         chosen, chosen_iter, selection = (ema if ema is not None else final), done, "last"
     else:
-        selection = "psnr" if reference is not None else "wmv"
+        selection = "psnr" if reference is not None else "wmv"  # "wmv": the automatic choice (auto_rule says whose)
         final_psnr = psnr(final, reference) if reference is not None else -math.inf
         if final_psnr > best_score:
             # net(z) without input noise can beat every noisy-input output seen on the way.
@@ -610,6 +611,7 @@ def choose(
         stopped_early=stopped,
         stop_iter=auto_iter if auto is not None else None,
         auto_psnr=psnr(auto, reference) if reference is not None and auto is not None else None,
+        auto=auto,
         auto_rule=auto_rule if auto is not None else None,
         discrepancy_iter=(disc.iter or None) if disc is not None else None,
         final_lr=loop.rollback.lr,

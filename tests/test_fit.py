@@ -382,3 +382,25 @@ def test_ctrl_c_before_any_step_is_booked_has_no_result():
 
     with pytest.raises(KeyboardInterrupt):
         fit(Interrupted([0.1] * 5), FitSettings(iters=5))
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+@pytest.mark.parametrize("task", ["denoise", "inpaint"])
+def test_psnr_auto_is_the_psnr_of_what_a_run_without_a_reference_returns(name, task, noisy):
+    """The report's psnr_auto describes exactly the output a user without a reference gets: the automatic
+    choice (EMA or net(z)), with the known pixels pasted back where the result has them."""
+    from dip_core.metrics import psnr
+
+    clean = synthetic(40, 36)
+    extra: dict = {"window": 5, "patience": 10, "stop": "auto", "seed": 2, **SMALL}
+    image = noisy
+    if task == "inpaint":
+        mask = (np.random.default_rng(0).random((40, 36)) > 0.3).astype(np.uint8) * 255
+        image, extra["mask"] = clean, mask
+    common = dict(backend=name, device="cpu", iters=40, **extra)
+    with_ref = restore(task, image, reference=clean, **common).report
+    without = restore(task, image, **common)
+    assert without.report["result_iter"] == with_ref["stop_iter"]
+    assert with_ref["psnr_auto"] == pytest.approx(psnr(without.pixels, clean), abs=1e-4)
+    if task == "inpaint":  # the pasted-back pixels count: the raw output's PSNR is another figure
+        assert with_ref["keep_known"] and without.report["keep_known"]

@@ -245,7 +245,8 @@ def test_the_summary_says_when_auto_stop_ended_the_run_and_save_every_says_where
     result = runner.invoke(app, [*args, "--save-every", "50", "-q", *FAST])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
-    assert "auto-stop: " in text and "chose iteration" in text and "the run ended at" in text and "of 300" in text
+    assert "result from iteration" in text and "chosen by the output variance (ES-WMV)" in text
+    assert "auto-stop ended the run at" in text and "of 300" in text
     assert "the result so far is written to" in text and "every 50 iterations" in text
 
 
