@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,10 +37,10 @@ from PIL import Image as PILImage
 
 from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
-from bench.photos import photo_cases
+from bench.photos import case_by_name, photo_cases
 from bench.quality import CASES, prepare
 from dip_core.api import resolve_preset, restore
-from dip_core.atomic import write_json
+from dip_core.atomic import write_json, write_text
 from dip_core.degrade import add_noise
 from dip_core.examples import synthetic_scene
 from dip_core.fit import FitSettings, automatic_choice, ema_lag
@@ -187,7 +188,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def replay(
-    row: dict[str, Any], patience: int | None, noise_sigma: float | None = None, window: int = WINDOW
+    row: dict[str, Any], patience: int | None, noise_sigma: float | None = None, window: int = WINDOW, **changes: Any
 ) -> dict[str, Any]:
     """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
 
@@ -199,7 +200,7 @@ def replay(
     """
     settings = FitSettings(
         iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma, window=window,
-        exp_weight=row["exp_weight"] if row["ema"] else 0.0,
+        exp_weight=row["exp_weight"] if row["ema"] else 0.0, **changes,
     )  # fmt: skip
     stop_at, loop = replay_decisions(settings, row["loss_curve"], row["variance_curve"])
     chosen_at, rule = automatic_choice(settings, loop.wmv, loop.disc)
@@ -233,7 +234,7 @@ def replay(
     }
 
 
-def noise_levels(rows: list[dict[str, Any]], data: Path, given: bool) -> dict[str, float | None]:
+def noise_levels(rows: list[dict[str, Any]], data: Path | None, given: bool) -> dict[str, float | None]:
     """The noise level `restore` uses for each denoising case: the true one (as with --noise-sigma) when
     `given`, else estimated from its input, made again, with today's estimator (the level a run recorded
     is the estimate of its day; the curves do not depend on it: the runs never stop early)."""
@@ -243,8 +244,12 @@ def noise_levels(rows: list[dict[str, Any]], data: Path, given: bool) -> dict[st
         if row["task"] != "denoise":
             levels[row["case"]] = None
         elif given:
-            levels[row["case"]] = int(row["case"].split("@")[0].rsplit("-s", 1)[1]) / 255
+            levels[row["case"]] = row["sigma"] / 255 if "sigma" in row else true_sigma(row["case"]) / 255
+        elif row["case"].startswith("photo-"):  # the photos are remade from the packages that ship them
+            levels[row["case"]] = noise_sigma_estimate(case_by_name(row["case"]).noisy())
         else:
+            if data is None:
+                raise SystemExit(f"{row['case']}: the paper's images are needed (--data) to remake its input")
             seed, wide = case_seed(row["case"]), row["case"].split("@")[0] not in _FIRST_SET_NAMES
             key = (seed, wide)
             if key not in cases:
@@ -253,12 +258,31 @@ def noise_levels(rows: list[dict[str, Any]], data: Path, given: bool) -> dict[st
     return levels
 
 
+def true_sigma(name: str) -> int:
+    """The noise level in a denoising case's name ("f16-denoise-s25@1", "photo-moon-s75-96@2")."""
+    return int(name.split("@")[0].rsplit("-s", 1)[1].split("-")[0])
+
+
 def rule_name(rule: str) -> str:
-    return "default rule" if rule == "default" else f"fixed patience P={rule}"
+    if rule == "default":
+        return "default rule"
+    if rule == "wmv":
+        return "ES-WMV, short patience"
+    if rule.startswith("ratio="):
+        return f"noise level x {rule.split('=')[1]}"
+    return f"fixed patience P={rule}"
 
 
-def _patience(rule: str) -> int | None:
-    return None if rule == "default" else int(rule)
+def replay_rule(row: dict[str, Any], rule: str, noise_sigma: float | None) -> dict[str, Any]:
+    """`replay` under a rule named as on the command line: "default", "wmv" (the default rule without a noise
+    level: ES-WMV with the short patience), "ratio=R" (the default rule with loss ratio R) or a fixed patience."""
+    if rule == "default":
+        return replay(row, None, noise_sigma)
+    if rule == "wmv":
+        return replay(row, None, None)
+    if rule.startswith("ratio="):
+        return replay(row, None, noise_sigma, loss_ratio=float(rule.split("=")[1]))
+    return replay(row, int(rule), noise_sigma)
 
 
 def _spread(values: list[float], digits: int = 2) -> str:
@@ -266,19 +290,43 @@ def _spread(values: list[float], digits: int = 2) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
-def table(args: argparse.Namespace) -> None:
-    docs = [json.loads(f.read_text()) for f in args.files]
-    # One row per case and backend (a later file's row wins)
+def load_rows(files: list[Path], which: str = "all") -> list[dict[str, Any]]:
+    """The recorded rows of `files`, one per case and backend (a later file's row wins): all of them, only the
+    test set's (the photos no rule was fitted on) or only the others (the tuning set)."""
+    docs = [json.loads(f.read_text()) for f in files]
     rows = list({(row["case"], row.get("backend")): row for doc in docs for row in doc["rows"]}.values())
-    new_files = {f.resolve() for f in args.new or []}
-    new = {(r["case"], r.get("backend")) for f, doc in zip(args.files, docs, strict=True) if f.resolve() in new_files
-           for r in doc["rows"]}  # fmt: skip
+    if which == "test":
+        return [row for row in rows if row.get("set") == "test"]
+    if which == "tuning":
+        return [row for row in rows if row.get("set") != "test"]
+    return rows
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One rule's figures over a set of replays, with the targets of the stopping study."""
+    gaps, after = [r["gap"] for r in results], [r["after"] for r in results]
+    return {
+        "cases": len(results),
+        "mean_gap": float(np.mean(gaps)),
+        "max_gap": float(np.max(gaps)),
+        "over_0.5": sum(g > 0.5 for g in gaps),
+        "over_0.6": sum(g > 0.6 for g in gaps),
+        "mean_after": float(np.mean(after)),
+        "mean_allowance": float(np.mean([r["allowance"] for r in results])),
+        "over_allowance": sum(r["after"] > r["allowance"] for r in results),
+    }
+
+
+def table(args: argparse.Namespace) -> None:
+    rows = load_rows(args.files, args.rows)
+    new_files = [f for f in args.files if f.resolve() in {n.resolve() for n in args.new or []}]
+    new = {(r["case"], r.get("backend")) for r in load_rows(new_files)}
     levels = noise_levels(rows, args.data, args.noise == "given")
-    results = {rule: [replay(row, _patience(rule), levels[row["case"]]) for row in rows] for rule in args.rules}
-    print(f"W={WINDOW}, noise level {args.noise}; gap: best PSNR at any step of the recording - the auto choice's")
+    results = {rule: [replay_rule(row, rule, levels[row["case"]]) for row in rows] for rule in args.rules}
+    out = [f"W={WINDOW}, noise level {args.noise}; gap: best PSNR at any step of the recording - the auto choice's"]
     header = " | ".join(f"{rule_name(rule)}: stop / chosen (rule), after, gap dB" for rule in args.rules)
-    print(f"\n| case | backend | size | iters (preset) | best dB | {header} |")
-    print("|---|---|---|---|---|" + "---|" * len(args.rules))
+    out += [f"\n| case | backend | size | sigma / estimate | iters | best dB | {header} |"]
+    out += ["|---|---|---|---|---|---|" + "---|" * len(args.rules)]
     for k, row in enumerate(rows):
         cells = []
         for rule in args.rules:
@@ -286,49 +334,65 @@ def table(args: argparse.Namespace) -> None:
             cells.append(f"{r['stopped'] or 'none'} / {r['detected']} ({r['rule']}), {r['after']}, {r['gap']:.2f}")
         name = row["case"] + (" (held out)" if row["case"] in HELD_OUT else "")
         name += " (new)" if (row["case"], row.get("backend")) in new else ""
-        print(
-            f"| {name} | {row.get('backend', 'torch')} | {row['size'][1]}x{row['size'][0]} "
-            f"| {row['iters']} ({row['preset_iters']}) | {results[args.rules[0]][k]['best']:.2f} | "
-            + " | ".join(cells) + " |"
+        level = levels[row["case"]]
+        sigma = f"{true_sigma(row['case'])} / {255 * level:.1f}" if level is not None else "-"
+        out.append(
+            f"| {name} | {row.get('backend', 'torch')} | {row['size'][1]}x{row['size'][0]} | {sigma} "
+            f"| {row['iters']} | {results[args.rules[0]][k]['best']:.2f} | " + " | ".join(cells) + " |"
         )  # fmt: skip
-    print("\n| rule | cases | mean gap dB | max gap dB | cases > 0.5 dB | mean after | mean allowance "
-          "| per seed: mean gap / mean after |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    out += ["\n| rule | cases | mean gap dB | max gap dB | cases > 0.5 dB | cases > 0.6 dB | mean after "
+            "| mean allowance | after > allowance | per seed: mean gap / mean after |"]  # fmt: skip
+    out += ["|---|---|---|---|---|---|---|---|---|---|"]
     seeds = sorted({case_seed(row["case"]) for row in rows})
+    summary: dict[str, Any] = {"rows": args.rows, "noise": args.noise, "rules": {}}
     for rule in args.rules:
         rs = results[rule]
-        gaps, after = [r["gap"] for r in rs], [r["after"] for r in rs]
+        figures = summarise(rs)
         per_seed = []
         for seed in seeds:
-            ks = [k for k, row in enumerate(rows) if case_seed(row["case"]) == seed]
-            per_seed.append(f"{seed}: {np.mean([gaps[k] for k in ks]):.2f} / {np.mean([after[k] for k in ks]):.0f}")
-        print(
-            f"| {rule_name(rule)} | {len(rs)} | {np.mean(gaps):.2f} | {np.max(gaps):.2f} "
-            f"| {sum(g > 0.5 for g in gaps)} | {np.mean(after):.0f} | {np.mean([r['allowance'] for r in rs]):.0f} "
-            f"| {'; '.join(per_seed)} |"
+            at_seed = summarise([rs[k] for k, row in enumerate(rows) if case_seed(row["case"]) == seed])
+            figures[f"seed_{seed}"] = at_seed
+            per_seed.append(f"{seed}: {at_seed['mean_gap']:.2f} / {at_seed['mean_after']:.0f}")
+        summary["rules"][rule] = figures
+        out.append(
+            f"| {rule_name(rule)} | {figures['cases']} | {figures['mean_gap']:.2f} | {figures['max_gap']:.2f} "
+            f"| {figures['over_0.5']} | {figures['over_0.6']} | {figures['mean_after']:.0f} "
+            f"| {figures['mean_allowance']:.0f} | {figures['over_allowance']} | {'; '.join(per_seed)} |"
         )
-        marked = [k for k, row in enumerate(rows) if (row["case"], row.get("backend")) in new]
+        marked = [rs[k] for k, row in enumerate(rows) if (row["case"], row.get("backend")) in new]
         if marked:
-            g, a = [gaps[k] for k in marked], [after[k] for k in marked]
-            allow = np.mean([rs[k]["allowance"] for k in marked])
-            print(
-                f"| {rule_name(rule)}, new rows only | {len(marked)} | {np.mean(g):.2f} | {np.max(g):.2f} "
-                f"| {sum(x > 0.5 for x in g)} | {np.mean(a):.0f} | {allow:.0f} | |"
+            m = summarise(marked)
+            out.append(
+                f"| {rule_name(rule)}, new rows only | {m['cases']} | {m['mean_gap']:.2f} | {m['max_gap']:.2f} "
+                f"| {m['over_0.5']} | {m['over_0.6']} | {m['mean_after']:.0f} | {m['mean_allowance']:.0f} "
+                f"| {m['over_allowance']} | |"
             )
     families: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
         families.setdefault(row["case"].split("@")[0], []).append(k)
     several = {name: ks for name, ks in families.items() if len(ks) > 1}
     if several:
-        print("\nSeed spread (mean ± standard deviation over the seeds of each case):\n")
-        print("| case | seeds | " + " | ".join(f"{rule_name(rule)}: gap dB, after" for rule in args.rules) + " |")
-        print("|---|---|" + "---|" * len(args.rules))
+        out += ["\nSeed spread (mean ± standard deviation over the seeds of each case):\n"]
+        out += ["| case | seeds | " + " | ".join(f"{rule_name(rule)}: gap dB, after" for rule in args.rules) + " |"]
+        out += ["|---|---|" + "---|" * len(args.rules)]
         for name, ks in several.items():
             cells = []
             for rule in args.rules:
                 gaps, after = [results[rule][k]["gap"] for k in ks], [results[rule][k]["after"] for k in ks]
                 cells.append(f"{_spread(gaps)}, {_spread(after, 0)}")
-            print(f"| {name} | {len(ks)} | " + " | ".join(cells) + " |")
+            out.append(f"| {name} | {len(ks)} | " + " | ".join(cells) + " |")
+    text = "\n".join(out)
+    print(text)
+    if args.save is not None:
+        command = "python -m bench.autostop " + " ".join(sys.argv[1:])
+        summary["command"] = command
+        summary["files"] = [str(f) for f in args.files]
+        summary["cases"] = {row["case"] + "/" + row.get("backend", "torch"): {
+            rule: {k: results[rule][i][k] for k in ("rule", "detected", "stopped", "gap", "after")}
+            for rule in args.rules} for i, row in enumerate(rows)}  # fmt: skip
+        write_json(args.save.with_suffix(".json"), summary)
+        write_text(args.save.with_suffix(".md"), f"Made by `{command}`\n\n{text}\n")
+        print(f"wrote {args.save.with_suffix('.md')} and {args.save.with_suffix('.json')}")
 
 
 def main() -> None:
@@ -348,7 +412,9 @@ def main() -> None:
     r.add_argument("--out", type=Path, help=f"folder for the curves (default: {bench_results_dir()})")
     t = sub.add_parser("table")
     t.add_argument("files", type=Path, nargs="+")
-    t.add_argument("--data", type=Path, required=True, help="the paper's test images, to re-make the denoising inputs")
+    t.add_argument("--data", type=Path, help="the paper's test images, to remake the first and wide sets' inputs")
+    t.add_argument("--rows", choices=("all", "test", "tuning"), default="all", help="which recorded cases")
+    t.add_argument("--save", type=Path, help="also write the table to this path as .md and its figures as .json")
     t.add_argument("--noise", choices=("estimated", "given"), default="estimated", help="denoising's noise level")
     t.add_argument("--new", type=Path, nargs="*", help="of the files, those recorded after a rule was chosen: marked")
     t.add_argument(

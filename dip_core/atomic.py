@@ -78,3 +78,9 @@ def write_json(path: str | Path, data: Any) -> None:
     text = json.dumps(_finite(data), indent=2)
     with atomic_write(path) as fh:
         fh.write(text.encode() + b"\n")
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    with atomic_write(path) as fh:
+        fh.write(text.encode())

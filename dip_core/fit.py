@@ -57,8 +57,8 @@ class FitSettings:
         patience = 1 if self.patience is None else self.patience
         if self.iters < 1 or self.window < 2 or patience < 1 or self.check_every < 1 or self.save_every < 0:
             raise ValueError(f"iters, patience, check_every >= 1, window >= 2 and save_every >= 0, got {self}")
-        if not 0 < self.loss_ratio <= 1:
-            raise ValueError(f"the loss ratio is in (0, 1], got {self.loss_ratio}")
+        if not 0 < self.loss_ratio <= 2:
+            raise ValueError(f"the loss ratio is in (0, 2], got {self.loss_ratio}")
 
     @property
     def fixed_patience(self) -> bool:

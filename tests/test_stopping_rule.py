@@ -88,7 +88,7 @@ def test_with_a_noise_level_the_variance_does_not_end_the_run():
     assert result.auto_rule == "wmv" and abs(result.stop_iter - 60) <= 15 and result.discrepancy_iter is None
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, 1.5])
+@pytest.mark.parametrize("bad", [0.0, -0.1, 2.5])
 def test_the_loss_ratio_is_checked(bad):
     with pytest.raises(ValueError, match="loss ratio"):
         FitSettings(iters=10, loss_ratio=bad)

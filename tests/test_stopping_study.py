@@ -1,0 +1,43 @@
+"""The stopping study's test set, replayed: a change to the default rule (or to the noise estimate it uses) that
+worsens its mean gap on the committed curves of photos it was never tuned on fails here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.autostop import load_rows, noise_levels, replay_rule, summarise
+from bench.photos import PHOTOS, case_by_name
+
+ROOT = Path(__file__).resolve().parents[1]
+SUMMARY = ROOT / "bench" / "results" / "stopping-test-set.json"
+
+
+@pytest.fixture(scope="module")
+def study() -> dict:
+    return json.loads(SUMMARY.read_text())
+
+
+@pytest.fixture(scope="module")
+def test_rows(study) -> list[dict]:
+    return load_rows([ROOT / f for f in study["files"]], "test")
+
+
+def test_the_test_set_is_twenty_photos_on_both_backends_at_two_seeds(test_rows):
+    photos = {case_by_name(row["case"]).photo for row in test_rows}
+    assert photos == set(PHOTOS) and len(photos) >= 20
+    assert {row["backend"] for row in test_rows} == {"mlx", "torch"}
+    assert len({row["seed"] for row in test_rows}) >= 2
+    assert all(len(row["loss_curve"]) == 3000 for row in test_rows)  # whole curves: every rule can be replayed
+
+
+def test_the_default_rule_is_no_worse_on_the_test_set_than_recorded(study, test_rows):
+    levels = noise_levels(test_rows, None, given=False)
+    figures = summarise([replay_rule(row, "default", levels[row["case"]]) for row in test_rows])
+    recorded = study["rules"]["default"]
+    assert figures["cases"] == recorded["cases"]
+    assert figures["mean_gap"] <= recorded["mean_gap"] + 1e-6
+    assert figures["max_gap"] <= recorded["max_gap"] + 1e-6
+    assert figures["mean_after"] <= recorded["mean_after"] + 1e-6
