@@ -395,6 +395,42 @@ def table(args: argparse.Namespace) -> None:
         print(f"wrote {args.save.with_suffix('.md')} and {args.save.with_suffix('.json')}")
 
 
+def pictures(args: argparse.Namespace) -> None:
+    """Rerun the test set's worst cases under the default rule and show what it returns beside the best output."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dip_core.metrics import psnr
+    from dip_core.plot import _show
+
+    rows = load_rows(args.files, "test")
+    levels = noise_levels(rows, None, given=False)
+    replays = sorted(
+        ((replay_rule(row, "default", levels[row["case"]]), row) for row in rows), key=lambda x: -x[0]["gap"]
+    )
+    worst = replays[: args.count]
+    fig, axes = plt.subplots(len(worst), 4, figsize=(10, 2.7 * len(worst)), constrained_layout=True, squeeze=False)
+    for ax, (replayed, row) in zip(axes, worst, strict=True):
+        case = case_by_name(row["case"])
+        clean, noisy = case.clean(), case.noisy()
+        r = restore("denoise", noisy, backend=row["backend"], device="cpu", reference=clean, seed=case.seed,
+                    threads=args.threads, stop="auto")  # fmt: skip
+        rep, auto = r.report, r.fit.auto if r.fit is not None else None
+        if auto is None:
+            continue
+        rerun = f"chose {rep['stop_iter']} ({rep['psnr_auto']:.2f} dB), best {rep['result_iter']}"
+        print(f"{row['case']}: replayed gap {replayed['gap']:.2f} dB; rerun: {rerun} ({rep['psnr_result']:.2f} dB)")
+        _show(ax[0], noisy, f"{case.photo}, sigma {case.sigma}: {psnr(noisy, clean):.2f} dB")
+        _show(ax[1], auto, f"dip's choice, it. {rep['stop_iter']}: {rep['psnr_auto']:.2f} dB")
+        _show(ax[2], r.pixels, f"best output, it. {rep['result_iter']}: {rep['psnr_result']:.2f} dB")
+        _show(ax[3], clean, "clean")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -421,8 +457,13 @@ def main() -> None:
         "--rules", nargs="+", default=["1000", "default"],
         help="stopping rules to replay side by side: 'default' (dip's default) or a fixed patience P",
     )  # fmt: skip
+    p = sub.add_parser("pictures")
+    p.add_argument("files", type=Path, nargs="+")
+    p.add_argument("--count", type=int, default=3, help="how many of the worst test-set cases")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", type=Path, default=Path("docs/stopping-worst.png"))
     args = ap.parse_args()
-    run(args) if args.cmd == "run" else table(args)
+    {"run": run, "table": table, "pictures": pictures}[args.cmd](args)
 
 
 if __name__ == "__main__":
