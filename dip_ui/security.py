@@ -37,8 +37,9 @@ class Limits:
     runs_per_session: int = 4  # queued or running at once, per browser session
     kept_per_session: int = 20  # runs kept (with their folders) per session; the oldest finished go first
     images_per_session: int = 16  # uploads kept in memory per session; the oldest go first
-    session_idle_s: float = 3600.0  # a session not heard from for this long, with nothing running, ends
-    sessions: int = 256  # past this many, the longest idle sessions with nothing running end first
+    session_idle_s: float = 3600.0  # a session not heard from for this long that holds no run ends
+    sessions: int = 256  # past this many, the idlest session holding nothing makes room (else: refused)
+    new_sessions_per_minute: int = 30  # sessions made per minute, at most
 
 
 class UploadRefused(UserError):

@@ -8,10 +8,13 @@ headless Chromium through Selenium. Gradio would bring hundreds of megabytes of 
 or bundled at its own pace, and an image editor that is hard to drive from a test; FastAPI's validation layer
 would add pydantic for a dozen fields that `dip_ui.forms` checks against fixed lists anyway.
 
-Routes (every /api route checks the token when the server has one, and the session cookie; a run or upload of
-another session is answered 404, as one that does not exist):
+Routes (every /api route but /api/session needs the session cookie; a run or upload of another session is
+answered 404, as one that does not exist; every request that changes something must come from the page's own
+origin, by its Origin or Sec-Fetch-Site header; JSON bodies are `application/json`):
 
-    GET    /                              the page (sets the session cookie)
+    GET    /                              the page (no cookie: a plain load makes no session)
+    POST   /api/session                   the page's session: made (the cookie set; the token, when the server
+                                          has one, exchanged for it) or kept alive; -> what is kept, how long
     GET    /static/{app.js,app.css,favicon.svg}
     GET    /api/info                      tasks, backends, devices, presets, networks, limits
     POST   /api/uploads?kind=&name=       the file's bytes as the body -> {id, width, height, channels, mode}
@@ -176,7 +179,7 @@ class App:
         # One cookie name per server: cookies ignore ports, and two servers on one machine must not share one.
         self.cookie = f"{COOKIE}_{secrets.token_hex(4)}"
         self.sessions = Sessions(
-            config.limits, busy=lambda s: self.runs.busy(s.id), ended=lambda s: self.runs.end_session(s.id)
+            config.limits, holds=lambda s: bool(self.runs.of_session(s.id)), ended=lambda s: self.runs.end_session(s.id)
         )
 
     def close(self) -> None:
@@ -188,22 +191,31 @@ class App:
     # --- checks every API request goes through ---
 
     def _token_ok(self, request: Request) -> bool:
+        """The token, where the server has one, sent with this request (the page sends it once, for its session)."""
         token = self.config.token
         if token is None:
             return True
         return same_secret(request.headers.get(TOKEN_HEADER) or request.query_params.get("token"), token)
 
-    def _session(self, request: Request) -> Session:
-        if not self._token_ok(request):
-            raise Refused(403, "this server needs its token: open the URL `dip ui` printed (with ?token=...)")
-        if request.method not in ("GET", "HEAD"):
-            # Cookies go to every port of a host: a page of another local server is refused by its origin.
-            origin = request.headers.get("origin")
-            if origin and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+    def _same_origin(self, request: Request) -> None:
+        """A request that changes something must say it comes from the page itself: its Origin is this server's,
+        or (a browser that sends no Origin) its Sec-Fetch-Site is same-origin. A form or image of another site,
+        or of another server on this machine (cookies ignore ports), says neither."""
+        origin = request.headers.get("origin")
+        if origin is not None:
+            if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
                 raise Refused(403, "requests from another origin are refused")
+        elif request.headers.get("sec-fetch-site") != "same-origin":
+            raise Refused(403, "requests that do not say they come from this page (Origin) are refused")
+
+    def _session(self, request: Request) -> Session:
+        if request.method not in ("GET", "HEAD"):
+            self._same_origin(request)
         self.sessions.sweep()
         session = self.sessions.get(request.cookies.get(self.cookie))
         if session is None:
+            if not self._token_ok(request):
+                raise Refused(403, "this server needs its token: open the URL `dip ui` printed (with ?token=...)")
             raise Refused(403, "no session: load the page first (cookies must be on)")
         return session
 
@@ -252,14 +264,52 @@ class App:
     # --- the page ---
 
     async def index(self, request: Request) -> Response:
-        if not self._token_ok(request):
+        """The page only: it asks for its session itself (POST /api/session), so that loading it from anywhere
+        (an <img> on another site) makes nothing."""
+        if not self._token_ok(request) and self.sessions.get(request.cookies.get(self.cookie)) is None:
             return PlainTextResponse("this server needs its token: open the URL `dip ui` printed", 403)
         page = (resources.files("dip_ui") / "static" / "index.html").read_bytes()
-        response = Response(page, media_type="text/html; charset=utf-8")
-        if self.sessions.get(request.cookies.get(self.cookie)) is None:
-            session = self.sessions.new()
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    async def session(self, request: Request) -> Response:
+        """The page's session: this cookie's, kept alive, or a new one (the token, if any, exchanged for it)."""
+        try:
+            self._same_origin(request)
+            self._json_type(request)
+            session = self.sessions.get(request.cookies.get(self.cookie))
+            fresh = session is None
+            if fresh:
+                if not self._token_ok(request):
+                    raise Refused(403, "this server needs its token: open the URL `dip ui` printed (with ?token=...)")
+                session = self.sessions.new()
+        except Refused as exc:
+            return error(exc.status, str(exc))
+        except UploadRefused as exc:
+            return error(exc.status, str(exc))
+        response = JSONResponse({"kept": self.retention(), "ping_s": self.ping_s()})
+        if fresh:
             response.set_cookie(self.cookie, session.id, httponly=True, samesite="strict", path="/")
         return response
+
+    def ping_s(self) -> float:
+        """How often an open page says it is still there: well within the idle time."""
+        return max(1.0, min(300.0, self.limits.session_idle_s / 4))
+
+    def retention(self) -> str:
+        """What the server keeps, and how long, in the page's words."""
+        idle = self.limits.session_idle_s
+        idle_text = f"{idle / 60:g} minutes" if idle >= 60 else f"{idle:g} s"
+        return (
+            "Your results stay on this computer until you delete them or `dip ui` stops, "
+            f"{self.limits.kept_per_session} runs at most: past that, starting a run deletes your oldest finished "
+            f"one. Images you upload without running them are forgotten {idle_text} after this page is closed."
+        )
+
+    @staticmethod
+    def _json_type(request: Request) -> None:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            raise Refused(415, "send it as JSON (Content-Type: application/json)")
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -341,8 +391,7 @@ class App:
         return JSONResponse({"runs": [self._run_json(r, None) for r in runs]})
 
     async def create_run(self, request: Request, session: Session) -> Response:
-        if "json" not in request.headers.get("content-type", ""):
-            raise Refused(415, "send the run as JSON")
+        self._json_type(request)
         try:
             body = json.loads(await self._body(request, MAX_JSON_BYTES))
         except (ValueError, UnicodeDecodeError):
@@ -421,6 +470,7 @@ def create_app(config: UiConfig | None = None) -> Starlette:
     routes = [
         Route("/", ui.index, methods=["GET"]),
         Route("/static/{name}", ui.static, methods=["GET"]),
+        Route("/api/session", ui.session, methods=["POST"]),
         Route("/api/info", ui.api(ui.info), methods=["GET"]),
         Route("/api/uploads", ui.api(ui.upload), methods=["POST"]),
         Route("/api/uploads/{upload_id}/preview.png", ui.api(ui.preview), methods=["GET"]),

@@ -1,20 +1,26 @@
-"""Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, and what belongs to it (its uploads,
-kept in memory, and its runs). Nothing of one session is reachable from another's requests.
+"""Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, and what belongs to it (its uploads
+and its runs). Nothing of one session is reachable from another's requests.
 
-A session ends when it has not been heard from for `Limits.session_idle_s` and has nothing queued or running
-(the page polls while it is open), or when the server stops; its runs' folders go with it.
+A session is made only when the page asks for one (`POST /api/session`, same origin, JSON), never by a plain
+page load, and no more than `Limits.new_sessions_per_minute` a minute. Results are never lost to others' traffic:
+
+- a session that holds runs (finished or not) lives until its user deletes them or the server stops;
+- a session with no runs ends after `Limits.session_idle_s` without a request (an open page asks every few
+  minutes, so only a closed page's session ends so);
+- past `Limits.sessions` sessions, the idlest one holding nothing (no run, no upload) makes room for a new one;
+  when every session holds something, a new session is refused (503) rather than one of them ended.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from dip_core.image import Image
-from dip_ui.security import Limits, new_id
+from dip_ui.security import Limits, UploadRefused, new_id
 
 COOKIE = "dip_session"
 
@@ -37,20 +43,41 @@ class Session:
 
 
 class Sessions:
-    """Every live session; `busy(session)` says whether a session still has work queued or running."""
+    """Every live session; `holds(session)` says whether a session has runs (results that must not be lost)."""
 
-    def __init__(self, limits: Limits, busy: Callable[[Session], bool], ended: Callable[[Session], None]) -> None:
+    def __init__(self, limits: Limits, holds: Callable[[Session], bool], ended: Callable[[Session], None]) -> None:
         self.limits = limits
-        self._busy = busy
+        self._holds = holds
         self._ended = ended
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self._created: deque[float] = deque()  # when the sessions of the last minute were made
 
     def new(self) -> Session:
-        session = Session(new_id())
-        with self._lock:
-            self._sessions[session.id] = session
+        """A new session, if the rate and count limits allow one (UploadRefused with 429 or 503 if not)."""
         self.sweep()
+        now = time.monotonic()
+        with self._lock:
+            while self._created and now - self._created[0] > 60.0:
+                self._created.popleft()
+            if len(self._created) >= self.limits.new_sessions_per_minute:
+                raise UploadRefused("too many new sessions in the last minute: try again in a minute", 429)
+            room = None
+            if len(self._sessions) >= self.limits.sessions:
+                idlest = sorted(self._sessions.values(), key=lambda s: s.seen)
+                room = next((s for s in idlest if not s.uploads and not self._holds(s)), None)
+                if room is None:
+                    raise UploadRefused(
+                        f"the server already has {len(self._sessions)} sessions holding results or uploads: "
+                        "delete some runs, or restart `dip ui`",
+                        503,
+                    )
+                del self._sessions[room.id]
+            self._created.append(now)
+            session = Session(new_id())
+            self._sessions[session.id] = session
+        if room is not None:
+            self._ended(room)
         return session
 
     def get(self, session_id: str | None) -> Session | None:
@@ -80,18 +107,15 @@ class Sessions:
             return upload
 
     def sweep(self) -> None:
-        """End the sessions idle for longer than the limit, and the longest idle past `limits.sessions` sessions,
-        but never one with something queued or running."""
+        """End the sessions not heard from for longer than the limit that hold no run (their uploads go)."""
         now = time.monotonic()
         with self._lock:
-            by_age = sorted(self._sessions.values(), key=lambda s: s.seen)
-            extra = max(0, len(by_age) - self.limits.sessions)
-            idle = [s for k, s in enumerate(by_age) if k < extra or now - s.seen > self.limits.session_idle_s]
+            idle = [s for s in self._sessions.values() if now - s.seen > self.limits.session_idle_s]
+            idle = [s for s in idle if not self._holds(s)]  # under the lock: no run slips in between
+            for session in idle:
+                del self._sessions[session.id]
         for session in idle:
-            if not self._busy(session):
-                with self._lock:
-                    self._sessions.pop(session.id, None)
-                self._ended(session)
+            self._ended(session)
 
     def close(self) -> None:
         """End every session (the server stops)."""

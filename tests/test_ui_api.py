@@ -8,6 +8,7 @@ import io
 import json
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,16 +58,33 @@ def pictures() -> tuple[bytes, bytes, np.ndarray, np.ndarray]:
     return png(image), png(mask), image, mask
 
 
+def browser(app: Any) -> TestClient:
+    """A client that sends what a browser's fetch from the page sends: the page's origin."""
+    return TestClient(app, base_url=BASE, headers={"origin": BASE})
+
+
 def open_client(config: UiConfig | None = None) -> TestClient:
-    client = TestClient(create_app(config or UiConfig()), base_url=BASE)
-    return client
+    return browser(create_app(config or UiConfig()))
 
 
 def start_session(client: TestClient) -> None:
+    """Load the page, then ask for the session as the page does."""
     page = client.get("/")
     assert page.status_code == 200 and "dip" in page.text
-    cookie = page.headers["set-cookie"]
+    answer = client.post("/api/session", json={})
+    assert answer.status_code == 200, answer.text
+    cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+
+
+def finished_run(client: TestClient, pictures: tuple, iters: int = 2) -> str:
+    """Upload the image and mask, run to the end; the run's id."""
+    image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+    answer = client.post("/api/runs", json={**RUN, "image": image["id"], "mask": mask["id"], "iters": iters})
+    assert answer.status_code == 200, answer.text
+    run_id = answer.json()["id"]
+    assert wait(client, run_id, {"done", "failed", "stopped"})["state"] == "done"
+    return run_id
 
 
 def upload(client: TestClient, data: bytes, kind: str = "image", name: str = "photo.png") -> dict:
@@ -168,7 +186,7 @@ def test_another_session_sees_nothing(served):
     client, image_id, mask_id = served
     run_id = client.post("/api/runs", json={**RUN, "image": image_id, "mask": mask_id, "iters": 3}).json()["id"]
     wait(client, run_id, {"done", "failed"})
-    other = TestClient(client.app, base_url=BASE)  # its own cookie jar: another browser
+    other = browser(client.app)  # its own cookie jar: another browser
     start_session(other)
     cookie = client.app.state.ui.cookie
     assert other.cookies.get(cookie) != client.cookies.get(cookie)
@@ -182,7 +200,7 @@ def test_another_session_sees_nothing(served):
     answer = other.post("/api/runs", json={**RUN, "image": image_id, "mask": mask_id, "iters": 3})
     assert answer.status_code == 404  # nor can it run on this session's upload
     assert client.get(f"/api/runs/{run_id}").status_code == 200  # still there for its owner
-    nobody = TestClient(client.app, base_url=BASE)  # no cookie at all
+    nobody = browser(client.app)  # no cookie at all
     assert nobody.get("/api/runs").status_code == 403
 
 
@@ -213,21 +231,111 @@ def test_bad_choices_are_refused_with_the_reason(served):
     assert client.get("/api/runs/x/../../../etc/passwd").status_code == 404
 
 
-def test_an_idle_session_ends_and_its_runs_folders_go(pictures):
+def test_an_idle_session_ends_only_when_it_holds_no_result(pictures):
+    """Issue 21, 2: a finished result outlives any idle time; a session holding no run ends, with its uploads."""
     with open_client(UiConfig(limits=Limits(session_idle_s=0.5))) as client:
         start_session(client)
-        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
-        run_id = client.post("/api/runs", json={**RUN, "image": image["id"], "mask": mask["id"], "iters": 2}).json()[
-            "id"
-        ]
-        wait(client, run_id, {"done"})
+        run_id = finished_run(client, pictures)
         (folder,) = client.app.state.ui.runs.root.iterdir()  # the server's only run
-        assert (folder / "result.png").is_file()
+        empty = browser(client.app)
+        start_session(empty)
+        upload(empty, pictures[0])
         time.sleep(0.6)
-        other = TestClient(client.app, base_url=BASE)
-        start_session(other)  # any request sweeps the sessions
+        start_session(browser(client.app))  # a request of anyone sweeps the sessions
+        assert (folder / "result.png").is_file()
+        assert client.get(f"/api/runs/{run_id}/result.png").status_code == 200
+        assert empty.get("/api/runs").status_code == 403  # that session held nothing, and is over
+        client.delete(f"/api/runs/{run_id}")
         assert not folder.exists()
-        assert client.get(f"/api/runs/{run_id}").status_code == 403  # that session is over
+
+
+def test_the_page_keeps_its_session_alive_and_says_what_is_kept(served):
+    """Issue 21, 2: the page asks for its session again well within the idle time, and shows the rule."""
+    client, _, _ = served
+    answer = client.post("/api/session", json={})
+    assert answer.status_code == 200 and "set-cookie" not in answer.headers  # the same session, kept alive
+    assert answer.json()["ping_s"] < Limits().session_idle_s / 2
+    assert "until you delete them" in answer.json()["kept"] and "20 runs at most" in answer.json()["kept"]
+    script = client.get("/static/app.js").text
+    assert "setInterval(() => keepSession()" in script and 'id="kept"' in client.get("/").text
+
+
+def test_a_flood_of_page_loads_and_sessions_never_ends_a_result(pictures):
+    """Issue 21, 1: 300 cookieless page loads (an <img> flood from another site) make no session, and sessions
+    asked for past the limit end only sessions that hold nothing."""
+    limits = Limits(sessions=3, new_sessions_per_minute=10_000)
+    with open_client(UiConfig(limits=limits)) as client:
+        start_session(client)
+        run_id = finished_run(client, pictures)
+        ui = client.app.state.ui
+        flood = TestClient(client.app, base_url=BASE)  # no cookie jar kept between the requests below
+        for _ in range(300):
+            flood.cookies.clear()
+            assert flood.get("/").status_code == 200
+        assert len(ui.sessions._sessions) == 1
+        codes = set()
+        for _ in range(20):
+            page = browser(client.app)
+            codes.add(page.post("/api/session", json={}).status_code)
+        assert codes == {200}  # the empty ones made room for each other
+        assert client.get(f"/api/runs/{run_id}/result.png").status_code == 200
+        holders = [browser(client.app) for _ in range(2)]
+        for other in holders:
+            start_session(other)
+            upload(other, pictures[0])
+        refused = browser(client.app).post("/api/session", json={})
+        assert refused.status_code == 503 and "holding results or uploads" in refused.json()["error"]
+        assert client.get(f"/api/runs/{run_id}/result.png").status_code == 200
+
+
+def test_new_sessions_are_bounded_per_minute():
+    with open_client(UiConfig(limits=Limits(new_sessions_per_minute=3))) as client:
+        codes = [browser(client.app).post("/api/session", json={}).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+
+
+def test_a_finished_result_survives_1000_cookieless_requests_on_loopback(pictures):
+    """Issue 21, 1: the bounded flood, on a real server on 127.0.0.1: 1,000 cookieless requests, page loads and
+    session requests mixed, and the finished result is still there."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from dip_ui.serve import Served
+
+    with Served(UiConfig(limits=Limits(sessions=8, new_sessions_per_minute=50))) as url:
+        port = urlsplit(url).port
+        owner = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"origin": f"http://127.0.0.1:{port}", "host": f"127.0.0.1:{port}"}
+        owner.request("POST", "/api/session", body="{}", headers={**headers, "content-type": "application/json"})
+        answer = owner.getresponse()
+        answer.read()
+        cookie = answer.getheader("set-cookie").split(";", 1)[0]
+
+        def ask(method: str, path: str, body: bytes | None = None, kind: str = "application/json") -> tuple[int, bytes]:
+            owner.request(method, path, body=body, headers={**headers, "cookie": cookie, "content-type": kind})
+            reply = owner.getresponse()
+            return reply.status, reply.read()
+
+        _, image = ask("POST", "/api/uploads?kind=image", pictures[0], "image/png")
+        _, mask = ask("POST", "/api/uploads?kind=mask", pictures[1], "image/png")
+        body = {**RUN, "image": json.loads(image)["id"], "mask": json.loads(mask)["id"], "iters": 2}
+        run_id = json.loads(ask("POST", "/api/runs", json.dumps(body).encode())[1])["id"]
+        deadline = time.monotonic() + 120
+        while json.loads(ask("GET", f"/api/runs/{run_id}")[1])["state"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        flood = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        json_headers = {**headers, "content-type": "application/json"}
+        started = time.monotonic()
+        for k in range(1000):
+            if k % 2:
+                flood.request("GET", "/", headers={"host": f"127.0.0.1:{port}"})
+            else:
+                flood.request("POST", "/api/session", body="{}", headers=json_headers)
+            flood.getresponse().read()
+            assert time.monotonic() - started < 120  # bounded in time as well as in count
+        status, data = ask("GET", f"/api/runs/{run_id}/result.png")
+        assert status == 200 and data.startswith(b"\x89PNG")
 
 
 def test_uploads_over_the_limits_or_not_images_are_refused():
@@ -251,15 +359,20 @@ def test_uploads_over_the_limits_or_not_images_are_refused():
 
 
 def test_a_token_is_required_when_configured():
+    """The token opens the page once, and is exchanged for the session cookie (never again in a URL)."""
     with open_client(UiConfig(token="s3cret-token")) as client:
         assert client.get("/").status_code == 403
         assert client.get("/?token=wrong").status_code == 403
-        page = client.get("/?token=s3cret-token")
-        assert page.status_code == 200 and client.app.state.ui.cookie in page.headers["set-cookie"]
-        assert client.get("/api/info").status_code == 403  # the cookie alone is not enough
-        assert client.get("/api/info", headers={"x-dip-token": "s3cret-tokeX"}).status_code == 403
-        assert client.get("/api/info", headers={"x-dip-token": "s3cret-token"}).status_code == 200
-        assert client.get("/api/info?token=s3cret-token").status_code == 200  # links and <img> carry it so
+        assert client.get("/?token=s3cret-token").status_code == 200
+        assert client.post("/api/session", json={}).status_code == 403  # no session without the token
+        assert client.get("/api/info").status_code == 403
+        wrong = client.post("/api/session", json={}, headers={"x-dip-token": "s3cret-tokeX"})
+        assert wrong.status_code == 403
+        answer = client.post("/api/session", json={}, headers={"x-dip-token": "s3cret-token"})
+        assert answer.status_code == 200 and client.app.state.ui.cookie in answer.headers["set-cookie"]
+        assert client.get("/api/info").status_code == 200  # the cookie now stands for the token
+        assert client.get("/").status_code == 200  # a reload, the token gone from the address bar
+        assert browser(client.app).get("/api/info?token=s3cret-token").status_code == 403  # no session: no API
 
 
 def test_security_headers_on_every_answer(served):
