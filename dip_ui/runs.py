@@ -171,6 +171,7 @@ class RunManager:
         self._queues: dict[str, deque[Run]] = {}
         self._running: dict[str, Run] = {}
         self._workers: dict[str, threading.Thread] = {}
+        self._setting_up: dict[str, int] = {}  # per session: runs being set up (they count against the limit)
         self._closing = False
 
     # --- asked by the requests ---
@@ -179,13 +180,28 @@ class RunManager:
         self, session: str, request: RunRequest, inputs: dict[str, Image], name: str, ms_per_iter: float | None
     ) -> Run:
         """Check and set up a run (every problem raised now, as a UserError) and queue it on its device."""
+        # The count and a place for this run are taken together, under the lock, before the slow set-up: a run
+        # being set up counts as live, so that many requests at once cannot all pass the check.
         with self._cond:
-            live = [r for r in self._runs.values() if r.session == session and r.state in LIVE]
-        if len(live) >= self.limits.runs_per_session:
-            raise QueueFull(
-                f"{len(live)} runs of yours are already waiting or going (at most {self.limits.runs_per_session}): "
-                "stop one or wait"
-            )
+            live = sum(r.session == session and r.state in LIVE for r in self._runs.values())
+            live += self._setting_up.get(session, 0)
+            if live >= self.limits.runs_per_session:
+                raise QueueFull(
+                    f"{live} runs of yours are already waiting or going (at most {self.limits.runs_per_session}): "
+                    "stop one or wait"
+                )
+            self._setting_up[session] = self._setting_up.get(session, 0) + 1
+        try:
+            return self._set_up(session, request, inputs, name, ms_per_iter)
+        finally:
+            with self._cond:
+                self._setting_up[session] -= 1
+                if not self._setting_up[session]:
+                    del self._setting_up[session]
+
+    def _set_up(
+        self, session: str, request: RunRequest, inputs: dict[str, Image], name: str, ms_per_iter: float | None
+    ) -> Run:
         prepared = self._prepare(request, inputs, save_every(ms_per_iter))
         folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
         run = Run(

@@ -401,3 +401,27 @@ def test_form_values_of_the_wrong_kind_are_bad_requests(check, value):
 
     with pytest.raises(BadRequest):
         _integer({"iters": value}, "iters", 1, 10) if check == "iters" else check_kernel(value)
+
+
+def test_the_run_limit_holds_under_concurrent_requests(pictures, monkeypatch):
+    """Issue 21, 3: 60 runs asked for at once on one session: no more than the limit are accepted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dip_ui.runs import RunManager
+
+    real = RunManager._prepare
+
+    def slow_prepare(self, *args):
+        time.sleep(0.05)  # the window a slow set-up leaves between the count and the queueing
+        return real(self, *args)
+
+    monkeypatch.setattr(RunManager, "_prepare", slow_prepare)
+    with open_client() as client:
+        start_session(client)
+        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        body = {**RUN, "image": image["id"], "mask": mask["id"], "iters": 100_000}
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(lambda _: client.post("/api/runs", json=body).status_code, range(60)))
+        assert codes.count(200) == Limits().runs_per_session and codes.count(429) == 56, codes
+        for run in client.get("/api/runs").json()["runs"]:
+            client.post(f"/api/runs/{run['id']}/stop")
