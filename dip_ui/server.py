@@ -19,6 +19,9 @@ origin, by its Origin or Sec-Fetch-Site header; JSON bodies are `application/jso
     GET    /api/info                      tasks, backends, devices, presets, networks, limits
     POST   /api/uploads?kind=&name=       the file's bytes as the body -> {id, width, height, channels, mode}
     GET    /api/uploads/{id}/preview.png  the upload as an 8-bit PNG the browser can show (and paint on)
+                                          (an upload's body is streamed to disk, under a cap on the bytes being
+                                          received at once; it is decoded once to check it, then again only
+                                          when a run or a timing needs it, one decoding at a time)
     GET    /api/estimate?image=&task=&backend=&device=&preset=&net=&kernel=  ms per step, once ready
     GET    /api/runs                      this session's runs
     POST   /api/runs                      JSON {image, mask | mask_color, reference, task, backend, device, preset,
@@ -36,9 +39,11 @@ import io
 import json
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -104,6 +109,27 @@ class UiConfig:
         if self.host.strip("[]") in ANY_HOST:
             return None
         return LOOPBACK_NAMES | {self.host.strip("[]").lower()}
+
+
+class Inflight:
+    """The bytes of request bodies being received at once, for the whole server, with a cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve n bytes; False (nothing reserved) when the cap would be passed."""
+        with self._lock:
+            if self._taken + n > self.cap:
+                return False
+            self._taken += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._taken -= n
 
 
 class Refused(Exception):
@@ -175,6 +201,8 @@ class App:
         self.config = config
         self.limits = config.limits
         self.runs = RunManager(config.limits)
+        self.inflight = Inflight(config.limits.uploads_at_once * config.limits.max_bytes)
+        self.decoding = threading.Semaphore(1)  # one image decoded at a time: memory is held by one at most
         self.estimates = Estimates()
         # One cookie name per server: cookies ignore ports, and two servers on one machine must not share one.
         self.cookie = f"{COOKIE}_{secrets.token_hex(4)}"
@@ -260,6 +288,50 @@ class App:
                 raise too_large(None, self.limits)
             chunks.append(chunk)
         return b"".join(chunks)
+
+    async def _receive(self, request: Request) -> Path:
+        """An upload's body, streamed to a file of the server's: no more than max_bytes, and refused (503) while
+        other uploads being received hold the server's cap."""
+        limit = self.limits.max_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large(int(length), self.limits)
+        reserved = int(length) if length.isdigit() else limit
+        if not self.inflight.take(reserved):
+            raise UploadRefused("the server is receiving too many uploads at once: try again in a moment", 503)
+        path = self.sessions.folder / f"{new_id()}.upload"
+        try:
+            total = 0
+            with path.open("wb") as fh:
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > min(limit, reserved):
+                        raise too_large(None if not length.isdigit() else total, self.limits)
+                    fh.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            self.inflight.give(reserved)
+        return path
+
+    def _decode(self, upload: Upload) -> Image:
+        """An upload decoded, one decoding at a time."""
+        with self.decoding:
+            return upload.image(self.limits)
+
+    def _inspect(self, path: Path) -> tuple[int, int, int, str, Path]:
+        """Decode a new upload once (its checks), write its preview beside it, and keep nothing decoded: its
+        height, width, channels, mode and the preview's path."""
+        with self.decoding:
+            image = decode_image(path, self.limits)
+            preview = path.with_suffix(".preview.png")
+            try:
+                preview.write_bytes(preview_png(image))
+            except OSError as exc:
+                preview.unlink(missing_ok=True)
+                raise UploadRefused(f"the server cannot store the upload: {exc.strerror or exc}", 507) from None
+        return image.height, image.width, image.channels, image.source_mode, preview
 
     # --- the page ---
 
@@ -350,30 +422,35 @@ class App:
         kind = request.query_params.get("kind", "image")
         if kind not in UPLOAD_KINDS:
             raise BadRequest(f"unknown kind {kind!r}; one of {', '.join(UPLOAD_KINDS)}")
-        data = await self._body(request, self.limits.max_bytes)
-        image = await run_in_threadpool(decode_image, data, self.limits)
-        preview = await run_in_threadpool(preview_png, image)
-        upload = Upload(new_id(), image, safe_stem(request.query_params.get("name")), preview)
-        self.sessions.add_upload(session, upload)
+        path = await self._receive(request)
+        try:
+            height, width, channels, mode, preview = await run_in_threadpool(self._inspect, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        name = safe_stem(request.query_params.get("name"))
+        upload = Upload(new_id(), name, path, preview, width, height, channels, mode)
+        self.sessions.add_upload(session, upload)  # refused: its files are removed
         return JSONResponse(
-            {"id": upload.id, "kind": kind, "width": image.width, "height": image.height,
-             "channels": image.channels, "mode": image.source_mode, "name": upload.name}
+            {"id": upload.id, "kind": kind, "width": width, "height": height, "channels": channels, "mode": mode,
+             "name": upload.name}
         )  # fmt: skip
 
     async def preview(self, request: Request, session: Session) -> Response:
         upload = self._upload(session, request.path_params["upload_id"], "upload")
-        return Response(upload.preview, media_type="image/png")
+        return FileResponse(upload.preview, media_type="image/png")
 
     async def estimate(self, request: Request, session: Session) -> Response:
         query = dict(request.query_params)
         masked = query.get("task") in {t.value for t in MASKED_TASKS}
         query.update({"mask": "-" if masked else None, "mask_color": None, "reference": None, "iters": None})
         wanted = parse_run(query, self.limits.max_iters)
-        image = self._upload(session, wanted.image, "image").image
+        upload = self._upload(session, wanted.image, "image")
         preset = preset_for(wanted.task, wanted.preset)
-        key = estimate_key(wanted, image)
+        key = estimate_key(wanted, upload)
 
         def measure() -> tuple[float, str, bool]:
+            image = self._decode(upload)
             mask = Image(np.ones((image.height, image.width, 1), np.float32), "L") if masked else None
             options = wanted.options()
             prepared = prepare(wanted.task, image, options, mask=mask)
@@ -398,12 +475,13 @@ class App:
             raise BadRequest("the request is not valid JSON") from None
         wanted = parse_run(body, self.limits.max_iters)
         image = self._upload(session, wanted.image, "image")
-        inputs = {"image": image.image}
+        uploads = {"image": image}
         if wanted.mask is not None:
-            inputs["mask"] = self._upload(session, wanted.mask, "mask").image
+            uploads["mask"] = self._upload(session, wanted.mask, "mask")
         if wanted.reference is not None:
-            inputs["reference"] = self._upload(session, wanted.reference, "reference").image
-        known = self.estimates.ms_per_iter(estimate_key(wanted, image.image))  # if the page had it timed
+            uploads["reference"] = self._upload(session, wanted.reference, "reference")
+        inputs = {what: await run_in_threadpool(self._decode, u) for what, u in uploads.items()}
+        known = self.estimates.ms_per_iter(estimate_key(wanted, image))  # if the page had it timed
         run = await run_in_threadpool(self.runs.submit, session.id, wanted, inputs, image.name, known)
         self.runs.keep_at_most(session.id, self.limits.kept_per_session)
         return JSONResponse(self._run_json(run, 0))
@@ -448,7 +526,7 @@ class App:
         return FileResponse(path, media_type=media)
 
 
-def estimate_key(wanted: RunRequest, image: Image) -> tuple[Any, ...]:
+def estimate_key(wanted: RunRequest, image: Image | Upload) -> tuple[Any, ...]:
     """What a step's time depends on: backend, device, the image's size, the preset and the network."""
     preset = wanted.preset or DEFAULT_PRESET[wanted.task]
     net = wanted.net or PRESETS[preset].net

@@ -1,6 +1,10 @@
 """Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, and what belongs to it (its uploads
 and its runs). Nothing of one session is reachable from another's requests.
 
+Uploads are kept on disk, in the server's temporary folder under random names, as the client sent them, and
+decoded only when a run or a timing needs them: what a session holds costs disk, not memory. Their pixels are
+bounded per session (the oldest uploads are forgotten first) and for the whole server (a new one is refused).
+
 A session is made only when the page asks for one (`POST /api/session`, same origin, JSON), never by a plain
 page load, and no more than `Limits.new_sessions_per_minute` a minute. Results are never lost to others' traffic:
 
@@ -13,26 +17,46 @@ page load, and no more than `Limits.new_sessions_per_minute` a minute. Results a
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dip_core.image import Image
-from dip_ui.security import Limits, UploadRefused, new_id
+from dip_ui.security import Limits, UploadRefused, decode_image, new_id
 
 COOKIE = "dip_session"
 
 
 @dataclass
 class Upload:
-    """An uploaded image, decoded and kept in memory (never on disk under a name the client chose)."""
+    """An uploaded image: the file as sent and its preview, on disk under names of the server's (never one the
+    client chose), and what its decoding found. `image()` decodes it again when a run or a timing needs it."""
 
     id: str
-    image: Image
     name: str  # a safe stem of the client's file name, for download names only
-    preview: bytes  # an 8-bit PNG the browser can show (TIFF, 16-bit, EXIF orientation applied)
+    path: Path  # the file as the client sent it
+    preview: Path  # an 8-bit PNG the browser can show (TIFF, 16-bit, EXIF orientation applied)
+    width: int
+    height: int
+    channels: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def image(self, limits: Limits) -> Image:
+        """The upload decoded (the same checks as when it came)."""
+        return decode_image(self.path, limits)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.preview.unlink(missing_ok=True)
 
 
 @dataclass
@@ -52,6 +76,7 @@ class Sessions:
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._created: deque[float] = deque()  # when the sessions of the last minute were made
+        self.folder = Path(tempfile.mkdtemp(prefix="dip-ui-uploads-"))  # every session's uploads
 
     def new(self) -> Session:
         """A new session, if the rate and count limits allow one (UploadRefused with 429 or 503 if not)."""
@@ -91,12 +116,30 @@ class Sessions:
         return session
 
     def add_upload(self, session: Session, upload: Upload) -> None:
-        """Keep an upload; past `images_per_session` the least recently used is forgotten (a run keeps its own
-        copy), so the image a user runs again and again stays while the masks sent with older runs go."""
+        """Keep an upload; past `images_per_session` uploads or `pixels_per_session` pixels the least recently
+        used are forgotten (a run keeps its own copy), so the image a user runs again and again stays while the
+        masks sent with older runs go. Past `pixels_in_all` for the whole server, the upload is refused (503)."""
+        limits = self.limits
         with self._lock:
+            kept = list(session.uploads.values())
+            own = sum(u.pixels for u in kept) + upload.pixels
+            forgotten = []
+            while kept and (len(kept) >= limits.images_per_session or own > limits.pixels_per_session):
+                forgotten.append(kept.pop(0))
+                own -= forgotten[-1].pixels
+            others = sum(u.pixels for s in self._sessions.values() if s is not session for u in s.uploads.values())
+            if others + own > limits.pixels_in_all:
+                upload.remove()
+                raise UploadRefused(
+                    f"the server already holds {others / 1e6:.1f} Mpx of images (at most {limits.pixels_in_all / 1e6:g}"
+                    " Mpx): try again once other runs are deleted",
+                    503,
+                )
+            for old in forgotten:
+                del session.uploads[old.id]
             session.uploads[upload.id] = upload
-            while len(session.uploads) > self.limits.images_per_session:
-                session.uploads.popitem(last=False)
+        for old in forgotten:
+            old.remove()
 
     def upload(self, session: Session, upload_id: str | None) -> Upload | None:
         """An upload of this session (now the last to be forgotten), or None."""
@@ -115,6 +158,8 @@ class Sessions:
             for session in idle:
                 del self._sessions[session.id]
         for session in idle:
+            for upload in session.uploads.values():
+                upload.remove()
             self._ended(session)
 
     def close(self) -> None:
@@ -123,3 +168,4 @@ class Sessions:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             self._ended(session)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -425,3 +425,50 @@ def test_the_run_limit_holds_under_concurrent_requests(pictures, monkeypatch):
         assert codes.count(200) == Limits().runs_per_session and codes.count(429) == 56, codes
         for run in client.get("/api/runs").json()["runs"]:
             client.post(f"/api/runs/{run['id']}/stop")
+
+
+def test_uploads_are_kept_on_disk_not_decoded_in_memory(pictures):
+    """Issue 21, 4: a small PNG of a big single-colour image costs the server no decoded pixels once answered."""
+    import gc
+    import tracemalloc
+
+    big = png(np.full((2000, 2000, 3), 90, np.uint8))  # a few kB that decode to 48 MB of float32
+    with open_client() as client:
+        start_session(client)
+        upload(client, big)  # the first: imports and caches out of the way
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(3):
+                upload(client, big)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert held < 5e6, f"{held / 1e6:.0f} MB held after 3 uploads"
+
+
+def test_upload_pixels_are_capped_per_session_and_in_all():
+    """Issue 21, 4: past a session's pixel budget its oldest uploads are forgotten; past the server's, refused."""
+    limits = Limits(max_pixels=10_000, pixels_per_session=25_000, pixels_in_all=35_000)
+    with open_client(UiConfig(limits=limits)) as client:
+        start_session(client)
+        ids = [upload(client, png(np.full((100, 100), k, np.uint8)))["id"] for k in range(3)]
+        assert client.get(f"/api/uploads/{ids[0]}/preview.png").status_code == 404  # 30,000 px > 25,000
+        assert client.get(f"/api/uploads/{ids[2]}/preview.png").status_code == 200
+        other = browser(client.app)
+        start_session(other)
+        upload(other, png(np.zeros((100, 100), np.uint8)))
+        answer = other.post("/api/uploads?kind=image", content=png(np.zeros((100, 100), np.uint8)))
+        assert answer.status_code == 503 and "images" in answer.json()["error"]  # 20,000 + 20,000 px > 35,000 in all
+
+
+def test_request_bodies_in_flight_are_capped_in_all():
+    """Issue 21, 4: the bytes of uploads being received at once are bounded for the whole server."""
+    from dip_ui.server import Inflight
+
+    inflight = Inflight(100)
+    assert inflight.take(60) and not inflight.take(60) and inflight.take(40)
+    inflight.give(60)
+    assert inflight.take(50)
