@@ -153,7 +153,7 @@ class Prepared:
         if ckpt is not None:
             report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
         report["finished"] = not result.interrupted
-        report["warnings"] = self.warnings + worse_than_input(report, self.preset_iters)
+        report["warnings"] = self.warnings + result.warnings + worse_than_input(report, self.preset_iters)
         return Result(out_image, report, result, self.problem, ref)
 
     def identity(self) -> dict[str, Any]:

@@ -35,6 +35,19 @@ def noisy(tmp_path):
     return path
 
 
+def ctrl_c_at(n: int, process):
+    """`_Loop.process` with one Ctrl-C as step n is booked."""
+    pressed = []
+
+    def booked(self, i, *args):
+        if i == n and not pressed:
+            pressed.append(i)
+            raise KeyboardInterrupt
+        return process(self, i, *args)
+
+    return booked
+
+
 def one_clean_line(result) -> None:
     assert "Traceback" not in result.output and "Error:" not in result.output.replace("error:", ""), result.output
 
@@ -86,12 +99,7 @@ def test_a_checkpoint_that_does_not_fit_on_the_disk_is_a_warning(noisy, monkeypa
     calls.clear()
     process = dip_core.fit._Loop.process
 
-    def ctrl_c_at_12(self, i, *a):
-        if i == 12:
-            raise KeyboardInterrupt
-        return process(self, i, *a)
-
-    monkeypatch.setattr(dip_core.fit._Loop, "process", ctrl_c_at_12)
+    monkeypatch.setattr(dip_core.fit._Loop, "process", ctrl_c_at(12, process))
     stopped = runner.invoke(app, [*args, "--force"])
     assert stopped.exit_code == 130 and "--resume" in stopped.output, stopped.output
     monkeypatch.setattr(dip_core.fit._Loop, "process", process)
@@ -139,14 +147,8 @@ def test_an_image_of_non_finite_pixels_is_refused_in_one_line(tmp_path, value):
 def make_checkpoint(noisy, tmp_path) -> tuple[list[str], object]:
     """A real checkpoint of a stopped run: the arguments to resume it, and its path."""
     process = dip_core.fit._Loop.process
-
-    def ctrl_c_at_7(self, i, *a):
-        if i == 7:
-            raise KeyboardInterrupt
-        return process(self, i, *a)
-
     args = ["run", "denoise", str(noisy), "--iters", "12", "--checkpoint-every", "5", *FAST]
-    dip_core.fit._Loop.process = ctrl_c_at_7
+    dip_core.fit._Loop.process = ctrl_c_at(7, process)
     try:
         assert runner.invoke(app, args).exit_code == 130
     finally:
