@@ -472,3 +472,16 @@ def test_request_bodies_in_flight_are_capped_in_all():
     assert inflight.take(60) and not inflight.take(60) and inflight.take(40)
     inflight.give(60)
     assert inflight.take(50)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_upload_of_non_finite_pixels_is_a_bad_request(value):
+    """Issue 21, 8: a float TIFF holding NaN or infinity is refused when it comes, with the reason."""
+    pixels = np.full((16, 20), 0.5, np.float32)
+    pixels[2:5, 3:7] = value
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels, mode="F").save(buffer, format="TIFF")
+    with open_client() as client:
+        start_session(client)
+        answer = client.post("/api/uploads?kind=image", content=buffer.getvalue())
+        assert answer.status_code == 400 and "not finite" in answer.json()["error"], answer.text
