@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import secrets
 import threading
@@ -65,7 +64,7 @@ from dip_core.estimate import measure as time_steps
 from dip_core.image import Image
 from dip_core.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
 from dip_ui.estimates import Estimates
-from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_run
+from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
 from dip_ui.runs import QueueFull, Run, RunManager, device_queue
 from dip_ui.security import (
     LOOPBACK_NAMES,
@@ -276,18 +275,19 @@ class App:
             raise Refused(404, f"no such {what}: upload it again")
         return upload
 
-    async def _body(self, request: Request, limit: int) -> bytes:
-        """The request's body, read no further than `limit` bytes."""
+    async def _json(self, request: Request) -> Any:
+        """The request's JSON body: no more than MAX_JSON_BYTES, nested no deeper than MAX_JSON_DEPTH."""
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise too_large(int(length), self.limits)
+        over = UploadRefused(f"the request is over {MAX_JSON_BYTES // 1024} kB, the most a run's settings take", 413)
+        if length.isdigit() and int(length) > MAX_JSON_BYTES:
+            raise over
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
-            if total > limit:
-                raise too_large(None, self.limits)
+            if total > MAX_JSON_BYTES:
+                raise over
             chunks.append(chunk)
-        return b"".join(chunks)
+        return parse_json(b"".join(chunks))
 
     async def _receive(self, request: Request) -> Path:
         """An upload's body, streamed to a file of the server's: no more than max_bytes, and refused (503) while
@@ -469,10 +469,7 @@ class App:
 
     async def create_run(self, request: Request, session: Session) -> Response:
         self._json_type(request)
-        try:
-            body = json.loads(await self._body(request, MAX_JSON_BYTES))
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("the request is not valid JSON") from None
+        body = await self._json(request)
         wanted = parse_run(body, self.limits.max_iters)
         image = self._upload(session, wanted.image, "image")
         uploads = {"image": image}

@@ -485,3 +485,26 @@ def test_an_upload_of_non_finite_pixels_is_a_bad_request(value):
         start_session(client)
         answer = client.post("/api/uploads?kind=image", content=buffer.getvalue())
         assert answer.status_code == 400 and "not finite" in answer.json()["error"], answer.text
+
+
+def test_deep_or_large_json_is_a_bad_request_with_its_own_limit(served):
+    """Issue 21, 9 and cosmetics: JSON nested 20,000 deep is a 400, not a RecursionError; a body over the JSON
+    limit quotes that limit, not the upload's."""
+    client, image_id, mask_id = served
+    deep = client.post("/api/runs", content=b"[" * 20_000 + b"]" * 20_000, headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "nested" in deep.json()["error"]
+    large = client.post("/api/runs", json={**RUN, "image": image_id, "mask": mask_id, "pad": "x" * 70_000})
+    assert large.status_code == 413 and "64 kB" in large.json()["error"] and "MB" not in large.json()["error"]
+    strings = {**RUN, "image": image_id, "mask": mask_id, "note": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "iters": 1}
+    accepted = client.post("/api/runs", json=strings)  # brackets inside a string are not nesting
+    assert accepted.status_code == 200, accepted.text
+    wait(client, accepted.json()["id"], {"done", "failed", "stopped"})
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"), [("{}", 1), ('{"a": [1, {"b": 2}]}', 3), (r'{"a": "\"[[[{{"}', 1), ('"[[["', 0), ("[[]]", 2)]
+)
+def test_json_depth_counts_brackets_outside_strings_only(text, depth):
+    from dip_ui.forms import json_depth
+
+    assert json_depth(text) == depth
