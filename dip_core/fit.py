@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from dip_core.backend import Kept, Monitoring, Session, StepStats
-from dip_core.checkpoint import Checkpointing, prefixed, save_checkpoint, under
+from dip_core.checkpoint import CheckpointError, Checkpointing, check_arrays, prefixed, save_checkpoint, under
 from dip_core.errors import UserError
 from dip_core.metrics import psnr, psnr_from_mse
 from dip_core.options import Keep, Stop
@@ -494,7 +494,14 @@ def fit(
     loop = _Loop(settings, session, reference)
     writes = Writes()
     if checkpoint is not None and checkpoint.resume is not None:
-        loop.load(session, checkpoint.resume)
+        check_arrays(checkpoint.path, loop.to_arrays(session, 0.0), checkpoint.resume)
+        try:
+            loop.load(session, checkpoint.resume)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:  # what check_arrays cannot see
+            raise CheckpointError(
+                f"{checkpoint.path} is not a checkpoint this run can go on from ({type(exc).__name__}: {exc}); "
+                "start over with --force"
+            ) from None
     every = checkpoint.every if checkpoint is not None else 0
     stopped_early = interrupted = False
     queued: deque[tuple[int, Any]] = deque()  # steps queued and not yet booked
