@@ -62,6 +62,7 @@ from dip_core.config import NETS
 from dip_core.errors import UserError, messages
 from dip_core.estimate import measure as time_steps
 from dip_core.image import Image
+from dip_core.memory import MemoryError_
 from dip_core.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
 from dip_ui.estimates import Estimates
 from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
@@ -258,6 +259,8 @@ class App:
                 return error(exc.status, str(exc))
             except QueueFull as exc:
                 return error(429, str(exc))
+            except MemoryError_ as exc:  # the page's choices, not the command line's
+                return error(400, exc.page)
             except UserError as exc:
                 return error(400, "; ".join(messages(exc)))
 

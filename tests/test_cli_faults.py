@@ -261,3 +261,17 @@ def test_a_signal_once_the_command_is_over_ends_the_process_quietly(monkeypatch)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def test_a_memory_refusal_names_the_image_size_not_the_padded_one(tmp_path, monkeypatch):
+    """Issue 21, cosmetics: a 61x41 image (padded to 64x44 for the network) is reported as 61x41."""
+    from tests.conftest import BACKENDS
+
+    backend = BACKENDS[0]
+    module = __import__(f"dip_{backend}.backend", fromlist=["available_bytes"])
+    monkeypatch.setattr(module, "available_bytes", lambda: 50 * 2**20)
+    PILImage.fromarray(np.zeros((41, 61), np.uint8)).save(tmp_path / "odd.png")
+    result = runner.invoke(app, ["run", "denoise", str(tmp_path / "odd.png"), "-b", backend, "--iters", "2", *FAST])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "a 61x41 image" in text and "64x44" not in text and "--tile" in text  # the command line's own advice

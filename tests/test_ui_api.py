@@ -508,3 +508,19 @@ def test_json_depth_counts_brackets_outside_strings_only(text, depth):
     from dip_ui.forms import json_depth
 
     assert json_depth(text) == depth
+
+
+def test_a_memory_refusal_in_the_page_gives_the_page_s_choices(pictures, monkeypatch):
+    """Issue 21, cosmetics: the UI's refusal names what the page can change, not command-line flags."""
+    from tests.conftest import BACKENDS
+
+    module = __import__("dip_torch.backend", fromlist=["available_bytes"])
+    monkeypatch.setattr(module, "available_bytes", lambda: 50 * 2**20)
+    with open_client() as client:
+        start_session(client)
+        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        answer = client.post("/api/runs", json={**RUN, "image": image["id"], "mask": mask["id"], "iters": 2})
+        assert answer.status_code == 400, answer.text
+        message = answer.json()["error"]
+        assert f"a {W}x{H} image" in message and "--" not in message and "Network" in message
+    assert "torch" in BACKENDS
