@@ -14,6 +14,7 @@ import io
 import ipaddress
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,21 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
+        return False
+
+
+def listens_everywhere(host: str) -> bool:
+    """Whether binding `host` listens on every address: empty, `::`, 0.0.0.0, or a short form of it (`0`)."""
+    name = host.strip("[]")
+    if not name:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_unspecified
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(name) == bytes(4)  # the forms the C library accepts: `0`, `0.0`, `0000`...
+    except OSError:
         return False
 
 

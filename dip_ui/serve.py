@@ -14,6 +14,7 @@ from types import TracebackType
 import uvicorn
 
 from dip_core.errors import UserError
+from dip_ui.security import listens_everywhere
 from dip_ui.server import UiConfig, create_app
 
 START_S = 30.0  # how long `Served` waits for the server to accept connections
@@ -42,7 +43,7 @@ def bind(host: str, port: int) -> socket.socket:
 def url_of(host: str, port: int, token: str | None) -> str:
     """The page's URL (the token in it when the server has one)."""
     name = host.strip("[]")
-    if name in ("0.0.0.0", "::", ""):
+    if listens_everywhere(host):
         name = socket.gethostname()
     shown = f"[{name}]" if ":" in name else name
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")

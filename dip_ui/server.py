@@ -72,6 +72,7 @@ from dip_ui.security import (
     Limits,
     UploadRefused,
     decode_image,
+    listens_everywhere,
     new_id,
     safe_stem,
     same_secret,
@@ -93,7 +94,6 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
-ANY_HOST = ("0.0.0.0", "::", "")
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class UiConfig:
 
     def allowed_hosts(self) -> frozenset[str] | None:
         """Host header names accepted (against DNS rebinding); None: any (the server listens everywhere)."""
-        if self.host.strip("[]") in ANY_HOST:
+        if listens_everywhere(self.host):
             return None
         return LOOPBACK_NAMES | {self.host.strip("[]").lower()}
 

@@ -524,3 +524,16 @@ def test_a_memory_refusal_in_the_page_gives_the_page_s_choices(pictures, monkeyp
         message = answer.json()["error"]
         assert f"a {W}x{H} image" in message and "--" not in message and "Network" in message
     assert "torch" in BACKENDS
+
+
+@pytest.mark.parametrize("host", ["0", "0.0.0.0", "::", "0000"])
+def test_listening_everywhere_prints_a_url_one_can_open(host):
+    """Issue 21, cosmetics: `--host 0` (every address, as 0.0.0.0) prints this machine's name, not http://0:PORT,
+    and its Host check lets that name through."""
+    import socket
+
+    from dip_ui.serve import url_of
+
+    url = url_of(host, 8765, None)
+    assert url == f"http://{socket.gethostname()}:8765/", url
+    assert UiConfig(host=host).allowed_hosts() is None
