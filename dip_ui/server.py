@@ -51,7 +51,7 @@ from PIL import Image as PILImage
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -257,6 +257,8 @@ class App:
                 return error(exc.status, str(exc))
             except UploadRefused as exc:
                 return error(exc.status, str(exc))
+            except ClientDisconnect:  # the client went away mid-request (an aborted upload): nobody to tell
+                return error(400, "the client went away")
             except QueueFull as exc:
                 return error(429, str(exc))
             except MemoryError_ as exc:  # the page's choices, not the command line's

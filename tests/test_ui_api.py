@@ -537,3 +537,36 @@ def test_listening_everywhere_prints_a_url_one_can_open(host):
     url = url_of(host, 8765, None)
     assert url == f"http://{socket.gethostname()}:8765/", url
     assert UiConfig(host=host).allowed_hosts() is None
+
+
+def test_an_aborted_upload_is_dropped_quietly(pictures):
+    """Issue 21, cosmetics: a client that goes away mid-upload leaves no traceback and no file behind."""
+    import anyio
+
+    app = create_app(UiConfig())
+    client = browser(app)
+    start_session(client)
+    cookie = f"{app.state.ui.cookie}={client.cookies.get(app.state.ui.cookie)}"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/uploads", "raw_path": b"/api/uploads", "query_string": b"kind=image", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"origin", BASE.encode()), (b"cookie", cookie.encode()),
+                    (b"content-length", str(len(pictures[0])).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    messages = iter([{"type": "http.request", "body": pictures[0][:100], "more_body": True},
+                     {"type": "http.disconnect"}])  # fmt: skip
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    async def call():
+        await app(scope, receive, send)
+
+    anyio.run(call)  # raised ClientDisconnect before: uvicorn logged its traceback
+    assert not list(app.state.ui.sessions.folder.iterdir())
+    app.state.ui.close()
