@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 from types import TracebackType
 
 import uvicorn
@@ -58,9 +59,10 @@ class Served:
     """The app served from a thread on a free port of 127.0.0.1 (tests, scripts): `with Served(config) as url:`."""
 
     def __init__(self, config: UiConfig | None = None) -> None:
-        self.config = config or UiConfig()
-        self.sock = bind(self.config.host, 0)
+        config = config or UiConfig()
+        self.sock = bind(config.host, 0)
         self.port = self.sock.getsockname()[1]
+        self.config = replace(config, port=self.port)
         self.server = make_server(self.config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

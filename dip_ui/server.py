@@ -102,6 +102,7 @@ class UiConfig:
 
     host: str = "127.0.0.1"
     token: str | None = None
+    port: int | None = None  # where it listens (named in the cookie); None: not known (tests)
     limits: Limits = field(default_factory=Limits)
 
     def allowed_hosts(self) -> frozenset[str] | None:
@@ -204,8 +205,10 @@ class App:
         self.inflight = Inflight(config.limits.uploads_at_once * config.limits.max_bytes)
         self.decoding = threading.Semaphore(1)  # one image decoded at a time: memory is held by one at most
         self.estimates = Estimates()
-        # One cookie name per server: cookies ignore ports, and two servers on one machine must not share one.
-        self.cookie = f"{COOKIE}_{secrets.token_hex(4)}"
+        # One cookie name per port and per server: cookies ignore ports, so a browser sends every server on this
+        # machine the cookies of all; each server reads only its own, whose value no other one made.
+        port = f"_{config.port}" if config.port is not None else ""
+        self.cookie = f"{COOKIE}{port}_{secrets.token_hex(4)}"
         self.sessions = Sessions(
             config.limits, holds=lambda s: bool(self.runs.of_session(s.id)), ended=lambda s: self.runs.end_session(s.id)
         )

@@ -570,3 +570,54 @@ def test_an_aborted_upload_is_dropped_quietly(pictures):
     anyio.run(call)  # raised ClientDisconnect before: uvicorn logged its traceback
     assert not list(app.state.ui.sessions.folder.iterdir())
     app.state.ui.close()
+
+
+def test_changes_need_the_page_s_own_origin_and_json_exactly(served):
+    """Issue 21, hardening: every request that changes something says it comes from the page (Origin, or
+    Sec-Fetch-Site where a browser sends no Origin); a run or a session is sent as application/json only."""
+    client, image_id, mask_id = served
+    app = client.app
+    bare = TestClient(app, base_url=BASE, cookies=dict(client.cookies))  # the cookie, but no Origin
+    body = {**RUN, "image": image_id, "mask": mask_id, "iters": 1}
+    for method, path in [("POST", "/api/runs"), ("POST", "/api/uploads?kind=image"), ("POST", "/api/session"),
+                         ("POST", "/api/runs/x/stop"), ("DELETE", "/api/runs/x")]:  # fmt: skip
+        answer = bare.request(method, path, json=body)
+        assert answer.status_code == 403 and "Origin" in answer.json()["error"], (method, path, answer.text)
+        cross = bare.request(method, path, json=body, headers={"sec-fetch-site": "cross-site"})
+        assert cross.status_code == 403, (method, path)
+    same = bare.post("/api/session", json={}, headers={"sec-fetch-site": "same-origin"})
+    assert same.status_code == 200
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "application/jsonp", "multipart/form-data"):
+        answer = client.post("/api/runs", content=json.dumps(body), headers={"content-type": kind})
+        assert answer.status_code == 415, kind
+        assert client.post("/api/session", content=b"{}", headers={"content-type": kind}).status_code == 415
+    answer = client.post(
+        "/api/runs", content=json.dumps(body), headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert answer.status_code == 200, answer.text
+    wait(client, answer.json()["id"], {"done", "failed", "stopped"})
+
+
+def test_the_cookie_is_named_for_the_port_and_the_server(pictures):
+    """Issue 21, hardening: two servers on one machine (cookies ignore ports) name their cookies apart, and one's
+    cookie is no session at the other."""
+    first, second = create_app(UiConfig(port=8765)), create_app(UiConfig(port=8766))
+    assert "8765" in first.state.ui.cookie and "8766" in second.state.ui.cookie
+    assert create_app(UiConfig(port=8765)).state.ui.cookie != first.state.ui.cookie  # another instance
+    client = browser(first)
+    start_session(client)
+    value = client.cookies.get(first.state.ui.cookie)
+    for name in (first.state.ui.cookie, second.state.ui.cookie):
+        stolen = browser(second)
+        stolen.cookies.set(name, value)
+        assert stolen.get("/api/runs").status_code == 403
+    for app in (first, second):
+        app.state.ui.close()
+
+
+def test_no_url_of_the_page_carries_the_token():
+    """Issue 21, hardening: the token is exchanged once for the cookie; images and downloads are plain URLs."""
+    from importlib import resources
+
+    script = (resources.files("dip_ui") / "static" / "app.js").read_text()
+    assert "token=" not in script and "history.replaceState" in script
