@@ -273,12 +273,13 @@ class RunManager:
         if not running:
             shutil.rmtree(run.folder, ignore_errors=True)
 
-    def keep_at_most(self, session: str, count: int) -> None:
-        """Forget the session's oldest ended runs beyond `count` runs."""
+    def keep_at_most(self, session: str, count: int) -> list[str]:
+        """Forget the session's oldest ended runs beyond `count` runs; the ids of those forgotten."""
         runs = sorted(self.of_session(session), key=lambda r: r.created)
-        for run in runs[: max(0, len(runs) - count)]:
-            if run.state not in LIVE:
-                self.discard(run)
+        forgotten = [r for r in runs[: max(0, len(runs) - count)] if r.state not in LIVE]
+        for run in forgotten:
+            self.discard(run)
+        return [r.id for r in forgotten]
 
     def end_session(self, session: str) -> None:
         for run in self.of_session(session):

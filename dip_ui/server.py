@@ -422,6 +422,7 @@ class App:
                     "max_bytes": self.limits.max_bytes,
                     "max_pixels": self.limits.max_pixels,
                     "max_iters": self.limits.max_iters,
+                    "kept_runs": self.limits.kept_per_session,
                 },
             }
         )
@@ -488,8 +489,8 @@ class App:
         inputs = {what: await run_in_threadpool(self._decode, u) for what, u in uploads.items()}
         known = self.estimates.ms_per_iter(estimate_key(wanted, image))  # if the page had it timed
         run = await run_in_threadpool(self.runs.submit, session.id, wanted, inputs, image.name, known)
-        self.runs.keep_at_most(session.id, self.limits.kept_per_session)
-        return JSONResponse(self._run_json(run, 0))
+        forgotten = self.runs.keep_at_most(session.id, self.limits.kept_per_session)  # said to the page
+        return JSONResponse({**self._run_json(run, 0), "forgotten": forgotten})
 
     def _maybe_busy(self, device: str) -> bool:
         """Whether a run is going on the device asked for (auto: on either)."""

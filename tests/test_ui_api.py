@@ -621,3 +621,20 @@ def test_no_url_of_the_page_carries_the_token():
 
     script = (resources.files("dip_ui") / "static" / "app.js").read_text()
     assert "token=" not in script and "history.replaceState" in script
+
+
+def test_a_run_past_the_kept_count_says_which_finished_run_it_deleted(pictures):
+    """Issue 21, hardening: past `kept_per_session` runs the oldest finished one goes, and the answer says so
+    (the page shows it), rather than it vanishing silently."""
+    with open_client(UiConfig(limits=Limits(kept_per_session=2))) as client:
+        start_session(client)
+        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        body = {**RUN, "image": image["id"], "mask": mask["id"], "iters": 1}
+        ids = []
+        for _ in range(3):
+            answer = client.post("/api/runs", json=body).json()
+            ids.append(answer["id"])
+            wait(client, answer["id"], {"done", "failed", "stopped"})
+        assert answer["forgotten"] == [ids[0]]
+        assert client.get(f"/api/runs/{ids[0]}").status_code == 404
+        assert "forgotten" in client.get("/static/app.js").text

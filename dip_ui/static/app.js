@@ -504,6 +504,11 @@
       });
       show(run.id);
       listRuns();
+      if (run.forgotten && run.forgotten.length) {
+        const n = run.forgotten.length;
+        notice(`${n} older finished run${n > 1 ? "s were" : " was"} deleted to make room: ` +
+          `at most ${state.info.limits.kept_runs} runs are kept.`);
+      }
     } catch (e) {
       notice(`The run was not started: ${e.message}`);
     } finally {
