@@ -66,7 +66,7 @@ from dip_core.memory import MemoryError_
 from dip_core.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
 from dip_ui.estimates import Estimates
 from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
-from dip_ui.runs import QueueFull, Run, RunManager, device_queue
+from dip_ui.runs import MemoryBusy, QueueFull, Run, RunManager, device_queue
 from dip_ui.security import (
     LOOPBACK_NAMES,
     Limits,
@@ -264,6 +264,8 @@ class App:
                 return error(400, "the client went away")
             except QueueFull as exc:
                 return error(429, str(exc))
+            except MemoryBusy as exc:
+                return error(503, str(exc))
             except MemoryError_ as exc:  # the page's choices, not the command line's
                 return error(400, exc.page)
             except UserError as exc:

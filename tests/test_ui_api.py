@@ -638,3 +638,34 @@ def test_a_run_past_the_kept_count_says_which_finished_run_it_deleted(pictures):
         assert answer["forgotten"] == [ids[0]]
         assert client.get(f"/api/runs/{ids[0]}").status_code == 404
         assert "forgotten" in client.get("/static/app.js").text
+
+
+def test_memory_is_reserved_while_a_run_is_queued_or_running(pictures, monkeypatch):
+    """Issue 21, hardening: a run's memory estimate is held from its acceptance to its end, so that a run on
+    another device (which would run beside it) is refused when both do not fit, though each alone would."""
+    import dip_ui.runs
+    from dip_core.api import prepare
+    from dip_core.image import from_array
+    from dip_core.memory import estimate_bytes
+    from dip_ui.forms import parse_run
+
+    body = {**RUN, "image": "-", "mask": "-", "iters": 100_000}
+    image = from_array(pictures[2])
+    one_run = prepare("inpaint", image, parse_run(body, 10**6).options(), mask=from_array(pictures[3]))
+    one = estimate_bytes(one_run.cfg, one_run.padded.out_height, one_run.padded.out_width, one_run.options.window)
+    module = __import__("dip_torch.backend", fromlist=["available_bytes"])
+    queues = iter(["cpu", "gpu", "gpu"])
+    monkeypatch.setattr(dip_ui.runs, "device_queue", lambda prepared: next(queues))  # a second device, as a GPU
+    monkeypatch.setattr(module, "available_bytes", lambda: int(1.5 * one))  # one run fits, two do not
+    with open_client() as client:
+        start_session(client)
+        uploaded, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        body.update(image=uploaded["id"], mask=mask["id"])
+        first = client.post("/api/runs", json=body).json()
+        second = client.post("/api/runs", json=body)
+        assert second.status_code == 503 and "reserved" in second.json()["error"], second.text
+        client.post(f"/api/runs/{first['id']}/stop")
+        wait(client, first["id"], {"stopped", "done", "failed"})
+        third = client.post("/api/runs", json={**body, "iters": 1})  # the first one's reservation is released
+        assert third.status_code == 200, third.text
+        wait(client, third.json()["id"], {"stopped", "done", "failed"})
