@@ -384,7 +384,7 @@ class App:
         return (
             "Your results stay on this computer until you delete them or `dip ui` stops, "
             f"{self.limits.kept_per_session} runs at most: past that, starting a run deletes your oldest finished "
-            f"one. Images you upload without running them are forgotten {idle_text} after this page is closed."
+            f"one. If you start no run, the images you uploaded are forgotten {idle_text} after this page is closed."
         )
 
     @staticmethod
