@@ -112,6 +112,7 @@ def served(pictures):
         mask = upload(client, pictures[1], "mask", "photo_mask.png")
         yield client, image["id"], mask["id"]
     assert not client.app.state.ui.runs.root.exists()  # the server stopped: every run's folder is gone
+    assert not client.app.state.ui.sessions.folder.exists()  # and every upload's file
 
 
 def test_upload_answers_the_size_and_a_preview(served):
