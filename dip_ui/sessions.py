@@ -32,6 +32,10 @@ from dip_ui.security import Limits, UploadRefused, decode_image, new_id
 COOKIE = "dip_session"
 
 
+class SessionRefused(UploadRefused):
+    """A new session refused: too many made in the last minute (429), or every session holds something (503)."""
+
+
 @dataclass
 class Upload:
     """An uploaded image: the file as sent and its preview, on disk under names of the server's (never one the
@@ -79,20 +83,20 @@ class Sessions:
         self.folder = Path(tempfile.mkdtemp(prefix="dip-ui-uploads-"))  # every session's uploads
 
     def new(self) -> Session:
-        """A new session, if the rate and count limits allow one (UploadRefused with 429 or 503 if not)."""
+        """A new session, if the rate and count limits allow one (SessionRefused if not)."""
         self.sweep()
         now = time.monotonic()
         with self._lock:
             while self._created and now - self._created[0] > 60.0:
                 self._created.popleft()
             if len(self._created) >= self.limits.new_sessions_per_minute:
-                raise UploadRefused("too many new sessions in the last minute: try again in a minute", 429)
+                raise SessionRefused("too many new sessions in the last minute: try again in a minute", 429)
             room = None
             if len(self._sessions) >= self.limits.sessions:
                 idlest = sorted(self._sessions.values(), key=lambda s: s.seen)
                 room = next((s for s in idlest if not s.uploads and not self._holds(s)), None)
                 if room is None:
-                    raise UploadRefused(
+                    raise SessionRefused(
                         f"the server already has {len(self._sessions)} sessions holding results or uploads: "
                         "delete some runs, or restart `dip ui`",
                         503,
