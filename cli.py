@@ -24,7 +24,12 @@ __all__ = ["app", "main"]
 
 
 def main() -> None:
-    app()
+    from dip_cli.signals import quiet_after_exit
+
+    try:
+        app()
+    finally:  # the outputs are written: a late Ctrl-C ends the process quietly
+        quiet_after_exit()
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dip_cli.app import Problems, check_outputs, command_line, err, held_signals, out, user_errors
+from dip_cli.app import Problems, check_outputs, command_line, err, out, user_errors
 from dip_cli.options import with_run_options
+from dip_cli.signals import run_signals
 from dip_core.errors import UserError
 from dip_core.fit import StepInfo
 from dip_core.options import RunOptions
@@ -144,27 +145,29 @@ def run(
     from dip_core.estimate import estimate_of
 
     bar = _Bar(progress, functools.partial(estimate_of, prepared))
-    with handle_sigterm(), progress or contextlib.nullcontext(), _nothing_yet():
-        on_step = bar.step if progress is not None else None
-        if opts.tile:
+    # The first Ctrl-C or SIGTERM stops the run; a later one never cuts short the writing of its result.
+    with run_signals() as signals:
+        with progress or contextlib.nullcontext(), _nothing_yet():
+            on_step = bar.step if progress is not None else None
+            if opts.tile:
 
-            def on_tile(k: int, n: int) -> None:
-                bar.tile(task.value, k, n, planned)
+                def on_tile(k: int, n: int) -> None:
+                    bar.tile(task.value, k, n, planned)
 
-            result = prepared.run(on_step=on_step, on_tile=on_tile, checkpoint=ckpt, resume=resume)
-        else:
-            bar.tile(task.value, 0, 1, planned)
-            result = prepared.run(
-                checkpoint=ckpt if (opts.checkpoint_every or resume) else None, resume=resume, on_step=on_step,
-                save_to=target if opts.save_every else None,
-            )  # fmt: skip
-    rep = result.report
-    rep["dip_version"] = dip_version()
-    rep["command"] = command_line()
-    unfinished_tiles = bool(opts.tile) and not rep["finished"]
-    image_path = partial if unfinished_tiles else target
-    rep["output"] = str(image_path)
-    with held_signals() as held:  # a Ctrl-C now waits until the outputs are on disk
+                result = prepared.run(on_step=on_step, on_tile=on_tile, checkpoint=ckpt, resume=resume)
+            else:
+                bar.tile(task.value, 0, 1, planned)
+                result = prepared.run(
+                    checkpoint=ckpt if (opts.checkpoint_every or resume) else None, resume=resume, on_step=on_step,
+                    save_to=target if opts.save_every else None,
+                )  # fmt: skip
+        rep = result.report
+        rep["dip_version"] = dip_version()
+        rep["command"] = command_line()
+        unfinished_tiles = bool(opts.tile) and not rep["finished"]
+        image_path = partial if unfinished_tiles else target
+        rep["output"] = str(image_path)
+        signals.hold()  # a Ctrl-C now waits until the outputs are on disk
         written, failed, lost = _write_outputs(result, image_path, report, plot, task)
         _summary(rep, written)
         for line in rep["warnings"]:
@@ -192,7 +195,7 @@ def run(
             ckpt.unlink(missing_ok=True)
             if opts.tile:
                 partial.unlink(missing_ok=True)
-    if rep["interrupted"] or held.signalled:
+    if rep["interrupted"] or signals.signalled:
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)

@@ -44,8 +44,8 @@ def ui(
             soft_wrap=True,
         )
     limits = Limits(max_bytes=round(max_upload_mb * 1e6), max_pixels=round(max_megapixels * 1e6))
-    config = UiConfig(host=host, token=token, limits=limits)
     sock = bind(host, port)
+    config = UiConfig(host=host, token=token, limits=limits, port=sock.getsockname()[1])
     url = url_of(host, sock.getsockname()[1], token)
     server = make_server(config, log_level="warning")
     out().print(f"dip ui: {url}  (Ctrl-C stops it; every run's files go with it)", highlight=False, soft_wrap=True)

@@ -153,7 +153,7 @@ class Prepared:
         if ckpt is not None:
             report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
         report["finished"] = not result.interrupted
-        report["warnings"] = self.warnings + worse_than_input(report, self.preset_iters)
+        report["warnings"] = self.warnings + result.warnings + worse_than_input(report, self.preset_iters)
         return Result(out_image, report, result, self.problem, ref)
 
     def identity(self) -> dict[str, Any]:
@@ -213,7 +213,8 @@ def prepare(
     padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
     be = get_backend(opts.backend, opts.device, opts.precision, opts.threads)
-    check_memory(cfg, h, w, be, window=opts.window)  # the variance monitor keeps `window` outputs on the device
+    # The variance monitor keeps `window` outputs on the device.
+    check_memory(cfg, h, w, be, window=opts.window, image=(problem.out_width, problem.out_height))
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
     spec = SessionSpec(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,13 +68,42 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], run: dict[s
         np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **arrays)
 
 
+def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, np.ndarray]) -> None:
+    """A checkpoint's arrays against those a fresh run of the same settings keeps (`expected`): every one there,
+    numeric, of the same shape (the curves: of any length, one per step done), and a progress that agrees with
+    the curves. A hand-made or damaged file is refused here, in one line, before any of it is loaded."""
+
+    def refuse(why: str) -> CheckpointError:
+        return CheckpointError(f"{path} is not a checkpoint this run can go on from: {why}; start over with --force")
+
+    missing = sorted(set(expected) - set(given))
+    if missing:
+        raise refuse(f"it lacks {len(missing)} of the run's arrays ({', '.join(missing[:3])})")
+    for name, want in expected.items():
+        have = given[name]
+        if have.dtype.kind not in "biuf":
+            raise refuse(f"{name} holds {have.dtype} values, not numbers")
+        curve = name.startswith("curves/")
+        if (have.ndim != 1) if curve else (have.shape != want.shape):
+            shape = "one dimension" if curve else f"shape {want.shape}"
+            raise refuse(f"{name} is of shape {have.shape}, not {shape}")
+    done, seconds = (float(v) for v in given["loop/progress"])
+    if not (done.is_integer() and done >= 0 and math.isfinite(seconds) and seconds >= 0):
+        raise refuse(f"its progress ({done:g} steps in {seconds:g} s) is not a count of steps and a time")
+    if len(given["curves/losses"]) != done:
+        raise refuse(f"its progress ({done:g} steps) does not match its loss curve ({len(given['curves/losses'])})")
+    every = given.get("checkpoint/every")
+    if every is not None and (every.shape != () or every.dtype.kind not in "iu" or int(every) < 0):
+        raise refuse("its checkpoint interval is not a whole number")
+
+
 def read_run(path: str | Path) -> dict[str, Any] | None:
     """The identity of the run that wrote a checkpoint (None if it cannot be read): e.g. its thread count,
     which a resumed run takes over so as to go on exactly as the first part ran."""
     try:
         with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(npz["__meta__"].tobytes())
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError):
+            meta = json.loads(np.asarray(npz["__meta__"]).tobytes())
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
         return None
     run = meta.get("run") if isinstance(meta, dict) else None
     return run if isinstance(run, dict) else None
@@ -87,12 +117,15 @@ def load_checkpoint(path: str | Path, run: dict[str, Any]) -> dict[str, np.ndarr
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
+        odd = [k for k, v in arrays.items() if not isinstance(v, np.ndarray)]  # a member that is no .npy
+        if odd:
+            raise ValueError(f"{odd[0]} is not an array")
         meta = json.loads(arrays.pop("__meta__").tobytes())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path} is not a readable dip checkpoint ({type(exc).__name__})") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("run"), dict):
         raise CheckpointError(f"{path} is not a dip checkpoint of format {FORMAT}")
-    theirs = meta.get("run", {})
+    theirs = meta["run"]
     differ = sorted(k for k in set(run) | set(theirs) if run.get(k) != theirs.get(k))
     if differ:
         raise CheckpointError(

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from dip_core.backend import Kept, Monitoring, Session, StepStats
-from dip_core.checkpoint import Checkpointing, prefixed, save_checkpoint, under
+from dip_core.checkpoint import CheckpointError, Checkpointing, check_arrays, prefixed, save_checkpoint, under
+from dip_core.errors import UserError
 from dip_core.metrics import psnr, psnr_from_mse
 from dip_core.options import Keep, Stop
 
@@ -104,6 +105,7 @@ class FitResult:
     discrepancy_iter: int | None = None  # first iteration whose loss (mean of the last 20) reached its level
     final_lr: float | None = None  # the learning rate at the end (lower after rollbacks)
     step: dict[str, Any] = field(default_factory=dict)  # how the session ran the step (Session.describe)
+    warnings: list[str] = field(default_factory=list)  # writes on the way that failed (the run went on)
 
 
 LOSS_WINDOW = 20  # losses averaged for the discrepancy check (single losses are noisy: z gets fresh noise)
@@ -434,6 +436,36 @@ class _Loop:
         session.set_lr(self.rollback.lr)
 
 
+WRITE_FAILED = {  # what a failed write on the way means for the run
+    "checkpoint": "the run went on, and the checkpoint written before stays valid for --resume",
+    "result so far": "the run went on; its final result is written at its end",
+}
+
+
+class Writes:
+    """The writes a run makes on the way (checkpoints, results so far): one that fails (a full disk) is booked
+    as a warning and the run goes on; only the run's end writes what must not be lost."""
+
+    def __init__(self) -> None:
+        self.failed: dict[str, tuple[int, str, int]] = {}  # what -> (first iteration, why, how many times)
+
+    def attempt(self, what: str, i: int, write: Callable[..., None], *args: Any) -> None:
+        """`write(*args)`; a failure booked against `what` at iteration i."""
+        try:
+            write(*args)
+        except (OSError, UserError) as exc:
+            why = exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+            first, reason, count = self.failed.get(what, (i, why, 0))
+            self.failed[what] = (first, reason, count + 1)
+
+    def warnings(self) -> list[str]:
+        lines = []
+        for what, (i, why, count) in self.failed.items():
+            again = f" ({count - 1} later tries failed too)" if count > 1 else ""
+            lines.append(f"could not write the {what} at iteration {i}: {why}{again}; {WRITE_FAILED[what]}")
+        return lines
+
+
 # Steps slower than this are not queued ahead (seconds): see `fit`.
 PIPELINE_UNDER_S = 0.25
 
@@ -456,11 +488,20 @@ def fit(
     Ctrl-C wait for one step more. With `checkpoint`, the whole state is written every `checkpoint.every`
     steps, and a run given `checkpoint.resume` goes on from there exactly as if it
     had never stopped. `on_save(i, image)` gets the result so far every
-    `settings.save_every` steps.
+    `settings.save_every` steps. A checkpoint or a result so far that cannot be written (a full disk) is a
+    warning in the result (`FitResult.warnings`), and the run goes on.
     """
     loop = _Loop(settings, session, reference)
+    writes = Writes()
     if checkpoint is not None and checkpoint.resume is not None:
-        loop.load(session, checkpoint.resume)
+        check_arrays(checkpoint.path, loop.to_arrays(session, 0.0), checkpoint.resume)
+        try:
+            loop.load(session, checkpoint.resume)
+        except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as exc:  # what check_arrays cannot see
+            raise CheckpointError(
+                f"{checkpoint.path} is not a checkpoint this run can go on from ({type(exc).__name__}: {exc}); "
+                "start over with --force"
+            ) from None
     every = checkpoint.every if checkpoint is not None else 0
     stopped_early = interrupted = False
     queued: deque[tuple[int, Any]] = deque()  # steps queued and not yet booked
@@ -494,11 +535,11 @@ def fit(
                 break
             saving = on_save is not None and settings.save_every and i % settings.save_every == 0
             if saving and outcome is _Outcome.NEXT:  # not the output of a step that diverged
-                on_save(i, loop.current(handle, session))
+                writes.attempt("result so far", i, on_save, i, loop.current(handle, session))
             if every and i % every == 0:
                 arrays = loop.to_arrays(session, time.perf_counter() - start)
                 arrays["checkpoint/every"] = np.array(every)
-                save_checkpoint(checkpoint.path, arrays, checkpoint.run)
+                writes.attempt("checkpoint", i, save_checkpoint, checkpoint.path, arrays, checkpoint.run)
     except KeyboardInterrupt:
         interrupted = True
         # A step already queued has run: book it, so that the result and the count agree with the state
@@ -509,7 +550,9 @@ def fit(
     if interrupted and not loop.curves.losses:
         raise KeyboardInterrupt  # stopped before any step was booked: there is no result to return
     seconds = time.perf_counter() - start
-    return choose(loop, session, reference, seconds, interrupted, stopped_early)
+    result = choose(loop, session, reference, seconds, interrupted, stopped_early)
+    result.warnings = writes.warnings()
+    return result
 
 
 def automatic_choice(settings: FitSettings, wmv: VarianceRule | None, disc: DiscrepancyRule | None) -> tuple[int, str]:

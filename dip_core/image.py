@@ -102,6 +102,10 @@ def from_pil(im: PILImage.Image, path: Path | None = None) -> Image:
         im = im.convert("RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         arr = np.asarray(im, dtype=np.float64)
+        bad = int(arr.size - np.isfinite(arr).sum())
+        if bad:  # a float image (TIFF) may hold NaN or infinity: no restoration can start from those
+            where = f"{path}: " if path else "the image: "
+            raise ImageError(f"{where}{bad} of its {arr.size} pixels are not finite (NaN or infinity)")
         scale = 65535.0 if im.mode.startswith("I") else 1.0
         pixels = np.clip(arr / scale, 0.0, 1.0)[..., None]
         bits = 16 if im.mode.startswith("I") else 8

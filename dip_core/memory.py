@@ -18,7 +18,12 @@ FIXED_OVERHEAD = 512 * 2**20  # framework, compiled graph, buffers (measured: ML
 
 
 class MemoryError_(UserError):
-    """The fit would not fit in the memory available."""
+    """The fit would not fit in the memory available. The message gives the command line's choices; `page` says
+    the same with the choices of `dip ui`'s page, which has no flags."""
+
+    def __init__(self, message: str, page: str) -> None:
+        super().__init__(message)
+        self.page = page
 
 
 def activation_elements(cfg: SkipConfig, height: int, width: int) -> int:
@@ -64,13 +69,21 @@ def shortfall(cfg: SkipConfig, height: int, width: int, backend: Any, window: in
     return (need, free) if free is not None and need > free else None
 
 
-def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any, window: int = 0) -> None:
-    """Raise when the estimate exceeds what the backend's device has free."""
+def check_memory(
+    cfg: SkipConfig, height: int, width: int, backend: Any, window: int = 0, image: tuple[int, int] | None = None
+) -> None:
+    """Raise when the estimate for a fit at height x width (padded for the network) exceeds what the backend's
+    device has free; `image`: the (width, height) the user knows, named in the message."""
     short = shortfall(cfg, height, width, backend, window)
     if short is not None:
         need, free = short
+        shown_w, shown_h = image or (width, height)
+        what = (
+            f"a {shown_w}x{shown_h} image needs about {need / 2**30:.1f} GiB to restore but {backend.device} has "
+            f"{free / 2**30:.1f} GiB free"
+        )
         raise MemoryError_(
-            f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
-            f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), "
-            "use a smaller network (--net small) or downscale it (add --estimate to see how long each takes here)"
+            f"{what}; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), use a smaller network "
+            "(--net small) or downscale it (add --estimate to see how long each takes here)",
+            f"{what}: choose a smaller Network (small or tiny), or upload a smaller image",
         )

@@ -23,6 +23,9 @@ from dip_core.presets import Task
 # by the strict check.
 MASK_THRESHOLD = 0.5
 MASK_TOLERANCE = 0.05
+# A mask with more than this share of grey pixels is no black-and-white mask with soft edges but something else
+# (a photo given as the mask): refused rather than rounded into a meaningless pattern.
+MASK_MOSTLY_GREY = 0.5
 
 
 class ProblemError(UserError):
@@ -45,7 +48,7 @@ class Problem:
 
 def mask_from_image(mask: Image, height: int, width: int, strict: bool = False) -> tuple[np.ndarray, int]:
     """A binary (H, W, 1) mask from a black-and-white image (white = known), rounded at 50 % grey, and the number
-    of grey pixels that were rounded. `strict` refuses grey pixels instead."""
+    of grey pixels that were rounded. `strict` refuses grey pixels instead; a mask mostly grey is refused always."""
     if (mask.height, mask.width) != (height, width):
         raise ProblemError(f"the mask is {mask.width}x{mask.height} but the image is {width}x{height}; they must match")
     grey = mask.pixels.mean(axis=2)
@@ -55,6 +58,11 @@ def mask_from_image(mask: Image, height: int, width: int, strict: bool = False) 
             f"the mask must be black and white only: {between} of its {grey.size} pixels "
             f"({percent(between, grey.size)}) are grey "
             "(leave out --strict-mask to round them at 50 %)"
+        )
+    if between > MASK_MOSTLY_GREY * grey.size:
+        raise ProblemError(
+            f"the mask is mostly grey ({percent(between, grey.size)} of its pixels are neither black nor white): "
+            "is it a photo? A mask is white where the image is known and black where it is to be filled in"
         )
     known = (grey >= MASK_THRESHOLD).astype(np.float32)[..., None]
     if not known.any():

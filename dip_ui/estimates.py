@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dip_core.errors import UserError, messages
+from dip_core.memory import MemoryError_
 
 log = logging.getLogger("dip_ui")
 
@@ -70,6 +71,8 @@ class Estimates:
         try:
             ms, device, busy = measure()
             timing = Timing("ready", ms, device, busy)
+        except MemoryError_ as exc:  # the page's choices, not the command line's
+            timing = Timing("error", message=exc.page)
         except UserError as exc:
             timing = Timing("error", message="; ".join(messages(exc)))
         except Exception as exc:  # reported to the page, and logged in full here

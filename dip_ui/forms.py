@@ -7,6 +7,7 @@ this session's uploads.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,46 @@ def check_kernel(spec: Any) -> str:
 
 def task_presets(task: Task) -> list[str]:
     return [name for name, p in PRESETS.items() if p.task is task]
+
+
+MAX_JSON_DEPTH = 8  # a run's settings are one flat object: anything deeper is not the page's
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_json(data: bytes) -> Any:
+    """The JSON of a request, refused (BadRequest) when it is not JSON or nests deeper than MAX_JSON_DEPTH, which
+    is checked before parsing so that no input can exhaust the parser's recursion."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise BadRequest("the request is not valid JSON (not UTF-8)") from None
+    if json_depth(text) > MAX_JSON_DEPTH:
+        raise BadRequest(f"the request's JSON is nested more than {MAX_JSON_DEPTH} deep")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise BadRequest("the request is not valid JSON") from None
 
 
 def parse_run(body: Any, max_iters: int) -> RunRequest:

@@ -23,6 +23,7 @@ from dip_core.atomic import write_json
 from dip_core.errors import UserError, messages
 from dip_core.fit import StepInfo
 from dip_core.image import Image, save_image
+from dip_core.memory import estimate_bytes
 from dip_core.version import dip_version
 from dip_ui.forms import RunRequest
 from dip_ui.security import Limits, new_id
@@ -47,6 +48,29 @@ class StopRequested(KeyboardInterrupt):
 
 class QueueFull(UserError):
     """This session already has as many runs waiting or going as it may."""
+
+
+class MemoryBusy(UserError):
+    """The memory the runs already accepted have reserved leaves too little for this one (for now)."""
+
+
+def run_bytes(prepared: Prepared) -> int:
+    """The memory estimate of a run, as `prepare`'s own check makes it: reserved while it is queued or running."""
+    padded = prepared.padded
+    return estimate_bytes(prepared.cfg, padded.out_height, padded.out_width, prepared.options.window)
+
+
+def memory_wanted(new: Run, live: list[Run], running: dict[str, Run]) -> int:
+    """What memory the runs accepted and `new` may need at once, beyond the free memory measured now. A device
+    runs one run at a time, so per device the largest reservation counts: on `new`'s device, that of the runs
+    that will run after the one running now (whose memory is already in use, and will be freed for them); on
+    another device, any of its runs, the one running now included, since they may run beside `new`."""
+    largest: dict[str, int] = {new.device: new.reserved}
+    for run in live:
+        if run.device == new.device and running.get(run.device) is run:
+            continue
+        largest[run.device] = max(largest.get(run.device, 0), run.reserved)
+    return sum(largest.values())
 
 
 QUEUED, RUNNING, DONE, STOPPED, CANCELLED, FAILED = "queued", "running", "done", "stopped", "cancelled", "failed"
@@ -93,6 +117,7 @@ class Run:
     result_version: int = 0  # bumped at every result so far, and at the final one
     has_mask: bool = False
     has_report: bool = False
+    reserved: int = 0  # bytes of the memory estimate held for it while queued or running
     behind: bool = False  # queued behind another run: set up again when its turn comes (the cores it may use)
     discarded: bool = False
     stop: threading.Event = field(default_factory=threading.Event)
@@ -171,6 +196,7 @@ class RunManager:
         self._queues: dict[str, deque[Run]] = {}
         self._running: dict[str, Run] = {}
         self._workers: dict[str, threading.Thread] = {}
+        self._setting_up: dict[str, int] = {}  # per session: runs being set up (they count against the limit)
         self._closing = False
 
     # --- asked by the requests ---
@@ -179,13 +205,28 @@ class RunManager:
         self, session: str, request: RunRequest, inputs: dict[str, Image], name: str, ms_per_iter: float | None
     ) -> Run:
         """Check and set up a run (every problem raised now, as a UserError) and queue it on its device."""
+        # The count and a place for this run are taken together, under the lock, before the slow set-up: a run
+        # being set up counts as live, so that many requests at once cannot all pass the check.
         with self._cond:
-            live = [r for r in self._runs.values() if r.session == session and r.state in LIVE]
-        if len(live) >= self.limits.runs_per_session:
-            raise QueueFull(
-                f"{len(live)} runs of yours are already waiting or going (at most {self.limits.runs_per_session}): "
-                "stop one or wait"
-            )
+            live = sum(r.session == session and r.state in LIVE for r in self._runs.values())
+            live += self._setting_up.get(session, 0)
+            if live >= self.limits.runs_per_session:
+                raise QueueFull(
+                    f"{live} runs of yours are already waiting or going (at most {self.limits.runs_per_session}): "
+                    "stop one or wait"
+                )
+            self._setting_up[session] = self._setting_up.get(session, 0) + 1
+        try:
+            return self._set_up(session, request, inputs, name, ms_per_iter)
+        finally:
+            with self._cond:
+                self._setting_up[session] -= 1
+                if not self._setting_up[session]:
+                    del self._setting_up[session]
+
+    def _set_up(
+        self, session: str, request: RunRequest, inputs: dict[str, Image], name: str, ms_per_iter: float | None
+    ) -> Run:
         prepared = self._prepare(request, inputs, save_every(ms_per_iter))
         folder = Path(tempfile.mkdtemp(prefix="run-", dir=self.root))
         run = Run(
@@ -200,10 +241,22 @@ class RunManager:
         except (UserError, OSError):
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        run.reserved = run_bytes(prepared)
+        free = prepared.backend.memory_available()
         with self._cond:
             if self._closing:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise UserError("the server is stopping")
+            live = [r for r in self._runs.values() if r.state in LIVE]
+            wanted = memory_wanted(run, live, self._running)
+            if free is not None and wanted > free:
+                shutil.rmtree(folder, ignore_errors=True)
+                held = wanted - run.reserved
+                raise MemoryBusy(
+                    f"this run needs about {run.reserved / 2**30:.1f} GiB; the runs waiting or going have "
+                    f"{held / 2**30:.1f} GiB reserved and {run.device} has {free / 2**30:.1f} GiB free: "
+                    "try again when one has ended"
+                )
             queue = self._queues.setdefault(run.device, deque())
             run.behind = bool(queue) or run.device in self._running
             self._runs[run.id] = run
@@ -257,12 +310,13 @@ class RunManager:
         if not running:
             shutil.rmtree(run.folder, ignore_errors=True)
 
-    def keep_at_most(self, session: str, count: int) -> None:
-        """Forget the session's oldest ended runs beyond `count` runs."""
+    def keep_at_most(self, session: str, count: int) -> list[str]:
+        """Forget the session's oldest ended runs beyond `count` runs; the ids of those forgotten."""
         runs = sorted(self.of_session(session), key=lambda r: r.created)
-        for run in runs[: max(0, len(runs) - count)]:
-            if run.state not in LIVE:
-                self.discard(run)
+        forgotten = [r for r in runs[: max(0, len(runs) - count)] if r.state not in LIVE]
+        for run in forgotten:
+            self.discard(run)
+        return [r.id for r in forgotten]
 
     def end_session(self, session: str) -> None:
         for run in self.of_session(session):
@@ -352,6 +406,7 @@ class RunManager:
             run.state, run.message, run.ended = state, message, time.time()
             run.eta_s = None
             run.inputs = {}  # only a run still to start needs its inputs
+            run.reserved = 0  # its memory is free again
 
 
 def _request_json(request: RunRequest) -> dict[str, Any]:

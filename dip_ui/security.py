@@ -14,7 +14,9 @@ import io
 import ipaddress
 import re
 import secrets
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
@@ -36,9 +38,13 @@ class Limits:
     max_iters: int = 100_000  # iterations of one run
     runs_per_session: int = 4  # queued or running at once, per browser session
     kept_per_session: int = 20  # runs kept (with their folders) per session; the oldest finished go first
-    images_per_session: int = 16  # uploads kept in memory per session; the oldest go first
-    session_idle_s: float = 3600.0  # a session not heard from for this long, with nothing running, ends
-    sessions: int = 256  # past this many, the longest idle sessions with nothing running end first
+    images_per_session: int = 16  # uploads kept (on disk) per session; the oldest go first
+    pixels_per_session: int = 64 * 1000 * 1000  # pixels of the uploads a session keeps; the oldest go first
+    pixels_in_all: int = 256 * 1000 * 1000  # pixels of every session's uploads; past it an upload is refused
+    uploads_at_once: int = 4  # bodies being received at once, in max_bytes: past it a request is refused
+    session_idle_s: float = 3600.0  # a session not heard from for this long that holds no run ends
+    sessions: int = 256  # past this many, the idlest session holding nothing makes room (else: refused)
+    new_sessions_per_minute: int = 30  # sessions made per minute, at most
 
 
 class UploadRefused(UserError):
@@ -61,18 +67,24 @@ def too_large(size: int | None, limits: Limits) -> UploadRefused:
     )
 
 
-def decode_image(data: bytes, limits: Limits) -> Image:
-    """The upload as a dip Image (EXIF orientation applied), or UploadRefused saying why not."""
-    if len(data) > limits.max_bytes:
-        raise too_large(len(data), limits)
-    if not data:
+def decode_image(source: bytes | Path, limits: Limits) -> Image:
+    """The upload (its bytes, or the file they were streamed to) as a dip Image (EXIF orientation applied), or
+    UploadRefused saying why not."""
+    size = source.stat().st_size if isinstance(source, Path) else len(source)
+    if size > limits.max_bytes:
+        raise too_large(size, limits)
+    if not size:
         raise UploadRefused("the file is empty")
+
+    def opened() -> PILImage.Image:
+        return PILImage.open(source if isinstance(source, Path) else io.BytesIO(source), formats=FORMATS)
+
     try:
-        with PILImage.open(io.BytesIO(data), formats=FORMATS) as im:
+        with opened() as im:
             width, height = im.size
             _check_pixels(width, height, limits)
             im.verify()  # the file's structure (checksums of PNG chunks...) before decoding pixels
-        with PILImage.open(io.BytesIO(data), formats=FORMATS) as im:
+        with opened() as im:
             im.load()
             return from_pil(ImageOps.exif_transpose(im))
     except UploadRefused:
@@ -119,6 +131,21 @@ def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
+        return False
+
+
+def listens_everywhere(host: str) -> bool:
+    """Whether binding `host` listens on every address: empty, `::`, 0.0.0.0, or a short form of it (`0`)."""
+    name = host.strip("[]")
+    if not name:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_unspecified
+    except ValueError:
+        pass
+    try:
+        return socket.inet_aton(name) == bytes(4)  # the forms the C library accepts: `0`, `0.0`, `0000`...
+    except OSError:
         return False
 
 

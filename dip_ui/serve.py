@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from dataclasses import replace
 from types import TracebackType
 
 import uvicorn
 
 from dip_core.errors import UserError
+from dip_ui.security import listens_everywhere
 from dip_ui.server import UiConfig, create_app
 
 START_S = 30.0  # how long `Served` waits for the server to accept connections
@@ -42,7 +44,7 @@ def bind(host: str, port: int) -> socket.socket:
 def url_of(host: str, port: int, token: str | None) -> str:
     """The page's URL (the token in it when the server has one)."""
     name = host.strip("[]")
-    if name in ("0.0.0.0", "::", ""):
+    if listens_everywhere(host):
         name = socket.gethostname()
     shown = f"[{name}]" if ":" in name else name
     return f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
@@ -57,9 +59,10 @@ class Served:
     """The app served from a thread on a free port of 127.0.0.1 (tests, scripts): `with Served(config) as url:`."""
 
     def __init__(self, config: UiConfig | None = None) -> None:
-        self.config = config or UiConfig()
-        self.sock = bind(self.config.host, 0)
+        config = config or UiConfig()
+        self.sock = bind(config.host, 0)
         self.port = self.sock.getsockname()[1]
+        self.config = replace(config, port=self.port)
         self.server = make_server(self.config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

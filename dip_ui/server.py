@@ -8,14 +8,20 @@ headless Chromium through Selenium. Gradio would bring hundreds of megabytes of 
 or bundled at its own pace, and an image editor that is hard to drive from a test; FastAPI's validation layer
 would add pydantic for a dozen fields that `dip_ui.forms` checks against fixed lists anyway.
 
-Routes (every /api route checks the token when the server has one, and the session cookie; a run or upload of
-another session is answered 404, as one that does not exist):
+Routes (every /api route but /api/session needs the session cookie; a run or upload of another session is
+answered 404, as one that does not exist; every request that changes something must come from the page's own
+origin, by its Origin or Sec-Fetch-Site header; JSON bodies are `application/json`):
 
-    GET    /                              the page (sets the session cookie)
+    GET    /                              the page (no cookie: a plain load makes no session)
+    POST   /api/session                   the page's session: made (the cookie set; the token, when the server
+                                          has one, exchanged for it) or kept alive; -> what is kept, how long
     GET    /static/{app.js,app.css,favicon.svg}
     GET    /api/info                      tasks, backends, devices, presets, networks, limits
     POST   /api/uploads?kind=&name=       the file's bytes as the body -> {id, width, height, channels, mode}
     GET    /api/uploads/{id}/preview.png  the upload as an 8-bit PNG the browser can show (and paint on)
+                                          (an upload's body is streamed to disk, under a cap on the bytes being
+                                          received at once; it is decoded once to check it, then again only
+                                          when a run or a timing needs it, one decoding at a time)
     GET    /api/estimate?image=&task=&backend=&device=&preset=&net=&kernel=  ms per step, once ready
     GET    /api/runs                      this session's runs
     POST   /api/runs                      JSON {image, mask | mask_color, reference, task, backend, device, preset,
@@ -30,12 +36,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,7 +51,7 @@ from PIL import Image as PILImage
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -55,15 +62,17 @@ from dip_core.config import NETS
 from dip_core.errors import UserError, messages
 from dip_core.estimate import measure as time_steps
 from dip_core.image import Image
+from dip_core.memory import MemoryError_
 from dip_core.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
 from dip_ui.estimates import Estimates
-from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_run
-from dip_ui.runs import QueueFull, Run, RunManager, device_queue
+from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
+from dip_ui.runs import MemoryBusy, QueueFull, Run, RunManager, device_queue
 from dip_ui.security import (
     LOOPBACK_NAMES,
     Limits,
     UploadRefused,
     decode_image,
+    listens_everywhere,
     new_id,
     safe_stem,
     same_secret,
@@ -85,7 +94,6 @@ SECURITY_HEADERS = {
     "x-frame-options": "DENY",
     "cache-control": "no-store",
 }
-ANY_HOST = ("0.0.0.0", "::", "")
 
 
 @dataclass(frozen=True)
@@ -94,13 +102,35 @@ class UiConfig:
 
     host: str = "127.0.0.1"
     token: str | None = None
+    port: int | None = None  # where it listens (named in the cookie); None: not known (tests)
     limits: Limits = field(default_factory=Limits)
 
     def allowed_hosts(self) -> frozenset[str] | None:
         """Host header names accepted (against DNS rebinding); None: any (the server listens everywhere)."""
-        if self.host.strip("[]") in ANY_HOST:
+        if listens_everywhere(self.host):
             return None
         return LOOPBACK_NAMES | {self.host.strip("[]").lower()}
+
+
+class Inflight:
+    """The bytes of request bodies being received at once, for the whole server, with a cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    def take(self, n: int) -> bool:
+        """Reserve n bytes; False (nothing reserved) when the cap would be passed."""
+        with self._lock:
+            if self._taken + n > self.cap:
+                return False
+            self._taken += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self._taken -= n
 
 
 class Refused(Exception):
@@ -172,11 +202,15 @@ class App:
         self.config = config
         self.limits = config.limits
         self.runs = RunManager(config.limits)
+        self.inflight = Inflight(config.limits.uploads_at_once * config.limits.max_bytes)
+        self.decoding = threading.Semaphore(1)  # one image decoded at a time: memory is held by one at most
         self.estimates = Estimates()
-        # One cookie name per server: cookies ignore ports, and two servers on one machine must not share one.
-        self.cookie = f"{COOKIE}_{secrets.token_hex(4)}"
+        # One cookie name per port and per server: cookies ignore ports, so a browser sends every server on this
+        # machine the cookies of all; each server reads only its own, whose value no other one made.
+        port = f"_{config.port}" if config.port is not None else ""
+        self.cookie = f"{COOKIE}{port}_{secrets.token_hex(4)}"
         self.sessions = Sessions(
-            config.limits, busy=lambda s: self.runs.busy(s.id), ended=lambda s: self.runs.end_session(s.id)
+            config.limits, holds=lambda s: bool(self.runs.of_session(s.id)), ended=lambda s: self.runs.end_session(s.id)
         )
 
     def close(self) -> None:
@@ -188,22 +222,31 @@ class App:
     # --- checks every API request goes through ---
 
     def _token_ok(self, request: Request) -> bool:
+        """The token, where the server has one, sent with this request (the page sends it once, for its session)."""
         token = self.config.token
         if token is None:
             return True
         return same_secret(request.headers.get(TOKEN_HEADER) or request.query_params.get("token"), token)
 
-    def _session(self, request: Request) -> Session:
-        if not self._token_ok(request):
-            raise Refused(403, "this server needs its token: open the URL `dip ui` printed (with ?token=...)")
-        if request.method not in ("GET", "HEAD"):
-            # Cookies go to every port of a host: a page of another local server is refused by its origin.
-            origin = request.headers.get("origin")
-            if origin and urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
+    def _same_origin(self, request: Request) -> None:
+        """A request that changes something must say it comes from the page itself: its Origin is this server's,
+        or (a browser that sends no Origin) its Sec-Fetch-Site is same-origin. A form or image of another site,
+        or of another server on this machine (cookies ignore ports), says neither."""
+        origin = request.headers.get("origin")
+        if origin is not None:
+            if urlsplit(origin).netloc.lower() != request.headers.get("host", "").lower():
                 raise Refused(403, "requests from another origin are refused")
+        elif request.headers.get("sec-fetch-site") != "same-origin":
+            raise Refused(403, "requests that do not say they come from this page (Origin) are refused")
+
+    def _session(self, request: Request) -> Session:
+        if request.method not in ("GET", "HEAD"):
+            self._same_origin(request)
         self.sessions.sweep()
         session = self.sessions.get(request.cookies.get(self.cookie))
         if session is None:
+            if not self._token_ok(request):
+                raise Refused(403, "this server needs its token: open the URL `dip ui` printed (with ?token=...)")
             raise Refused(403, "no session: load the page first (cookies must be on)")
         return session
 
@@ -217,8 +260,14 @@ class App:
                 return error(exc.status, str(exc))
             except UploadRefused as exc:
                 return error(exc.status, str(exc))
+            except ClientDisconnect:  # the client went away mid-request (an aborted upload): nobody to tell
+                return error(400, "the client went away")
             except QueueFull as exc:
                 return error(429, str(exc))
+            except MemoryBusy as exc:
+                return error(503, str(exc))
+            except MemoryError_ as exc:  # the page's choices, not the command line's
+                return error(400, exc.page)
             except UserError as exc:
                 return error(400, "; ".join(messages(exc)))
 
@@ -236,30 +285,113 @@ class App:
             raise Refused(404, f"no such {what}: upload it again")
         return upload
 
-    async def _body(self, request: Request, limit: int) -> bytes:
-        """The request's body, read no further than `limit` bytes."""
+    async def _json(self, request: Request) -> Any:
+        """The request's JSON body: no more than MAX_JSON_BYTES, nested no deeper than MAX_JSON_DEPTH."""
         length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > limit:
-            raise too_large(int(length), self.limits)
+        over = UploadRefused(f"the request is over {MAX_JSON_BYTES // 1024} kB, the most a run's settings take", 413)
+        if length.isdigit() and int(length) > MAX_JSON_BYTES:
+            raise over
         chunks, total = [], 0
         async for chunk in request.stream():
             total += len(chunk)
-            if total > limit:
-                raise too_large(None, self.limits)
+            if total > MAX_JSON_BYTES:
+                raise over
             chunks.append(chunk)
-        return b"".join(chunks)
+        return parse_json(b"".join(chunks))
+
+    async def _receive(self, request: Request) -> Path:
+        """An upload's body, streamed to a file of the server's: no more than max_bytes, and refused (503) while
+        other uploads being received hold the server's cap."""
+        limit = self.limits.max_bytes
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large(int(length), self.limits)
+        reserved = int(length) if length.isdigit() else limit
+        if not self.inflight.take(reserved):
+            raise UploadRefused("the server is receiving too many uploads at once: try again in a moment", 503)
+        path = self.sessions.folder / f"{new_id()}.upload"
+        try:
+            total = 0
+            with path.open("wb") as fh:
+                async for chunk in request.stream():
+                    total += len(chunk)
+                    if total > min(limit, reserved):
+                        raise too_large(None if not length.isdigit() else total, self.limits)
+                    fh.write(chunk)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        finally:
+            self.inflight.give(reserved)
+        return path
+
+    def _decode(self, upload: Upload) -> Image:
+        """An upload decoded, one decoding at a time."""
+        with self.decoding:
+            return upload.image(self.limits)
+
+    def _inspect(self, path: Path) -> tuple[int, int, int, str, Path]:
+        """Decode a new upload once (its checks), write its preview beside it, and keep nothing decoded: its
+        height, width, channels, mode and the preview's path."""
+        with self.decoding:
+            image = decode_image(path, self.limits)
+            preview = path.with_suffix(".preview.png")
+            try:
+                preview.write_bytes(preview_png(image))
+            except OSError as exc:
+                preview.unlink(missing_ok=True)
+                raise UploadRefused(f"the server cannot store the upload: {exc.strerror or exc}", 507) from None
+        return image.height, image.width, image.channels, image.source_mode, preview
 
     # --- the page ---
 
     async def index(self, request: Request) -> Response:
-        if not self._token_ok(request):
+        """The page only: it asks for its session itself (POST /api/session), so that loading it from anywhere
+        (an <img> on another site) makes nothing."""
+        if not self._token_ok(request) and self.sessions.get(request.cookies.get(self.cookie)) is None:
             return PlainTextResponse("this server needs its token: open the URL `dip ui` printed", 403)
         page = (resources.files("dip_ui") / "static" / "index.html").read_bytes()
-        response = Response(page, media_type="text/html; charset=utf-8")
-        if self.sessions.get(request.cookies.get(self.cookie)) is None:
-            session = self.sessions.new()
+        return Response(page, media_type="text/html; charset=utf-8")
+
+    async def session(self, request: Request) -> Response:
+        """The page's session: this cookie's, kept alive, or a new one (the token, if any, exchanged for it)."""
+        try:
+            self._same_origin(request)
+            self._json_type(request)
+            session = self.sessions.get(request.cookies.get(self.cookie))
+            fresh = session is None
+            if fresh:
+                if not self._token_ok(request):
+                    raise Refused(403, "this server needs its token: open the URL `dip ui` printed (with ?token=...)")
+                session = self.sessions.new()
+        except Refused as exc:
+            return error(exc.status, str(exc))
+        except UploadRefused as exc:
+            return error(exc.status, str(exc))
+        response = JSONResponse({"kept": self.retention(), "ping_s": self.ping_s()})
+        if fresh:
             response.set_cookie(self.cookie, session.id, httponly=True, samesite="strict", path="/")
         return response
+
+    def ping_s(self) -> float:
+        """How often an open page says it is still there: well within the idle time."""
+        return max(1.0, min(300.0, self.limits.session_idle_s / 4))
+
+    def retention(self) -> str:
+        """What the server keeps, and how long, in the page's words."""
+        idle = self.limits.session_idle_s
+        idle_text = f"{idle / 60:g} minutes" if idle >= 60 else f"{idle:g} s"
+        return (
+            "Your results stay on this computer until you delete them or `dip ui` stops, "
+            f"{self.limits.kept_per_session} runs at most: past that, starting a run deletes your oldest finished "
+            f"one. If you start no run, the images you uploaded are forgotten {idle_text} after this page is closed."
+        )
+
+    @staticmethod
+    def _json_type(request: Request) -> None:
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media != "application/json":
+            raise Refused(415, "send it as JSON (Content-Type: application/json)")
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -292,6 +424,7 @@ class App:
                     "max_bytes": self.limits.max_bytes,
                     "max_pixels": self.limits.max_pixels,
                     "max_iters": self.limits.max_iters,
+                    "kept_runs": self.limits.kept_per_session,
                 },
             }
         )
@@ -300,30 +433,35 @@ class App:
         kind = request.query_params.get("kind", "image")
         if kind not in UPLOAD_KINDS:
             raise BadRequest(f"unknown kind {kind!r}; one of {', '.join(UPLOAD_KINDS)}")
-        data = await self._body(request, self.limits.max_bytes)
-        image = await run_in_threadpool(decode_image, data, self.limits)
-        preview = await run_in_threadpool(preview_png, image)
-        upload = Upload(new_id(), image, safe_stem(request.query_params.get("name")), preview)
-        self.sessions.add_upload(session, upload)
+        path = await self._receive(request)
+        try:
+            height, width, channels, mode, preview = await run_in_threadpool(self._inspect, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        name = safe_stem(request.query_params.get("name"))
+        upload = Upload(new_id(), name, path, preview, width, height, channels, mode)
+        self.sessions.add_upload(session, upload)  # refused: its files are removed
         return JSONResponse(
-            {"id": upload.id, "kind": kind, "width": image.width, "height": image.height,
-             "channels": image.channels, "mode": image.source_mode, "name": upload.name}
+            {"id": upload.id, "kind": kind, "width": width, "height": height, "channels": channels, "mode": mode,
+             "name": upload.name}
         )  # fmt: skip
 
     async def preview(self, request: Request, session: Session) -> Response:
         upload = self._upload(session, request.path_params["upload_id"], "upload")
-        return Response(upload.preview, media_type="image/png")
+        return FileResponse(upload.preview, media_type="image/png")
 
     async def estimate(self, request: Request, session: Session) -> Response:
         query = dict(request.query_params)
         masked = query.get("task") in {t.value for t in MASKED_TASKS}
         query.update({"mask": "-" if masked else None, "mask_color": None, "reference": None, "iters": None})
         wanted = parse_run(query, self.limits.max_iters)
-        image = self._upload(session, wanted.image, "image").image
+        upload = self._upload(session, wanted.image, "image")
         preset = preset_for(wanted.task, wanted.preset)
-        key = estimate_key(wanted, image)
+        key = estimate_key(wanted, upload)
 
         def measure() -> tuple[float, str, bool]:
+            image = self._decode(upload)
             mask = Image(np.ones((image.height, image.width, 1), np.float32), "L") if masked else None
             options = wanted.options()
             prepared = prepare(wanted.task, image, options, mask=mask)
@@ -341,23 +479,20 @@ class App:
         return JSONResponse({"runs": [self._run_json(r, None) for r in runs]})
 
     async def create_run(self, request: Request, session: Session) -> Response:
-        if "json" not in request.headers.get("content-type", ""):
-            raise Refused(415, "send the run as JSON")
-        try:
-            body = json.loads(await self._body(request, MAX_JSON_BYTES))
-        except (ValueError, UnicodeDecodeError):
-            raise BadRequest("the request is not valid JSON") from None
+        self._json_type(request)
+        body = await self._json(request)
         wanted = parse_run(body, self.limits.max_iters)
         image = self._upload(session, wanted.image, "image")
-        inputs = {"image": image.image}
+        uploads = {"image": image}
         if wanted.mask is not None:
-            inputs["mask"] = self._upload(session, wanted.mask, "mask").image
+            uploads["mask"] = self._upload(session, wanted.mask, "mask")
         if wanted.reference is not None:
-            inputs["reference"] = self._upload(session, wanted.reference, "reference").image
-        known = self.estimates.ms_per_iter(estimate_key(wanted, image.image))  # if the page had it timed
+            uploads["reference"] = self._upload(session, wanted.reference, "reference")
+        inputs = {what: await run_in_threadpool(self._decode, u) for what, u in uploads.items()}
+        known = self.estimates.ms_per_iter(estimate_key(wanted, image))  # if the page had it timed
         run = await run_in_threadpool(self.runs.submit, session.id, wanted, inputs, image.name, known)
-        self.runs.keep_at_most(session.id, self.limits.kept_per_session)
-        return JSONResponse(self._run_json(run, 0))
+        forgotten = self.runs.keep_at_most(session.id, self.limits.kept_per_session)  # said to the page
+        return JSONResponse({**self._run_json(run, 0), "forgotten": forgotten})
 
     def _maybe_busy(self, device: str) -> bool:
         """Whether a run is going on the device asked for (auto: on either)."""
@@ -399,7 +534,7 @@ class App:
         return FileResponse(path, media_type=media)
 
 
-def estimate_key(wanted: RunRequest, image: Image) -> tuple[Any, ...]:
+def estimate_key(wanted: RunRequest, image: Image | Upload) -> tuple[Any, ...]:
     """What a step's time depends on: backend, device, the image's size, the preset and the network."""
     preset = wanted.preset or DEFAULT_PRESET[wanted.task]
     net = wanted.net or PRESETS[preset].net
@@ -421,6 +556,7 @@ def create_app(config: UiConfig | None = None) -> Starlette:
     routes = [
         Route("/", ui.index, methods=["GET"]),
         Route("/static/{name}", ui.static, methods=["GET"]),
+        Route("/api/session", ui.session, methods=["POST"]),
         Route("/api/info", ui.api(ui.info), methods=["GET"]),
         Route("/api/uploads", ui.api(ui.upload), methods=["POST"]),
         Route("/api/uploads/{upload_id}/preview.png", ui.api(ui.preview), methods=["GET"]),

@@ -1,32 +1,66 @@
-"""Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, and what belongs to it (its uploads,
-kept in memory, and its runs). Nothing of one session is reachable from another's requests.
+"""Browser sessions: a random id in an HttpOnly, SameSite=Strict cookie, and what belongs to it (its uploads
+and its runs). Nothing of one session is reachable from another's requests.
 
-A session ends when it has not been heard from for `Limits.session_idle_s` and has nothing queued or running
-(the page polls while it is open), or when the server stops; its runs' folders go with it.
+Uploads are kept on disk, in the server's temporary folder under random names, as the client sent them, and
+decoded only when a run or a timing needs them: what a session holds costs disk, not memory. Their pixels are
+bounded per session (the oldest uploads are forgotten first) and for the whole server (a new one is refused).
+
+A session is made only when the page asks for one (`POST /api/session`, same origin, JSON), never by a plain
+page load, and no more than `Limits.new_sessions_per_minute` a minute. Results are never lost to others' traffic:
+
+- a session that holds runs (finished or not) lives until its user deletes them or the server stops;
+- a session with no runs ends after `Limits.session_idle_s` without a request (an open page asks every few
+  minutes, so only a closed page's session ends so);
+- past `Limits.sessions` sessions, the idlest one holding nothing (no run, no upload) makes room for a new one;
+  when every session holds something, a new session is refused (503) rather than one of them ended.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dip_core.image import Image
-from dip_ui.security import Limits, new_id
+from dip_ui.security import Limits, UploadRefused, decode_image, new_id
 
 COOKIE = "dip_session"
 
 
+class SessionRefused(UploadRefused):
+    """A new session refused: too many made in the last minute (429), or every session holds something (503)."""
+
+
 @dataclass
 class Upload:
-    """An uploaded image, decoded and kept in memory (never on disk under a name the client chose)."""
+    """An uploaded image: the file as sent and its preview, on disk under names of the server's (never one the
+    client chose), and what its decoding found. `image()` decodes it again when a run or a timing needs it."""
 
     id: str
-    image: Image
     name: str  # a safe stem of the client's file name, for download names only
-    preview: bytes  # an 8-bit PNG the browser can show (TIFF, 16-bit, EXIF orientation applied)
+    path: Path  # the file as the client sent it
+    preview: Path  # an 8-bit PNG the browser can show (TIFF, 16-bit, EXIF orientation applied)
+    width: int
+    height: int
+    channels: int
+    mode: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    def image(self, limits: Limits) -> Image:
+        """The upload decoded (the same checks as when it came)."""
+        return decode_image(self.path, limits)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.preview.unlink(missing_ok=True)
 
 
 @dataclass
@@ -37,20 +71,42 @@ class Session:
 
 
 class Sessions:
-    """Every live session; `busy(session)` says whether a session still has work queued or running."""
+    """Every live session; `holds(session)` says whether a session has runs (results that must not be lost)."""
 
-    def __init__(self, limits: Limits, busy: Callable[[Session], bool], ended: Callable[[Session], None]) -> None:
+    def __init__(self, limits: Limits, holds: Callable[[Session], bool], ended: Callable[[Session], None]) -> None:
         self.limits = limits
-        self._busy = busy
+        self._holds = holds
         self._ended = ended
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
+        self._created: deque[float] = deque()  # when the sessions of the last minute were made
+        self.folder = Path(tempfile.mkdtemp(prefix="dip-ui-uploads-"))  # every session's uploads
 
     def new(self) -> Session:
-        session = Session(new_id())
-        with self._lock:
-            self._sessions[session.id] = session
+        """A new session, if the rate and count limits allow one (SessionRefused if not)."""
         self.sweep()
+        now = time.monotonic()
+        with self._lock:
+            while self._created and now - self._created[0] > 60.0:
+                self._created.popleft()
+            if len(self._created) >= self.limits.new_sessions_per_minute:
+                raise SessionRefused("too many new sessions in the last minute: try again in a minute", 429)
+            room = None
+            if len(self._sessions) >= self.limits.sessions:
+                idlest = sorted(self._sessions.values(), key=lambda s: s.seen)
+                room = next((s for s in idlest if not s.uploads and not self._holds(s)), None)
+                if room is None:
+                    raise SessionRefused(
+                        f"the server already has {len(self._sessions)} sessions holding results or uploads: "
+                        "delete some runs, or restart `dip ui`",
+                        503,
+                    )
+                del self._sessions[room.id]
+            self._created.append(now)
+            session = Session(new_id())
+            self._sessions[session.id] = session
+        if room is not None:
+            self._ended(room)
         return session
 
     def get(self, session_id: str | None) -> Session | None:
@@ -64,12 +120,30 @@ class Sessions:
         return session
 
     def add_upload(self, session: Session, upload: Upload) -> None:
-        """Keep an upload; past `images_per_session` the least recently used is forgotten (a run keeps its own
-        copy), so the image a user runs again and again stays while the masks sent with older runs go."""
+        """Keep an upload; past `images_per_session` uploads or `pixels_per_session` pixels the least recently
+        used are forgotten (a run keeps its own copy), so the image a user runs again and again stays while the
+        masks sent with older runs go. Past `pixels_in_all` for the whole server, the upload is refused (503)."""
+        limits = self.limits
         with self._lock:
+            kept = list(session.uploads.values())
+            own = sum(u.pixels for u in kept) + upload.pixels
+            forgotten = []
+            while kept and (len(kept) >= limits.images_per_session or own > limits.pixels_per_session):
+                forgotten.append(kept.pop(0))
+                own -= forgotten[-1].pixels
+            others = sum(u.pixels for s in self._sessions.values() if s is not session for u in s.uploads.values())
+            if others + own > limits.pixels_in_all:
+                upload.remove()
+                raise UploadRefused(
+                    f"the server already holds {others / 1e6:.1f} Mpx of images (at most {limits.pixels_in_all / 1e6:g}"
+                    " Mpx): try again once other runs are deleted",
+                    503,
+                )
+            for old in forgotten:
+                del session.uploads[old.id]
             session.uploads[upload.id] = upload
-            while len(session.uploads) > self.limits.images_per_session:
-                session.uploads.popitem(last=False)
+        for old in forgotten:
+            old.remove()
 
     def upload(self, session: Session, upload_id: str | None) -> Upload | None:
         """An upload of this session (now the last to be forgotten), or None."""
@@ -80,18 +154,17 @@ class Sessions:
             return upload
 
     def sweep(self) -> None:
-        """End the sessions idle for longer than the limit, and the longest idle past `limits.sessions` sessions,
-        but never one with something queued or running."""
+        """End the sessions not heard from for longer than the limit that hold no run (their uploads go)."""
         now = time.monotonic()
         with self._lock:
-            by_age = sorted(self._sessions.values(), key=lambda s: s.seen)
-            extra = max(0, len(by_age) - self.limits.sessions)
-            idle = [s for k, s in enumerate(by_age) if k < extra or now - s.seen > self.limits.session_idle_s]
+            idle = [s for s in self._sessions.values() if now - s.seen > self.limits.session_idle_s]
+            idle = [s for s in idle if not self._holds(s)]  # under the lock: no run slips in between
+            for session in idle:
+                del self._sessions[session.id]
         for session in idle:
-            if not self._busy(session):
-                with self._lock:
-                    self._sessions.pop(session.id, None)
-                self._ended(session)
+            for upload in session.uploads.values():
+                upload.remove()
+            self._ended(session)
 
     def close(self) -> None:
         """End every session (the server stops)."""
@@ -99,3 +172,4 @@ class Sessions:
             sessions, self._sessions = list(self._sessions.values()), {}
         for session in sessions:
             self._ended(session)
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -8,6 +8,7 @@ import io
 import json
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,16 +58,33 @@ def pictures() -> tuple[bytes, bytes, np.ndarray, np.ndarray]:
     return png(image), png(mask), image, mask
 
 
+def browser(app: Any) -> TestClient:
+    """A client that sends what a browser's fetch from the page sends: the page's origin."""
+    return TestClient(app, base_url=BASE, headers={"origin": BASE})
+
+
 def open_client(config: UiConfig | None = None) -> TestClient:
-    client = TestClient(create_app(config or UiConfig()), base_url=BASE)
-    return client
+    return browser(create_app(config or UiConfig()))
 
 
 def start_session(client: TestClient) -> None:
+    """Load the page, then ask for the session as the page does."""
     page = client.get("/")
     assert page.status_code == 200 and "dip" in page.text
-    cookie = page.headers["set-cookie"]
+    answer = client.post("/api/session", json={})
+    assert answer.status_code == 200, answer.text
+    cookie = answer.headers["set-cookie"]
     assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower()
+
+
+def finished_run(client: TestClient, pictures: tuple, iters: int = 2) -> str:
+    """Upload the image and mask, run to the end; the run's id."""
+    image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+    answer = client.post("/api/runs", json={**RUN, "image": image["id"], "mask": mask["id"], "iters": iters})
+    assert answer.status_code == 200, answer.text
+    run_id = answer.json()["id"]
+    assert wait(client, run_id, {"done", "failed", "stopped"})["state"] == "done"
+    return run_id
 
 
 def upload(client: TestClient, data: bytes, kind: str = "image", name: str = "photo.png") -> dict:
@@ -94,6 +112,7 @@ def served(pictures):
         mask = upload(client, pictures[1], "mask", "photo_mask.png")
         yield client, image["id"], mask["id"]
     assert not client.app.state.ui.runs.root.exists()  # the server stopped: every run's folder is gone
+    assert not client.app.state.ui.sessions.folder.exists()  # and every upload's file
 
 
 def test_upload_answers_the_size_and_a_preview(served):
@@ -168,7 +187,7 @@ def test_another_session_sees_nothing(served):
     client, image_id, mask_id = served
     run_id = client.post("/api/runs", json={**RUN, "image": image_id, "mask": mask_id, "iters": 3}).json()["id"]
     wait(client, run_id, {"done", "failed"})
-    other = TestClient(client.app, base_url=BASE)  # its own cookie jar: another browser
+    other = browser(client.app)  # its own cookie jar: another browser
     start_session(other)
     cookie = client.app.state.ui.cookie
     assert other.cookies.get(cookie) != client.cookies.get(cookie)
@@ -182,7 +201,7 @@ def test_another_session_sees_nothing(served):
     answer = other.post("/api/runs", json={**RUN, "image": image_id, "mask": mask_id, "iters": 3})
     assert answer.status_code == 404  # nor can it run on this session's upload
     assert client.get(f"/api/runs/{run_id}").status_code == 200  # still there for its owner
-    nobody = TestClient(client.app, base_url=BASE)  # no cookie at all
+    nobody = browser(client.app)  # no cookie at all
     assert nobody.get("/api/runs").status_code == 403
 
 
@@ -213,21 +232,111 @@ def test_bad_choices_are_refused_with_the_reason(served):
     assert client.get("/api/runs/x/../../../etc/passwd").status_code == 404
 
 
-def test_an_idle_session_ends_and_its_runs_folders_go(pictures):
+def test_an_idle_session_ends_only_when_it_holds_no_result(pictures):
+    """Issue 21, 2: a finished result outlives any idle time; a session holding no run ends, with its uploads."""
     with open_client(UiConfig(limits=Limits(session_idle_s=0.5))) as client:
         start_session(client)
-        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
-        run_id = client.post("/api/runs", json={**RUN, "image": image["id"], "mask": mask["id"], "iters": 2}).json()[
-            "id"
-        ]
-        wait(client, run_id, {"done"})
+        run_id = finished_run(client, pictures)
         (folder,) = client.app.state.ui.runs.root.iterdir()  # the server's only run
-        assert (folder / "result.png").is_file()
+        empty = browser(client.app)
+        start_session(empty)
+        upload(empty, pictures[0])
         time.sleep(0.6)
-        other = TestClient(client.app, base_url=BASE)
-        start_session(other)  # any request sweeps the sessions
+        start_session(browser(client.app))  # a request of anyone sweeps the sessions
+        assert (folder / "result.png").is_file()
+        assert client.get(f"/api/runs/{run_id}/result.png").status_code == 200
+        assert empty.get("/api/runs").status_code == 403  # that session held nothing, and is over
+        client.delete(f"/api/runs/{run_id}")
         assert not folder.exists()
-        assert client.get(f"/api/runs/{run_id}").status_code == 403  # that session is over
+
+
+def test_the_page_keeps_its_session_alive_and_says_what_is_kept(served):
+    """Issue 21, 2: the page asks for its session again well within the idle time, and shows the rule."""
+    client, _, _ = served
+    answer = client.post("/api/session", json={})
+    assert answer.status_code == 200 and "set-cookie" not in answer.headers  # the same session, kept alive
+    assert answer.json()["ping_s"] < Limits().session_idle_s / 2
+    assert "until you delete them" in answer.json()["kept"] and "20 runs at most" in answer.json()["kept"]
+    script = client.get("/static/app.js").text
+    assert "setInterval(() => keepSession()" in script and 'id="kept"' in client.get("/").text
+
+
+def test_a_flood_of_page_loads_and_sessions_never_ends_a_result(pictures):
+    """Issue 21, 1: 300 cookieless page loads (an <img> flood from another site) make no session, and sessions
+    asked for past the limit end only sessions that hold nothing."""
+    limits = Limits(sessions=3, new_sessions_per_minute=10_000)
+    with open_client(UiConfig(limits=limits)) as client:
+        start_session(client)
+        run_id = finished_run(client, pictures)
+        ui = client.app.state.ui
+        flood = TestClient(client.app, base_url=BASE)  # no cookie jar kept between the requests below
+        for _ in range(300):
+            flood.cookies.clear()
+            assert flood.get("/").status_code == 200
+        assert len(ui.sessions._sessions) == 1
+        codes = set()
+        for _ in range(20):
+            page = browser(client.app)
+            codes.add(page.post("/api/session", json={}).status_code)
+        assert codes == {200}  # the empty ones made room for each other
+        assert client.get(f"/api/runs/{run_id}/result.png").status_code == 200
+        holders = [browser(client.app) for _ in range(2)]
+        for other in holders:
+            start_session(other)
+            upload(other, pictures[0])
+        refused = browser(client.app).post("/api/session", json={})
+        assert refused.status_code == 503 and "holding results or uploads" in refused.json()["error"]
+        assert client.get(f"/api/runs/{run_id}/result.png").status_code == 200
+
+
+def test_new_sessions_are_bounded_per_minute():
+    with open_client(UiConfig(limits=Limits(new_sessions_per_minute=3))) as client:
+        codes = [browser(client.app).post("/api/session", json={}).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+
+
+def test_a_finished_result_survives_1000_cookieless_requests_on_loopback(pictures):
+    """Issue 21, 1: the bounded flood, on a real server on 127.0.0.1: 1,000 cookieless requests, page loads and
+    session requests mixed, and the finished result is still there."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    from dip_ui.serve import Served
+
+    with Served(UiConfig(limits=Limits(sessions=8, new_sessions_per_minute=50))) as url:
+        port = urlsplit(url).port
+        owner = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"origin": f"http://127.0.0.1:{port}", "host": f"127.0.0.1:{port}"}
+        owner.request("POST", "/api/session", body="{}", headers={**headers, "content-type": "application/json"})
+        answer = owner.getresponse()
+        answer.read()
+        cookie = answer.getheader("set-cookie").split(";", 1)[0]
+
+        def ask(method: str, path: str, body: bytes | None = None, kind: str = "application/json") -> tuple[int, bytes]:
+            owner.request(method, path, body=body, headers={**headers, "cookie": cookie, "content-type": kind})
+            reply = owner.getresponse()
+            return reply.status, reply.read()
+
+        _, image = ask("POST", "/api/uploads?kind=image", pictures[0], "image/png")
+        _, mask = ask("POST", "/api/uploads?kind=mask", pictures[1], "image/png")
+        body = {**RUN, "image": json.loads(image)["id"], "mask": json.loads(mask)["id"], "iters": 2}
+        run_id = json.loads(ask("POST", "/api/runs", json.dumps(body).encode())[1])["id"]
+        deadline = time.monotonic() + 120
+        while json.loads(ask("GET", f"/api/runs/{run_id}")[1])["state"] != "done":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        flood = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        json_headers = {**headers, "content-type": "application/json"}
+        started = time.monotonic()
+        for k in range(1000):
+            if k % 2:
+                flood.request("GET", "/", headers={"host": f"127.0.0.1:{port}"})
+            else:
+                flood.request("POST", "/api/session", body="{}", headers=json_headers)
+            flood.getresponse().read()
+            assert time.monotonic() - started < 120  # bounded in time as well as in count
+        status, data = ask("GET", f"/api/runs/{run_id}/result.png")
+        assert status == 200 and data.startswith(b"\x89PNG")
 
 
 def test_uploads_over_the_limits_or_not_images_are_refused():
@@ -251,15 +360,20 @@ def test_uploads_over_the_limits_or_not_images_are_refused():
 
 
 def test_a_token_is_required_when_configured():
+    """The token opens the page once, and is exchanged for the session cookie (never again in a URL)."""
     with open_client(UiConfig(token="s3cret-token")) as client:
         assert client.get("/").status_code == 403
         assert client.get("/?token=wrong").status_code == 403
-        page = client.get("/?token=s3cret-token")
-        assert page.status_code == 200 and client.app.state.ui.cookie in page.headers["set-cookie"]
-        assert client.get("/api/info").status_code == 403  # the cookie alone is not enough
-        assert client.get("/api/info", headers={"x-dip-token": "s3cret-tokeX"}).status_code == 403
-        assert client.get("/api/info", headers={"x-dip-token": "s3cret-token"}).status_code == 200
-        assert client.get("/api/info?token=s3cret-token").status_code == 200  # links and <img> carry it so
+        assert client.get("/?token=s3cret-token").status_code == 200
+        assert client.post("/api/session", json={}).status_code == 403  # no session without the token
+        assert client.get("/api/info").status_code == 403
+        wrong = client.post("/api/session", json={}, headers={"x-dip-token": "s3cret-tokeX"})
+        assert wrong.status_code == 403
+        answer = client.post("/api/session", json={}, headers={"x-dip-token": "s3cret-token"})
+        assert answer.status_code == 200 and client.app.state.ui.cookie in answer.headers["set-cookie"]
+        assert client.get("/api/info").status_code == 200  # the cookie now stands for the token
+        assert client.get("/").status_code == 200  # a reload, the token gone from the address bar
+        assert browser(client.app).get("/api/info?token=s3cret-token").status_code == 403  # no session: no API
 
 
 def test_security_headers_on_every_answer(served):
@@ -288,3 +402,271 @@ def test_form_values_of_the_wrong_kind_are_bad_requests(check, value):
 
     with pytest.raises(BadRequest):
         _integer({"iters": value}, "iters", 1, 10) if check == "iters" else check_kernel(value)
+
+
+def test_the_run_limit_holds_under_concurrent_requests(pictures, monkeypatch):
+    """Issue 21, 3: 60 runs asked for at once on one session: no more than the limit are accepted."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dip_ui.runs import RunManager
+
+    real = RunManager._prepare
+
+    def slow_prepare(self, *args):
+        time.sleep(0.05)  # the window a slow set-up leaves between the count and the queueing
+        return real(self, *args)
+
+    monkeypatch.setattr(RunManager, "_prepare", slow_prepare)
+    with open_client() as client:
+        start_session(client)
+        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        body = {**RUN, "image": image["id"], "mask": mask["id"], "iters": 100_000}
+        with ThreadPoolExecutor(12) as pool:
+            codes = list(pool.map(lambda _: client.post("/api/runs", json=body).status_code, range(60)))
+        assert codes.count(200) == Limits().runs_per_session and codes.count(429) == 56, codes
+        for run in client.get("/api/runs").json()["runs"]:
+            client.post(f"/api/runs/{run['id']}/stop")
+
+
+def test_uploads_are_kept_on_disk_not_decoded_in_memory(pictures):
+    """Issue 21, 4: a small PNG of a big single-colour image costs the server no decoded pixels once answered."""
+    import gc
+    import tracemalloc
+
+    big = png(np.full((2000, 2000, 3), 90, np.uint8))  # a few kB that decode to 48 MB of float32
+    with open_client() as client:
+        start_session(client)
+        upload(client, big)  # the first: imports and caches out of the way
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(3):
+                upload(client, big)
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert held < 5e6, f"{held / 1e6:.0f} MB held after 3 uploads"
+
+
+def test_upload_pixels_are_capped_per_session_and_in_all():
+    """Issue 21, 4: past a session's pixel budget its oldest uploads are forgotten; past the server's, refused."""
+    limits = Limits(max_pixels=10_000, pixels_per_session=25_000, pixels_in_all=35_000)
+    with open_client(UiConfig(limits=limits)) as client:
+        start_session(client)
+        ids = [upload(client, png(np.full((100, 100), k, np.uint8)))["id"] for k in range(3)]
+        assert client.get(f"/api/uploads/{ids[0]}/preview.png").status_code == 404  # 30,000 px > 25,000
+        assert client.get(f"/api/uploads/{ids[2]}/preview.png").status_code == 200
+        other = browser(client.app)
+        start_session(other)
+        upload(other, png(np.zeros((100, 100), np.uint8)))
+        answer = other.post("/api/uploads?kind=image", content=png(np.zeros((100, 100), np.uint8)))
+        assert answer.status_code == 503 and "images" in answer.json()["error"]  # 20,000 + 20,000 px > 35,000 in all
+
+
+def test_request_bodies_in_flight_are_capped_in_all():
+    """Issue 21, 4: the bytes of uploads being received at once are bounded for the whole server."""
+    from dip_ui.server import Inflight
+
+    inflight = Inflight(100)
+    assert inflight.take(60) and not inflight.take(60) and inflight.take(40)
+    inflight.give(60)
+    assert inflight.take(50)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_upload_of_non_finite_pixels_is_a_bad_request(value):
+    """Issue 21, 8: a float TIFF holding NaN or infinity is refused when it comes, with the reason."""
+    pixels = np.full((16, 20), 0.5, np.float32)
+    pixels[2:5, 3:7] = value
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels, mode="F").save(buffer, format="TIFF")
+    with open_client() as client:
+        start_session(client)
+        answer = client.post("/api/uploads?kind=image", content=buffer.getvalue())
+        assert answer.status_code == 400 and "not finite" in answer.json()["error"], answer.text
+
+
+def test_deep_or_large_json_is_a_bad_request_with_its_own_limit(served):
+    """Issue 21, 9 and cosmetics: JSON nested 20,000 deep is a 400, not a RecursionError; a body over the JSON
+    limit quotes that limit, not the upload's."""
+    client, image_id, mask_id = served
+    deep = client.post("/api/runs", content=b"[" * 20_000 + b"]" * 20_000, headers={"content-type": "application/json"})
+    assert deep.status_code == 400 and "nested" in deep.json()["error"]
+    large = client.post("/api/runs", json={**RUN, "image": image_id, "mask": mask_id, "pad": "x" * 70_000})
+    assert large.status_code == 413 and "64 kB" in large.json()["error"] and "MB" not in large.json()["error"]
+    strings = {**RUN, "image": image_id, "mask": mask_id, "note": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[", "iters": 1}
+    accepted = client.post("/api/runs", json=strings)  # brackets inside a string are not nesting
+    assert accepted.status_code == 200, accepted.text
+    wait(client, accepted.json()["id"], {"done", "failed", "stopped"})
+
+
+@pytest.mark.parametrize(
+    ("text", "depth"), [("{}", 1), ('{"a": [1, {"b": 2}]}', 3), (r'{"a": "\"[[[{{"}', 1), ('"[[["', 0), ("[[]]", 2)]
+)
+def test_json_depth_counts_brackets_outside_strings_only(text, depth):
+    from dip_ui.forms import json_depth
+
+    assert json_depth(text) == depth
+
+
+def test_a_memory_refusal_in_the_page_gives_the_page_s_choices(pictures, monkeypatch):
+    """Issue 21, cosmetics: the UI's refusal names what the page can change, not command-line flags."""
+    from tests.conftest import BACKENDS
+
+    module = __import__("dip_torch.backend", fromlist=["available_bytes"])
+    monkeypatch.setattr(module, "available_bytes", lambda: 50 * 2**20)
+    with open_client() as client:
+        start_session(client)
+        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        answer = client.post("/api/runs", json={**RUN, "image": image["id"], "mask": mask["id"], "iters": 2})
+        assert answer.status_code == 400, answer.text
+        message = answer.json()["error"]
+        assert f"a {W}x{H} image" in message and "--" not in message and "Network" in message
+    assert "torch" in BACKENDS
+
+
+@pytest.mark.parametrize("host", ["0", "0.0.0.0", "::", "0000"])
+def test_listening_everywhere_prints_a_url_one_can_open(host):
+    """Issue 21, cosmetics: `--host 0` (every address, as 0.0.0.0) prints this machine's name, not http://0:PORT,
+    and its Host check lets that name through."""
+    import socket
+
+    from dip_ui.serve import url_of
+
+    url = url_of(host, 8765, None)
+    assert url == f"http://{socket.gethostname()}:8765/", url
+    assert UiConfig(host=host).allowed_hosts() is None
+
+
+def test_an_aborted_upload_is_dropped_quietly(pictures):
+    """Issue 21, cosmetics: a client that goes away mid-upload leaves no traceback and no file behind."""
+    import anyio
+
+    app = create_app(UiConfig())
+    client = browser(app)
+    start_session(client)
+    cookie = f"{app.state.ui.cookie}={client.cookies.get(app.state.ui.cookie)}"
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": "/api/uploads", "raw_path": b"/api/uploads", "query_string": b"kind=image", "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"origin", BASE.encode()), (b"cookie", cookie.encode()),
+                    (b"content-length", str(len(pictures[0])).encode())],
+        "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    messages = iter([{"type": "http.request", "body": pictures[0][:100], "more_body": True},
+                     {"type": "http.disconnect"}])  # fmt: skip
+    sent = []
+
+    async def receive():
+        return next(messages)
+
+    async def send(message):
+        sent.append(message)
+
+    async def call():
+        await app(scope, receive, send)
+
+    anyio.run(call)  # raised ClientDisconnect before: uvicorn logged its traceback
+    assert not list(app.state.ui.sessions.folder.iterdir())
+    app.state.ui.close()
+
+
+def test_changes_need_the_page_s_own_origin_and_json_exactly(served):
+    """Issue 21, hardening: every request that changes something says it comes from the page (Origin, or
+    Sec-Fetch-Site where a browser sends no Origin); a run or a session is sent as application/json only."""
+    client, image_id, mask_id = served
+    app = client.app
+    bare = TestClient(app, base_url=BASE, cookies=dict(client.cookies))  # the cookie, but no Origin
+    body = {**RUN, "image": image_id, "mask": mask_id, "iters": 1}
+    for method, path in [("POST", "/api/runs"), ("POST", "/api/uploads?kind=image"), ("POST", "/api/session"),
+                         ("POST", "/api/runs/x/stop"), ("DELETE", "/api/runs/x")]:  # fmt: skip
+        answer = bare.request(method, path, json=body)
+        assert answer.status_code == 403 and "Origin" in answer.json()["error"], (method, path, answer.text)
+        cross = bare.request(method, path, json=body, headers={"sec-fetch-site": "cross-site"})
+        assert cross.status_code == 403, (method, path)
+    same = bare.post("/api/session", json={}, headers={"sec-fetch-site": "same-origin"})
+    assert same.status_code == 200
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "application/jsonp", "multipart/form-data"):
+        answer = client.post("/api/runs", content=json.dumps(body), headers={"content-type": kind})
+        assert answer.status_code == 415, kind
+        assert client.post("/api/session", content=b"{}", headers={"content-type": kind}).status_code == 415
+    answer = client.post(
+        "/api/runs", content=json.dumps(body), headers={"content-type": "application/json; charset=utf-8"}
+    )
+    assert answer.status_code == 200, answer.text
+    wait(client, answer.json()["id"], {"done", "failed", "stopped"})
+
+
+def test_the_cookie_is_named_for_the_port_and_the_server(pictures):
+    """Issue 21, hardening: two servers on one machine (cookies ignore ports) name their cookies apart, and one's
+    cookie is no session at the other."""
+    first, second = create_app(UiConfig(port=8765)), create_app(UiConfig(port=8766))
+    assert "8765" in first.state.ui.cookie and "8766" in second.state.ui.cookie
+    assert create_app(UiConfig(port=8765)).state.ui.cookie != first.state.ui.cookie  # another instance
+    client = browser(first)
+    start_session(client)
+    value = client.cookies.get(first.state.ui.cookie)
+    for name in (first.state.ui.cookie, second.state.ui.cookie):
+        stolen = browser(second)
+        stolen.cookies.set(name, value)
+        assert stolen.get("/api/runs").status_code == 403
+    for app in (first, second):
+        app.state.ui.close()
+
+
+def test_no_url_of_the_page_carries_the_token():
+    """Issue 21, hardening: the token is exchanged once for the cookie; images and downloads are plain URLs."""
+    from importlib import resources
+
+    script = (resources.files("dip_ui") / "static" / "app.js").read_text()
+    assert "token=" not in script and "history.replaceState" in script
+
+
+def test_a_run_past_the_kept_count_says_which_finished_run_it_deleted(pictures):
+    """Issue 21, hardening: past `kept_per_session` runs the oldest finished one goes, and the answer says so
+    (the page shows it), rather than it vanishing silently."""
+    with open_client(UiConfig(limits=Limits(kept_per_session=2))) as client:
+        start_session(client)
+        image, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        body = {**RUN, "image": image["id"], "mask": mask["id"], "iters": 1}
+        ids = []
+        for _ in range(3):
+            answer = client.post("/api/runs", json=body).json()
+            ids.append(answer["id"])
+            wait(client, answer["id"], {"done", "failed", "stopped"})
+        assert answer["forgotten"] == [ids[0]]
+        assert client.get(f"/api/runs/{ids[0]}").status_code == 404
+        assert "forgotten" in client.get("/static/app.js").text
+
+
+def test_memory_is_reserved_while_a_run_is_queued_or_running(pictures, monkeypatch):
+    """Issue 21, hardening: a run's memory estimate is held from its acceptance to its end, so that a run on
+    another device (which would run beside it) is refused when both do not fit, though each alone would."""
+    import dip_ui.runs
+    from dip_core.api import prepare
+    from dip_core.image import from_array
+    from dip_core.memory import estimate_bytes
+    from dip_ui.forms import parse_run
+
+    body = {**RUN, "image": "-", "mask": "-", "iters": 100_000}
+    image = from_array(pictures[2])
+    one_run = prepare("inpaint", image, parse_run(body, 10**6).options(), mask=from_array(pictures[3]))
+    one = estimate_bytes(one_run.cfg, one_run.padded.out_height, one_run.padded.out_width, one_run.options.window)
+    module = __import__("dip_torch.backend", fromlist=["available_bytes"])
+    queues = iter(["cpu", "gpu", "gpu"])
+    monkeypatch.setattr(dip_ui.runs, "device_queue", lambda prepared: next(queues))  # a second device, as a GPU
+    monkeypatch.setattr(module, "available_bytes", lambda: int(1.5 * one))  # one run fits, two do not
+    with open_client() as client:
+        start_session(client)
+        uploaded, mask = upload(client, pictures[0]), upload(client, pictures[1], "mask")
+        body.update(image=uploaded["id"], mask=mask["id"])
+        first = client.post("/api/runs", json=body).json()
+        second = client.post("/api/runs", json=body)
+        assert second.status_code == 503 and "reserved" in second.json()["error"], second.text
+        client.post(f"/api/runs/{first['id']}/stop")
+        wait(client, first["id"], {"stopped", "done", "failed"})
+        third = client.post("/api/runs", json={**body, "iters": 1})  # the first one's reservation is released
+        assert third.status_code == 200, third.text
+        wait(client, third.json()["id"], {"stopped", "done", "failed"})

@@ -35,14 +35,8 @@
 
   // --- talking to the server ---
 
-  function withToken(url) {
-    if (!token) return url;
-    return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(token);
-  }
-
   async function api(path, options = {}) {
     const headers = Object.assign({}, options.headers || {});
-    if (token) headers["X-Dip-Token"] = token;
     const response = await fetch(path, Object.assign({}, options, { headers, credentials: "same-origin" }));
     let body = null;
     try {
@@ -58,8 +52,7 @@
   }
 
   async function fetchBlob(path) {
-    const headers = token ? { "X-Dip-Token": token } : {};
-    const response = await fetch(path, { headers, credentials: "same-origin" });
+    const response = await fetch(path, { credentials: "same-origin" });
     if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
     return response.blob();
   }
@@ -511,6 +504,11 @@
       });
       show(run.id);
       listRuns();
+      if (run.forgotten && run.forgotten.length) {
+        const n = run.forgotten.length;
+        notice(`${n} older finished run${n > 1 ? "s were" : " was"} deleted to make room: ` +
+          `at most ${state.info.limits.kept_runs} runs are kept.`);
+      }
     } catch (e) {
       notice(`The run was not started: ${e.message}`);
     } finally {
@@ -599,7 +597,7 @@
         img.hidden = false;
         $("result-empty").hidden = true;
       };
-      img.src = withToken(`api/runs/${run.id}/result.png?v=${run.result_version}`);
+      img.src = `api/runs/${run.id}/result.png?v=${run.result_version}`;
     }
     const final = run.state !== "queued" && run.state !== "running";
     $("result-note").textContent = run.result_version > 0 ? (final ? `(${run.state})` : `(so far, iteration ${run.iter})`) : "";
@@ -611,7 +609,7 @@
   function link(id, run, file, present) {
     const a = $(id);
     a.hidden = !present;
-    if (present) a.href = withToken(`api/runs/${run.id}/${file}?download=1`);
+    if (present) a.href = `api/runs/${run.id}/${file}?download=1`;
   }
 
   // The session's runs, listed again every few seconds while one of them waits or goes.
@@ -800,9 +798,23 @@
     window.addEventListener("resize", drawCurves);
   }
 
+  // The session: asked for once (the token, if the server has one, is exchanged for the cookie here and then
+  // leaves the address bar), then kept alive while the page is open, so that nothing of it is forgotten.
+  async function keepSession() {
+    const headers = { "Content-Type": "application/json" };
+    if (token) headers["X-Dip-Token"] = token;
+    const answer = await api("api/session", { method: "POST", headers, body: "{}" });
+    $("kept").textContent = answer.kept;
+    return answer;
+  }
+
   async function main() {
     wire();
     try {
+      const session = await keepSession();
+      if (token) history.replaceState(null, "", location.pathname);
+      setInterval(() => keepSession().catch((e) => notice(`The server did not answer: ${e.message}`)),
+        session.ping_s * 1000);
       state.info = await api("api/info");
     } catch (e) {
       notice(`The server did not answer: ${e.message}`);
