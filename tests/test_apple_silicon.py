@@ -1,0 +1,112 @@
+"""The Apple-silicon paths (MLX on Metal, torch on MPS), simulated on Linux: no Mac is at hand, so each test
+fakes what differs there (MLX's device info, a torch without an op, the interpreter setup.sh finds)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dip_core.api import restore
+from dip_core.degrade import add_noise
+from tests.conftest import BACKENDS
+from tests.images import synthetic
+
+SMALL = {"net": "tiny", "input_channels": 4}
+needs_torch = pytest.mark.skipif("torch" not in BACKENDS, reason="needs torch")
+needs_mlx = pytest.mark.skipif("mlx" not in BACKENDS, reason="needs mlx")
+
+
+@pytest.fixture(scope="module")
+def noisy():
+    return add_noise(synthetic(40, 36), 25, 0)
+
+
+# --- 2. torch on MPS ---
+
+
+@needs_torch
+def test_torch_runs_without_index_copy(noisy, monkeypatch):
+    """The variance window is written without `index_copy_` (no MPS kernel before torch 2.8, ~100x slower than
+    the CPU on MPS after): a run without a reference, which keeps the window, never calls it."""
+    import torch
+
+    def missing(*args, **kwargs):
+        raise NotImplementedError("aten::index_copy.out is not implemented for the MPS device")
+
+    monkeypatch.setattr(torch.Tensor, "index_copy_", missing)
+    monkeypatch.setattr(torch.Tensor, "index_copy", missing)
+    r = restore("denoise", noisy, backend="torch", device="cpu", iters=30, stop="auto", window=5, seed=1, **SMALL)
+    assert r.fit.iters_done > 0 and any(v is not None for v in r.fit.variance_curve)
+
+
+class _FakeEvent:
+    """An event as torch.mps.event.Event has them (record, synchronize), counted; a CPU step needs no waiting."""
+
+    made = recorded = waited = 0
+
+    def __init__(self) -> None:
+        type(self).made += 1
+
+    def record(self) -> None:
+        type(self).recorded += 1
+
+    def synchronize(self) -> None:
+        type(self).waited += 1
+
+
+@needs_torch
+def test_mps_reads_its_scalars_through_an_event_and_a_plain_host_copy(monkeypatch):
+    """On MPS a session is pipelined as on CUDA: an MPS event (torch.mps.event.Event) behind a non-blocking copy
+    into unpinned host memory (MPS pins host memory only in recent torch)."""
+    import torch
+
+    from dip_torch import loop
+
+    make, pinned = loop.READBACK["mps"]
+    monkeypatch.setattr(torch.mps.event, "Event", _FakeEvent)
+    assert isinstance(make(), _FakeEvent) and pinned is False
+    assert loop.READBACK["cuda"][1] is True and "cpu" not in loop.READBACK
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"exp_weight": 0.0, "stop": "auto", "window": 5, "patience": 40, "noise_sigma": 25},  # kept parameters
+        {"stop": "auto", "window": 5, "patience": 30},  # the EMA, the variance rule
+        {"backtrack": True, "window": 5},  # snapshots and rollbacks checks
+    ],
+    ids=["discrepancy", "variance", "backtrack"],
+)
+def test_a_session_read_as_on_mps_runs_as_one_read_directly(settings, noisy, monkeypatch):
+    """The CPU session made to take MPS's path (scalars through a host copy and an event, the next step queued
+    before they are read) makes the same run, bit for bit, as one that reads them directly."""
+    import dip_core.fit
+    from dip_core.api import prepare
+    from dip_core.fit import fit
+    from dip_torch import loop
+
+    monkeypatch.setattr(dip_core.fit, "PIPELINE_UNDER_S", float("inf"))  # a busy machine must not turn it off
+
+    def run():
+        p = prepare("denoise", noisy, backend="torch", device="cpu", iters=80, seed=4, **settings, **SMALL)
+        return p.session, fit(p.session, p.fit_settings)
+
+    direct, a = run()
+    monkeypatch.setitem(loop.READBACK, "cpu", (_FakeEvent, False))
+    _FakeEvent.made = _FakeEvent.recorded = _FakeEvent.waited = 0
+    piped, b = run()
+    assert not direct.pipelined and piped.pipelined
+    assert all(not t.is_pinned() and t.device.type == "cpu" for t in piped._stats_host)
+    assert _FakeEvent.recorded == _FakeEvent.made >= b.iters_done and _FakeEvent.waited >= b.iters_done
+    assert a.loss_curve == b.loss_curve and a.variance_curve == b.variance_curve
+    assert (a.result_iter, a.stop_iter, a.auto_rule, a.iters_done) == (b.result_iter, b.stop_iter, b.auto_rule,
+                                                                      b.iters_done)  # fmt: skip
+    assert np.array_equal(a.result, b.result) and np.array_equal(a.final, b.final)
+
+
+def test_pyproject_states_the_torch_floor_for_macos():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
+    assert "\"torch>=2.5; sys_platform == 'darwin'\"" in text
