@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -45,6 +48,12 @@ def mse(out: mx.array, target: mx.array) -> mx.array:
     return mx.mean(mx.square(out - target))
 
 
+# MLX's default device is one for the whole process, and `mx.stream(...)` sets it too while it is entered:
+# a session builds its graphs inside `placed()`, under this lock, so that two sessions on two threads (`dip ui`:
+# a CPU worker and a GPU worker) never trace on each other's device. Evaluation needs no default device (each
+# array carries its stream), so waiting for results happens outside it.
+_PLACEMENT = threading.RLock()
+
 # MLX reads MLX_ENABLE_TF32 once, at its first GPU matmul or convolution: the first GPU
 # backend of a process fixes it, and a later one that wants the other setting is refused.
 _TF32_VAR = "MLX_ENABLE_TF32"
@@ -72,12 +81,19 @@ class MLXBackend:
         self, device: Device = Device.AUTO, precision: Precision | None = None, threads: int | None = None
     ) -> None:
         self.mx_device = _resolve(Device(device))
-        mx.set_default_device(self.mx_device)
+        self.placement: mx.Device | mx.Stream = self.mx_device  # where `placed()` puts this backend's work
         self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
         self.precision = effective(precision or default_precision(self.device), self.device)
         if self.device == "gpu":
             self._fix_tf32(self.precision is not Precision.FP32)
         self.threads, self.threads_reason = _cpu_threads(self.device, threads)
+
+    @contextlib.contextmanager
+    def placed(self) -> Iterator[None]:
+        """MLX work built inside runs on this backend's device, whatever the process's default device is
+        (never changed for good: `mx.set_default_device` is process-wide)."""
+        with _PLACEMENT, mx.stream(self.placement):
+            yield
 
     @classmethod
     def _fix_tf32(cls, on: bool) -> None:
@@ -96,10 +112,14 @@ class MLXBackend:
 
     @staticmethod
     def to_numpy(a: mx.array) -> np.ndarray:
-        return np.array(a[0], copy=True)
+        return np.array(a)[0]  # indexed on the host: no MLX op, so no device to place it on
 
     def build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
         """The network with these weights, on the CPU kernels where they serve this device and precision."""
+        with self.placed():
+            return self._build(cfg, weights)
+
+    def _build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
         check_weights(cfg, weights)
         dtype = mx.bfloat16 if self.precision is Precision.BF16 else mx.float32
         net = SkipNet(cfg, kernels=ck.usable(cfg, self.mx_device, dtype))
@@ -117,22 +137,25 @@ class MLXBackend:
 
     def forward(self, net: SkipNet, x: np.ndarray) -> np.ndarray:
         check_size(net.cfg, x.shape[0], x.shape[1])
-        out = net(self.to_array(x))
-        mx.eval(out)
+        with self.placed():
+            out = net(self.to_array(x))
+            mx.eval(out)
         return self.to_numpy(out)
 
     def block_outputs(self, net: SkipNet, x: np.ndarray) -> dict[str, np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         taps: dict[str, mx.array] = {}
-        net(self.to_array(x), taps)
-        mx.eval(taps)
+        with self.placed():
+            net(self.to_array(x), taps)
+            mx.eval(taps)
         return {name: self.to_numpy(a) for name, a in taps.items()}
 
     def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         loss_fn = nn.value_and_grad(net, lambda model, z, y: mse(model(z), y))
-        loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
-        mx.eval(loss, grads)
+        with self.placed():
+            loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
+            mx.eval(loss, grads)
         return float(loss), {name: to_canonical_layout(np.array(g)) for name, g in tree_flatten(grads)}
 
     def memory_available(self) -> int | None:
@@ -140,7 +163,8 @@ class MLXBackend:
 
     def session(self, spec: SessionSpec) -> MLXSession:
         check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])
-        return MLXSession(self, spec)
+        with self.placed():
+            return MLXSession(self, spec)
 
     def adam_steps(
         self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
@@ -151,9 +175,10 @@ class MLXBackend:
         z, y = self.to_array(x), self.to_array(target)
         losses = []
         for noise in noises:
-            loss, grads = loss_fn(net, z + self.to_array(noise), y)
-            opt.update(net, grads)
-            mx.eval(loss, net.parameters(), opt.state)
+            with self.placed():
+                loss, grads = loss_fn(net, z + self.to_array(noise), y)
+                opt.update(net, grads)
+                mx.eval(loss, net.parameters(), opt.state)
             losses.append(float(loss))
         return losses, self.forward(net, x)
 

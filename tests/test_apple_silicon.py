@@ -110,3 +110,58 @@ def test_pyproject_states_the_torch_floor_for_macos():
 
     text = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert "\"torch>=2.5; sys_platform == 'darwin'\"" in text
+
+
+# --- 5. one MLX device per session ---
+
+
+@needs_mlx
+def test_mlx_never_sets_the_process_default_device(noisy, monkeypatch):
+    """`mx.set_default_device` is process-wide: in `dip ui` an MLX CPU run set it under a running GPU run."""
+    import mlx.core as mx
+
+    def process_wide(device):
+        raise AssertionError("mx.set_default_device changes the device of every MLX session in the process")
+
+    monkeypatch.setattr(mx, "set_default_device", process_wide)
+    r = restore("denoise", noisy, backend="mlx", device="cpu", iters=8, seed=1, **SMALL)
+    assert r.fit.iters_done == 8
+
+
+@needs_mlx
+def test_two_mlx_sessions_interleaved_keep_their_devices(noisy, monkeypatch):
+    """Two sessions in one process, stepped in turn, each trace their step once, on their own placement.
+    Without a GPU here, one session's placement is a CPU stream of its own, standing in for the other device:
+    MLX keys a compiled function's trace on the default stream, so tracing on the other's would show."""
+    import mlx.core as mx
+
+    import dip_mlx.loop
+    from dip_core.api import prepare
+
+    traced_on = []
+    real = dip_mlx.loop._loss
+
+    def spy(*args, **kwargs):
+        traced_on.append(mx.default_stream(mx.default_device()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dip_mlx.loop, "_loss", spy)
+
+    def session(placement):
+        s = prepare("denoise", noisy, backend="mlx", device="cpu", iters=6, seed=3, **SMALL).session
+        s.backend.placement = placement
+        s.start(s.monitoring)
+        return s
+
+    other, own = mx.new_stream(mx.cpu), mx.default_stream(mx.cpu)
+    alone = session(mx.new_stream(mx.cpu))
+    solo = [alone.read(alone.step()).loss for _ in range(6)]
+    traced_on.clear()
+    a, b = session(other), session(mx.cpu)
+    losses = {"a": [], "b": []}
+    for _ in range(6):
+        ha, hb = a.step(), b.step()
+        losses["a"].append(a.read(ha).loss)
+        losses["b"].append(b.read(hb).loss)
+    assert traced_on == [other, own]  # each traced once, each on its own
+    assert losses["a"] == solo == losses["b"]
