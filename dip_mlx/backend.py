@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -55,8 +57,38 @@ def mse(out: mx.array, target: mx.array) -> mx.array:
 _PLACEMENT = threading.RLock()
 
 # MLX reads MLX_ENABLE_TF32 once, at its first GPU matmul or convolution: the first GPU
-# backend of a process fixes it, and a later one that wants the other setting is refused.
+# backend of a process fixes it, and a later one that wants the other setting is refused
+# (only where the setting changes something: CUDA, and Metal GPUs with matrix units).
 _TF32_VAR = "MLX_ENABLE_TF32"
+# MLX's reduced-precision float32 path on Metal (its "NAX" kernels, mlx/backend/metal/device.cpp) needs a GPU of
+# architecture generation 17 or later (18 for phone chips: M5, A19 Pro) and macOS 26.2. M1-M4 (generations 13-16)
+# have none: there, TF32 on or off, MLX runs IEEE float32. It serves matmuls and the convolutions MLX lowers to
+# them (1x1, unfolded); its implicit-GEMM convolution kernels stay float32 even then.
+NAX_GENERATION, NAX_GENERATION_PHONE, NAX_MACOS = 17, 18, (26, 2)
+
+
+def metal_generation(architecture: str) -> int:
+    """The GPU generation in a Metal architecture name as MLX reads it ('applegpu_g15s' -> 15; 0 if none)."""
+    digits = architecture[-3:-1]
+    return int(digits) if len(architecture) >= 3 and digits.isdigit() else 0
+
+
+def metal_reduced_precision(info: Mapping[str, Any], macos: str) -> bool:
+    """Whether MLX on this Metal GPU (`mx.device_info()`; macOS version `macos`, e.g. '15.1') runs float32 matmuls
+    at reduced precision when TF32 is on, by MLX's own rule (see NAX_GENERATION)."""
+    arch = str(info.get("architecture", ""))
+    need = NAX_GENERATION_PHONE if arch.endswith("p") else NAX_GENERATION
+    parts = [int(p) for p in macos.split(".")[:2] if p.isdigit()]
+    version = (*parts, 0, 0)[:2]
+    return metal_generation(arch) >= need and version >= NAX_MACOS
+
+
+def _tf32_matters() -> bool:
+    """Does MLX_ENABLE_TF32 change what this process's MLX GPU computes? On CUDA yes; on Metal only with NAX."""
+    if not mx.metal.is_available():
+        return True
+    info = mx.device_info(mx.gpu) if hasattr(mx, "device_info") else mx.metal.device_info()
+    return metal_reduced_precision(info, platform.mac_ver()[0])
 
 
 def _cpu_threads(device: str, requested: int | None) -> tuple[int, str]:
@@ -85,7 +117,10 @@ class MLXBackend:
         self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
         self.precision = effective(precision or default_precision(self.device), self.device)
         if self.device == "gpu":
-            self._fix_tf32(self.precision is not Precision.FP32)
+            if _tf32_matters():
+                self._fix_tf32(self.precision is not Precision.FP32)
+            elif self.precision is Precision.TF32:
+                self.precision = Precision.FP32  # what runs: TF32 changes nothing on this GPU, so nothing is fixed
         self.threads, self.threads_reason = _cpu_threads(self.device, threads)
 
     @contextlib.contextmanager

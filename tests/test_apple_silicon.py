@@ -165,3 +165,54 @@ def test_two_mlx_sessions_interleaved_keep_their_devices(noisy, monkeypatch):
         losses["b"].append(b.read(hb).loss)
     assert traced_on == [other, own]  # each traced once, each on its own
     assert losses["a"] == solo == losses["b"]
+
+
+# --- 3. precision that says what ran ---
+
+
+def _fake_metal(monkeypatch, architecture: str, macos: str, **info) -> None:
+    """This process's MLX as on a Mac: Metal available, the GPU's device info and the macOS version faked
+    (nothing is built: no MLX op runs on the fake GPU)."""
+    import platform
+
+    import mlx.core as mx
+
+    import dip_mlx.backend
+
+    fields = {"architecture": architecture, "device_name": "Apple M?", "memory_size": 8 * 2**30, **info}
+    monkeypatch.setattr(mx.metal, "is_available", lambda: True)
+    monkeypatch.setattr(mx, "is_available", lambda d: True)
+    monkeypatch.setattr(mx, "device_info", lambda d=None: dict(fields))
+    monkeypatch.setattr(platform, "mac_ver", lambda: (macos, ("", "", ""), "arm64"))
+    monkeypatch.setattr(dip_mlx.backend.MLXBackend, "_tf32", None)  # no GPU setting fixed yet in this process
+    monkeypatch.setenv("MLX_ENABLE_TF32", "1")  # put back afterwards
+
+
+@needs_mlx
+@pytest.mark.parametrize(
+    ("architecture", "macos", "runs"),
+    [
+        ("applegpu_g13g", "14.6", "fp32"),  # M1
+        ("applegpu_g14s", "15.1", "fp32"),  # M2 Pro
+        ("applegpu_g15d", "26.2", "fp32"),  # M3 Max, on the newest macOS: no matrix units
+        ("applegpu_g16s", "26.3", "fp32"),  # M4 Pro
+        ("applegpu_g17s", "26.1", "fp32"),  # M5 before the macOS that enables its path
+        ("applegpu_g17g", "26.2", "tf32"),  # M5
+        ("applegpu_g17p", "26.2", "fp32"),  # a phone chip one generation short
+    ],
+)
+def test_metal_reports_the_precision_that_runs(architecture, macos, runs, monkeypatch):
+    """The GPU default (tf32 asked) is recorded as fp32 on Metal unless MLX really takes its reduced-precision
+    path there; and where TF32 changes nothing, a later fp32 backend in the process is not refused."""
+    from dip_core.precision import Precision
+    from dip_mlx.backend import MLXBackend
+
+    _fake_metal(monkeypatch, architecture, macos)
+    first = MLXBackend("gpu")
+    assert (first.device, first.precision.value) == ("gpu", runs)
+    if runs == "fp32":
+        assert MLXBackend("gpu", Precision.FP32).precision is Precision.FP32
+        assert MLXBackend("gpu", Precision.TF32).precision is Precision.FP32
+    else:
+        with pytest.raises(Exception, match="once per process"):
+            MLXBackend("gpu", Precision.FP32)
