@@ -213,7 +213,7 @@ def prepare(
     padded, crop = pad_problem(problem, cfg, opts.pad)
     h, w = padded.out_height, padded.out_width
     be = get_backend(opts.backend, opts.device, opts.precision, opts.threads)
-    check_memory(cfg, h, w, be, window=opts.window)  # the variance monitor keeps `window` outputs on the device
+    memory_warnings = check_memory(cfg, h, w, be, window=opts.window)  # the window's outputs stay on the device
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
     spec = SessionSpec(
@@ -237,7 +237,7 @@ def prepare(
         save_every=opts.save_every,
     )
     sources = sources_of(img, mask, reference, opts, blur)
-    warnings = warnings_before(task, opts, problem)
+    warnings = memory_warnings + warnings_before(task, opts, problem)
     return Prepared(
         task, img, opts, settings, problem, ref, cfg, be, spec, fit_settings, padded, crop, noise_source, sources,
         warnings,

@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
-from dip_core.memory import available_bytes
+from dip_core.memory import available_bytes, host_free
 from dip_core.precision import Precision, default_precision, effective
 from dip_core.threads import choose_threads
 from dip_core.weights import Weights, check_weights
@@ -194,7 +194,17 @@ class MLXBackend:
         return float(loss), {name: to_canonical_layout(np.array(g)) for name, g in tree_flatten(grads)}
 
     def memory_available(self) -> int | None:
-        return available_bytes()  # unified memory on Apple silicon; host memory on the CPU
+        if self.device == "gpu":
+            if mx.metal.is_available():
+                # Unified memory: what Metal recommends this process keep in use, less what MLX holds (its cache
+                # it reuses); psutil's `available` is only advisory here (dip_core/memory.py).
+                info = mx.device_info(mx.gpu) if hasattr(mx, "device_info") else mx.metal.device_info()
+                return max(0, int(info["max_recommended_working_set_size"]) - int(mx.get_active_memory()))
+            return available_bytes()  # MLX on CUDA
+        return host_free()[0]
+
+    def memory_advisory(self) -> int | None:
+        return host_free()[1]
 
     def session(self, spec: SessionSpec) -> MLXSession:
         check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])

@@ -216,3 +216,72 @@ def test_metal_reports_the_precision_that_runs(architecture, macos, runs, monkey
     else:
         with pytest.raises(Exception, match="once per process"):
             MLXBackend("gpu", Precision.FP32)
+
+
+# --- 4. memory on unified memory ---
+
+GIB = 2**30
+EIGHT_GB_MAC = {"max_recommended_working_set_size": int(5.33 * GIB), "memory_size": 8 * GIB}
+
+
+def _fake_mac_memory(monkeypatch, psutil_available: float) -> None:
+    import platform
+
+    import dip_core.memory
+
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(dip_core.memory, "available_bytes", lambda: int(psutil_available * GIB))
+
+
+@needs_mlx
+def test_an_8gb_mac_fits_256_on_metal_and_warns_where_only_psutil_objects(monkeypatch):
+    """Metal's recommended working set less what MLX holds decides; psutil's `available` (1.5 GiB of 8 GB with a
+    browser open) only warns. The default network at 256x256 needs about 2.1 GiB."""
+    import mlx.core as mx
+
+    from dip_core.config import load_config
+    from dip_core.memory import MemoryError_, check_memory
+    from dip_mlx.backend import MLXBackend
+
+    _fake_metal(monkeypatch, "applegpu_g13g", "14.6", **EIGHT_GB_MAC)
+    _fake_mac_memory(monkeypatch, 1.5)
+    monkeypatch.setattr(mx, "get_active_memory", lambda: GIB // 4)
+    cfg, backend = load_config("default"), MLXBackend("gpu")
+    assert backend.memory_available() == EIGHT_GB_MAC["max_recommended_working_set_size"] - GIB // 4
+    warnings = check_memory(cfg, 256, 256, backend, window=100)
+    assert len(warnings) == 1 and "psutil" in warnings[0]
+    with pytest.raises(MemoryError_, match="512x512"):  # 6.8 GiB: beyond the working set, refused
+        check_memory(cfg, 512, 512, backend, window=100)
+    monkeypatch.setattr(mx, "get_active_memory", lambda: 4 * GIB)  # what MLX already holds counts
+    with pytest.raises(MemoryError_, match="256x256"):
+        check_memory(cfg, 256, 256, backend, window=100)
+
+
+@needs_torch
+def test_mps_fits_by_its_recommended_working_set(monkeypatch):
+    import torch
+
+    from dip_core.config import load_config
+    from dip_core.memory import MemoryError_, check_memory
+    from dip_torch.backend import TorchBackend
+
+    _fake_mac_memory(monkeypatch, 1.5)
+    monkeypatch.setattr(torch.mps, "recommended_max_memory", lambda: EIGHT_GB_MAC["max_recommended_working_set_size"])
+    monkeypatch.setattr(torch.mps, "current_allocated_memory", lambda: GIB // 4)
+    cfg, backend = load_config("default"), TorchBackend("cpu")
+    backend.torch_device, backend.device = torch.device("mps"), "mps"  # only its memory is asked: nothing runs
+    assert len(check_memory(cfg, 256, 256, backend, window=100)) == 1
+    with pytest.raises(MemoryError_):
+        check_memory(cfg, 512, 512, backend, window=100)
+
+
+def test_the_host_figure_refuses_on_linux_and_warns_on_a_mac(monkeypatch):
+    import platform
+
+    import dip_core.memory
+
+    monkeypatch.setattr(dip_core.memory, "available_bytes", lambda: 3 * GIB)
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
+    assert dip_core.memory.host_free() == (3 * GIB, None)
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    assert dip_core.memory.host_free() == (None, 3 * GIB)
