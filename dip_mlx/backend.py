@@ -98,6 +98,11 @@ def _cpu_threads(device: str, requested: int | None) -> tuple[int, str]:
     if device != "cpu":
         return choice.threads, f"{choice.reason}; CPU kernels only, unused on the GPU"
     n = ck.start_pool(choice.threads)
+    if n is None and platform.system() == "Darwin":
+        # No CPU kernels on macOS: MLX's own ops, whose matrix products and convolutions go to Accelerate,
+        # which threads them itself; dip sets no count there, so it names none of its own.
+        cores = os.cpu_count() or 1
+        return cores, f"MLX's own ops; Accelerate threads its matrix products itself, on up to {cores} cores"
     if n is None:
         return 1, f"MLX's own ops on one thread (CPU kernels {ck.status()})"
     if n != choice.threads:

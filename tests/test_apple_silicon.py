@@ -3,6 +3,8 @@ fakes what differs there (MLX's device info, a torch without an op, the interpre
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -285,3 +287,73 @@ def test_the_host_figure_refuses_on_linux_and_warns_on_a_mac(monkeypatch):
     assert dip_core.memory.host_free() == (3 * GIB, None)
     monkeypatch.setattr(platform, "system", lambda: "Darwin")
     assert dip_core.memory.host_free() == (None, 3 * GIB)
+
+
+# --- 6. threads on macOS ---
+
+
+def _fake_sysctl(tmp_path, monkeypatch, performance: int, efficiency: int) -> None:
+    """A `sysctl` on PATH answering as an Apple-silicon Mac's, and platform.system() saying Darwin."""
+    import os
+    import platform
+
+    from dip_core import threads
+
+    script = tmp_path / "sysctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$2" in hw.perflevel0.physicalcpu) echo {performance};; '
+        f"hw.perflevel1.physicalcpu) echo {efficiency};; *) exit 1;; esac\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    threads.core_kinds.cache_clear()
+    monkeypatch.setattr(threads, "core_kinds", functools.lru_cache(maxsize=1)(threads.core_kinds.__wrapped__))
+
+
+@pytest.mark.parametrize(
+    ("load", "expect", "said"),
+    [
+        (0.3, 4, "4 of 4 performance cores free (4 efficiency cores left out"),
+        (5.2, 3, "3 of 4 performance cores free (4 efficiency cores left out: a parallel loop waits for its slowest "
+         "thread, load 5.2 on 8 cores)"),
+        (None, 4, "4 performance cores (4 efficiency cores left out"),
+    ],
+)  # fmt: skip
+def test_a_mac_runs_one_thread_per_performance_core(load, expect, said, tmp_path, monkeypatch):
+    """An M1 (4 performance + 4 efficiency cores): no thread on an efficiency core, whose slowness every parallel
+    loop would wait for; the load (the 1-minute average: no /proc/stat on macOS) counts over all 8 cores."""
+    from dip_core import threads
+    from dip_core.threads import choose_threads, core_kinds, describe_cores
+
+    _fake_sysctl(tmp_path, monkeypatch, 4, 4)
+    monkeypatch.setattr(threads, "current_load", lambda: None)  # None below: unknown, as where nothing reports it
+    assert (core_kinds().performance, core_kinds().efficiency) == (4, 4)
+    choice = choose_threads(env={}, cores=8, load=load)
+    assert choice.threads == expect and choice.reason.startswith(said)
+    assert describe_cores().startswith("4 performance + 4 efficiency cores: at most one thread per performance core")
+
+
+@needs_mlx
+def test_mlx_on_a_mac_cpu_does_not_claim_one_thread(monkeypatch):
+    """On macOS MLX has no dip CPU kernels and its matrix products run on Accelerate, which is multithreaded."""
+    import platform
+
+    from dip_mlx import backend, cpu_kernels
+
+    monkeypatch.setattr(cpu_kernels, "start_pool", lambda threads: None)  # never built on macOS
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    n, reason = backend._cpu_threads("cpu", None)
+    assert "one thread" not in reason and "Accelerate" in reason and n >= 1
+
+
+def test_doctor_says_how_a_mac_counts_its_cores(tmp_path, monkeypatch, capsys):
+    from dip_cli.info import _print_threads
+
+    _fake_sysctl(tmp_path, monkeypatch, 8, 4)
+    monkeypatch.setattr("dip_core.threads.os.path.exists", lambda path: False)  # no /proc/stat, as on macOS
+    _print_threads(["torch: 8 threads - 8 of 8 performance cores free (4 efficiency cores left out: ...)"])
+    shown = capsys.readouterr().out
+    assert "8 performance + 4 efficiency cores: at most one thread per performance core" in shown
+    assert "the 1-minute load average (no /proc/stat here)" in shown
