@@ -357,3 +357,102 @@ def test_doctor_says_how_a_mac_counts_its_cores(tmp_path, monkeypatch, capsys):
     shown = capsys.readouterr().out
     assert "8 performance + 4 efficiency cores: at most one thread per performance core" in shown
     assert "the 1-minute load average (no /proc/stat here)" in shown
+
+
+# --- 1. installing on a stock Mac ---
+
+TOOLS = ("sh", "mkdir", "cp", "rm", "dirname", "id", "cat", "printf")  # what setup.sh and the fakes call
+
+
+def _fake_python(path, version: str, machine: str) -> None:
+    """An interpreter that reports `version` and `machine`, makes venvs of itself and logs what pip is asked."""
+    path.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f'  -c) echo "{version} {machine}";;\n'
+        '  -m) case "$2" in\n'
+        '        venv) mkdir -p "$3/bin" && cp "$0" "$3/bin/python";;\n'
+        '        pip) echo "$0 $*" >> "$PIP_LOG";;\n'
+        "      esac;;\n"
+        "esac\n"
+    )
+    path.chmod(0o755)
+
+
+def _mac(tmp_path, pythons: dict[str, tuple[str, str]], macos: str = "15.1", system: str = "Darwin"):
+    """A copy of the project's setup.sh in a folder of its own, and a PATH holding only the shell tools it needs,
+    a faked `uname` and `sw_vers`, and the fake interpreters `pythons` (name: (version, machine))."""
+    import shutil
+    from pathlib import Path
+
+    root, bin_ = tmp_path / "project", tmp_path / "bin"
+    (root / "scripts").mkdir(parents=True)
+    bin_.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
+    for tool in TOOLS:
+        (bin_ / tool).symlink_to(shutil.which(tool))
+    fakes = {"uname": f'[ "$1" = -m ] && echo arm64 || echo {system}', "sw_vers": f"echo {macos}"}
+    for name, body in fakes.items():
+        (bin_ / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_ / name).chmod(0o755)
+    for name, (version, machine) in pythons.items():
+        _fake_python(bin_ / name, version, machine)
+    return root, bin_
+
+
+def _setup(root, bin_, python: str | None):
+    import shutil
+    import subprocess
+
+    env = {"PATH": str(bin_), "PIP_LOG": str(root / "pip.log"), "HOME": str(root)}
+    if python is not None:
+        env["PYTHON"] = str(bin_ / python) if (bin_ / python).exists() else python
+    return subprocess.run([shutil.which("bash"), "scripts/setup.sh"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+
+
+def test_setup_on_a_stock_mac_refuses_apples_python_in_one_line_and_leaves_no_venv(tmp_path):
+    """Only Apple's python3 (3.9), and a .venv an earlier try made with it: setup says what it needs in one
+    line, exits non-zero, and removes that .venv rather than reuse it."""
+    root, bin_ = _mac(tmp_path, {"python3": ("3.9", "arm64"), "python3.9": ("3.9", "arm64")})
+    _fake_python((root / ".venv" / "bin").mkdir(parents=True) or root / ".venv" / "bin" / "python", "3.9", "arm64")
+    done = _setup(root, bin_, "python3.9")
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode != 0
+    assert lines[-1].startswith("setup: dip needs a native (arm64) Python 3.10 or newer and found none (")
+    assert "python3: 3.9 arm64" in lines[-1] and "PYTHON=" in lines[-1]
+    assert len([line for line in lines if "found none" in line]) == 1
+    assert not (root / ".venv").exists() and not (root / "pip.log").exists()
+
+
+def test_setup_on_a_mac_picks_a_suitable_python_over_a_39_one(tmp_path):
+    root, bin_ = _mac(
+        tmp_path,
+        {"python3": ("3.9", "arm64"), "python3.9": ("3.9", "arm64"), "python3.13": ("3.13", "x86_64"),
+         "python3.12": ("3.12", "arm64")},
+    )  # fmt: skip
+    done = _setup(root, bin_, "python3.9")
+    assert done.returncode == 0, done.stderr
+    assert "using python3.12" in done.stderr  # 3.13 here is an x86_64 build, which runs under Rosetta
+    made = (root / ".venv" / "bin" / "python").read_text()
+    assert '"3.12 arm64"' in made
+    asked = (root / "pip.log").read_text().splitlines()  # pip runs in the new .venv only
+    assert asked and all(line.startswith(".venv/bin/python -m pip") for line in asked)
+    assert any("install -e .[mlx,torch,dev,browser,ui]" in line for line in asked)
+
+
+def test_setup_refuses_a_mac_older_than_macos_14(tmp_path):
+    root, bin_ = _mac(tmp_path, {"python3.12": ("3.12", "arm64")}, macos="13.6.1")
+    done = _setup(root, bin_, None)
+    assert done.returncode != 0 and not (root / ".venv").exists()
+    assert done.stderr.strip().splitlines() == [
+        "setup: MLX needs macOS 14 or newer and this Mac runs macOS 13.6.1; update macOS first "
+        "(System Settings > General > Software Update)"
+    ]
+
+
+def test_setup_on_linux_with_only_39_stops_before_installing_anything(tmp_path):
+    root, bin_ = _mac(tmp_path, {"python3": ("3.9", "x86_64")}, system="Linux")
+    done = _setup(root, bin_, None)
+    assert done.returncode != 0 and not (root / ".venv").exists()
+    assert done.stderr.strip().startswith("setup: dip needs Python 3.10 or newer and found none (python3: 3.9")
