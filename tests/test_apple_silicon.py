@@ -456,3 +456,32 @@ def test_setup_on_linux_with_only_39_stops_before_installing_anything(tmp_path):
     done = _setup(root, bin_, None)
     assert done.returncode != 0 and not (root / ".venv").exists()
     assert done.stderr.strip().startswith("setup: dip needs Python 3.10 or newer and found none (python3: 3.9")
+
+
+# --- 7. the README's Mac section ---
+
+STEP_GFLOP = (29, 116, 466)  # the default denoising step at 128², 256², 512² (x4 per doubling of the side)
+
+
+def test_the_readme_mac_section_states_the_requirements_and_estimates_from_bench_peaks():
+    """The section is there, says what a Mac needs, marks its ms/iter as estimates, and every figure in its
+    table is the step's FLOPs over bench/peaks.py's FP32 peak (at 100 % and at 30 % of it)."""
+    import re
+    from pathlib import Path
+
+    from bench.peaks import APPLE
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("### On a Mac\n", 1)[1].split("\n## ", 1)[0]
+    for needed in ("macOS 14 or newer", "native arm64 Python 3.10 or newer", "estimates until a measured row",
+                   "bench/peaks.py", "dip bench all --out", "bash scripts/demo.sh"):  # fmt: skip
+        assert needed in " ".join(section.split()), needed
+    rows = re.findall(r"^\| (M\d[^|]*?) \| ([\d,]+) \| ([^|]+) \| ([^|]+) \|$", section, re.M)
+    assert len(rows) == 11
+    for chip, peak, floor, at30 in rows:
+        name, cores = re.match(r"(M\d(?: Pro| Max)?) \((\d+)\)", chip).groups()
+        gflops = APPLE[(f"Apple {name}", int(cores))].gflops
+        assert int(peak.replace(",", "")) == round(gflops)
+        for shown, share in ((floor, 1.0), (at30, 0.3)):
+            for value, work in zip(shown.split(" / "), STEP_GFLOP, strict=True):
+                assert float(value) == pytest.approx(work / gflops * 1000 / share, rel=0.03, abs=0.05)
