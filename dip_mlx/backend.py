@@ -95,10 +95,12 @@ def _cpu_threads(device: str, requested: int | None) -> tuple[int, str]:
     """The threads of the CPU kernels and why: the choice of dip_core/threads.py where the pool starts
     now, else the size it started with (fixed once per process)."""
     choice = choose_threads(requested)
+    mac = platform.system() == "Darwin"
     if device != "cpu":
-        return choice.threads, f"{choice.reason}; CPU kernels only, unused on the GPU"
+        unused = "unused: MLX runs on Metal" if mac else "CPU kernels only, unused on the GPU"
+        return choice.threads, f"{choice.reason}; {unused}"
     n = ck.start_pool(choice.threads)
-    if n is None and platform.system() == "Darwin":
+    if n is None and mac:
         # No CPU kernels on macOS: MLX's own ops, whose matrix products and convolutions go to Accelerate,
         # which threads them itself; dip sets no count there, so it names none of its own.
         cores = os.cpu_count() or 1

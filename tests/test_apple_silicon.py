@@ -485,3 +485,20 @@ def test_the_readme_mac_section_states_the_requirements_and_estimates_from_bench
         for shown, share in ((floor, 1.0), (at30, 0.3)):
             for value, work in zip(shown.split(" / "), STEP_GFLOP, strict=True):
                 assert float(value) == pytest.approx(work / gflops * 1000 / share, rel=0.03, abs=0.05)
+
+
+@needs_torch
+def test_mps_without_recommended_max_memory_only_warns(monkeypatch):
+    """torch before 2.5 has no torch.mps.recommended_max_memory: no figure refuses, psutil's warns."""
+    import torch
+
+    from dip_core.config import load_config
+    from dip_core.memory import check_memory
+    from dip_torch.backend import TorchBackend
+
+    _fake_mac_memory(monkeypatch, 1.5)
+    monkeypatch.delattr(torch.mps, "recommended_max_memory")
+    backend = TorchBackend("cpu")
+    backend.torch_device, backend.device = torch.device("mps"), "mps"
+    assert backend.memory_available() is None
+    assert len(check_memory(load_config("default"), 256, 256, backend, window=100)) == 1
