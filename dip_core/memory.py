@@ -93,10 +93,9 @@ def check_memory(cfg: SkipConfig, height: int, width: int, backend: Any, window:
             f"available on this Mac ({backend.device}); it leaves out memory macOS frees on demand, so the run "
             "goes ahead (it may swap; --tile or --net small use less)"
         ]
-    if short is not None:
-        need, free = short
-        raise MemoryError_(
-            f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
-            f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), "
-            "use a smaller network (--net small) or downscale it (add --estimate to see how long each takes here)"
-        )
+    need, free = short
+    raise MemoryError_(
+        f"a {width}x{height} fit needs about {need / 2**30:.1f} GiB but {backend.device} has "
+        f"{free / 2**30:.1f} GiB free; restore it in tiles (--tile {_tile_that_fits(cfg, free, window)}), "
+        "use a smaller network (--net small) or downscale it (add --estimate to see how long each takes here)"
+    )
