@@ -66,6 +66,11 @@ fi
 if [ -n "${PYTHON:-}" ] && [ "$PY" != "$PYTHON" ]; then
     echo "setup: PYTHON=$PYTHON is not $NEED ($(py_info "$PYTHON" || echo "does not run")); using $PY" >&2
 fi
+# A .venv of another Python than the one named in $PYTHON is made again with it.
+if [ -e .venv ] && [ "$PY" = "${PYTHON:-}" ] && [ "$(py_info .venv/bin/python)" != "$(py_info "$PY")" ]; then
+    echo "setup: .venv has Python $(py_info .venv/bin/python); making it again with $PY ($(py_info "$PY"))" >&2
+    rm -rf .venv
+fi
 
 if [ ! -e .venv ]; then
     # Made whole or not at all: a .venv without pip (Debian without python3-venv) would be reused broken.

@@ -502,3 +502,13 @@ def test_mps_without_recommended_max_memory_only_warns(monkeypatch):
     backend.torch_device, backend.device = torch.device("mps"), "mps"
     assert backend.memory_available() is None
     assert len(check_memory(load_config("default"), 256, 256, backend, window=100)) == 1
+
+
+def test_setup_makes_the_venv_again_for_the_python_named(tmp_path):
+    root, bin_ = _mac(tmp_path, {"python3.11": ("3.11", "arm64"), "python3.12": ("3.12", "arm64")})
+    _fake_python((root / ".venv" / "bin").mkdir(parents=True) or root / ".venv" / "bin" / "python", "3.11", "arm64")
+    kept = _setup(root, bin_, None)  # a suitable .venv, no interpreter named: kept
+    assert kept.returncode == 0 and '"3.11 arm64"' in (root / ".venv" / "bin" / "python").read_text()
+    done = _setup(root, bin_, "python3.12")
+    assert done.returncode == 0, done.stderr
+    assert '"3.12 arm64"' in (root / ".venv" / "bin" / "python").read_text()
