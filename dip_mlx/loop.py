@@ -84,6 +84,9 @@ class MLXSession:
     def start(self, monitoring: Monitoring) -> None:
         self.monitoring = monitoring
         self.monitors = MLXMonitors(monitoring, self._shape)
+        # Nothing lazy is left for another thread: on Metal a stream belongs to the thread that made it, and
+        # `dip ui` makes a session on a request's thread and runs it on a worker's.
+        mx.eval(self.key, self.z, self.y, self._state, self.monitors.arrays, self.monitors.ring)
         self._trace = monitoring.trace_output and monitoring.reference is not None
         self._slots: dict[str, mx.array] = {}
         self._states: dict[str, Any] = {}

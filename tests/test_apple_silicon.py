@@ -512,3 +512,29 @@ def test_setup_makes_the_venv_again_for_the_python_named(tmp_path):
     done = _setup(root, bin_, "python3.12")
     assert done.returncode == 0, done.stderr
     assert '"3.12 arm64"' in (root / ".venv" / "bin" / "python").read_text()
+
+
+@needs_mlx
+def test_an_mlx_session_leaves_nothing_lazy_for_the_thread_that_runs_it(noisy, monkeypatch):
+    """On Metal a stream belongs to the thread that made it (MLX: "There is no Stream(gpu, N) in current thread"),
+    and `dip ui` prepares a session on a request's thread and steps it on a worker's: whatever the session made
+    (Adam's zero moments, the monitors' state) is evaluated before it is handed over."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+
+    from dip_core.api import prepare
+
+    evaluated: set[int] = set()
+    real = mx.eval
+
+    def spy(*trees):
+        for tree in trees:
+            evaluated.update(id(a) for _, a in tree_flatten(tree) if isinstance(a, mx.array))
+            if isinstance(tree, mx.array):
+                evaluated.add(id(tree))
+        return real(*trees)
+
+    monkeypatch.setattr(mx, "eval", spy)
+    s = prepare("denoise", noisy, backend="mlx", device="cpu", iters=6, seed=3, window=5, **SMALL).session
+    made = [a for _, a in tree_flatten([s.opt.state, s.monitors.arrays, s.monitors.ring])]
+    assert made and all(id(a) in evaluated for a in made)
