@@ -120,7 +120,10 @@ DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: Metal/CUDA/MP
 BackendOpt = Annotated[BackendName, typer.Option("--backend", "-b", help="Framework to run on.")]
 PrecisionOpt = Annotated[
     Precision | None,
-    typer.Option(help="fp32, tf32 (TF32 products on NVIDIA GPUs) or bf16; default: fp32 on a CPU, tf32 on a GPU."),
+    typer.Option(
+        help="fp32, tf32 (reduced-precision products: NVIDIA GPUs, Metal on M5 and later; elsewhere it runs and is "
+        "recorded as fp32) or bf16; default: fp32 on a CPU, tf32 on a GPU."
+    ),
 ]
 
 

@@ -140,10 +140,11 @@ def doctor() -> None:
 
 def _print_threads(lines: list[str]) -> None:
     """The load on this process's cores and the CPU threads each backend runs (dip_core/threads.py)."""
-    from dip_core.threads import core_count, current_load
+    from dip_core.threads import core_count, current_load, describe_cores
 
     load = current_load()
     seen = "unknown" if load is None else f"{load:.1f} of {core_count()} cores busy with other processes"
     out().print(f"CPU threads (load now: {seen}; --threads N or DIP_THREADS=N to choose):", highlight=False)
+    out().print(f"  {describe_cores()}", highlight=False)
     for line in lines:
         out().print(f"  {line}", highlight=False)

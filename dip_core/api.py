@@ -214,7 +214,7 @@ def prepare(
     h, w = padded.out_height, padded.out_width
     be = get_backend(opts.backend, opts.device, opts.precision, opts.threads)
     # The variance monitor keeps `window` outputs on the device.
-    check_memory(cfg, h, w, be, window=opts.window, image=(problem.out_width, problem.out_height))
+    memory_warnings = check_memory(cfg, h, w, be, window=opts.window, image=(problem.out_width, problem.out_height))
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
     spec = SessionSpec(
@@ -238,7 +238,7 @@ def prepare(
         save_every=opts.save_every,
     )
     sources = sources_of(img, mask, reference, opts, blur)
-    warnings = warnings_before(task, opts, problem)
+    warnings = memory_warnings + warnings_before(task, opts, problem)
     return Prepared(
         task, img, opts, settings, problem, ref, cfg, be, spec, fit_settings, padded, crop, noise_source, sources,
         warnings,

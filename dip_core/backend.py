@@ -212,7 +212,11 @@ class Backend(Protocol):
         ...
 
     def memory_available(self) -> int | None:
-        """Bytes free on the device (None when unknown)."""
+        """Bytes free on the device, beyond which a fit is refused (None when unknown or only advisory)."""
+        ...
+
+    def memory_advisory(self) -> int | None:
+        """Bytes free by a figure that only warns (psutil's on macOS's unified memory; None elsewhere)."""
         ...
 
     def session(self, spec: SessionSpec) -> Session:

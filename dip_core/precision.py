@@ -15,7 +15,7 @@ from enum import Enum
 
 class Precision(str, Enum):
     FP32 = "fp32"  # IEEE float32 everywhere
-    TF32 = "tf32"  # float32 storage, TF32 products in convolutions and matmuls where the GPU has them
+    TF32 = "tf32"  # float32 storage, reduced-precision products in convolutions and matmuls where the GPU has them
     BF16 = "bf16"  # float32 weights and optimizer, forward and backward computed in bfloat16
 
 
@@ -23,8 +23,8 @@ def default_precision(device: str) -> Precision:
     """The precision a run gets when none is asked for: fp32 on a CPU, TF32 on a GPU.
 
     TF32 is what both frameworks do on NVIDIA by default. On a CPU and on MPS there is none, and
-    `effective` calls it fp32 there; on Metal, MLX uses reduced-precision products only where the
-    GPU has matrix units (its own default), so a Metal run records tf32 as asked.
+    `effective` calls it fp32 there; on Metal, MLX has a reduced-precision path only on GPUs with
+    matrix units (M5 and later, macOS >= 26.2), and the MLX backend records fp32 everywhere else.
     """
     return Precision.FP32 if device == "cpu" else Precision.TF32
 

@@ -10,6 +10,10 @@ starts, unless told otherwise: `--threads N`, then DIP_THREADS, then OMP_NUM_THR
 (/proc/stat, less this process's own CPU time). The 1-minute load average lags by a minute both
 ways: it misses a job that just started and still counts one that just ended (such as the
 previous row of `dip bench speed`); it is the fallback where /proc/stat is missing (macOS).
+
+Apple silicon has performance and efficiency cores; a thread on an efficiency core is the slowest
+of every parallel loop it is part of, so on a Mac dip runs at most one thread per performance core
+(sysctl hw.perflevel0/1.physicalcpu), taking the load as spread over all cores.
 dip_core must not import mlx or torch: the backends apply the choice.
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+import platform
+import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +33,32 @@ OMP_VAR = "OMP_NUM_THREADS"  # torch's OpenMP reads it too; honoured for MLX ali
 SAMPLE_S = 0.1  # how long the busy cores are measured
 CACHE_S = 10  # backends started within this many seconds share one measurement
 STAT = "/proc/stat"
+
+
+@dataclass(frozen=True)
+class CoreKinds:
+    """A Mac's cores by kind (Apple silicon's performance levels 0 and 1)."""
+
+    performance: int
+    efficiency: int
+
+
+def _sysctl_int(name: str) -> int | None:
+    try:
+        done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = done.stdout.strip()
+    return int(value) if done.returncode == 0 and value.isdigit() else None
+
+
+@functools.lru_cache(maxsize=1)
+def core_kinds() -> CoreKinds | None:
+    """Performance and efficiency cores on macOS (sysctl); None elsewhere, or where the Mac has one kind."""
+    if platform.system() != "Darwin":
+        return None
+    fast, slow = _sysctl_int("hw.perflevel0.physicalcpu"), _sysctl_int("hw.perflevel1.physicalcpu")
+    return CoreKinds(fast, slow) if fast and slow else None
 
 
 @dataclass(frozen=True)
@@ -130,9 +162,11 @@ def choose_threads(
     env: Mapping[str, str] | None = None,
     cores: int | None = None,
     load: float | None = None,
+    kinds: CoreKinds | None = None,
 ) -> ThreadChoice:
     """The CPU threads a backend should run: `requested` (--threads), DIP_THREADS, OMP_NUM_THREADS, else the
-    cores free now. `env`, `cores` and `load` default to this process's and the machine's (tests inject them)."""
+    cores free now (on a Mac, at most its performance cores). `env`, `cores`, `load` and `kinds` default to this
+    process's and the machine's (tests inject them)."""
     if requested is not None:
         return ThreadChoice(requested, "--threads")
     env = os.environ if env is None else env
@@ -142,8 +176,34 @@ def choose_threads(
             return ThreadChoice(n, var)
     cores = core_count() if cores is None else cores
     load = current_load() if load is None else load
+    kinds = core_kinds() if kinds is None else kinds
+    if kinds is not None:
+        return _on_performance_cores(kinds, load)
     if load is None:
         return ThreadChoice(cores, f"{cores} cores (load unknown)")
     n = free_threads(cores, load)
     shown = f" (load {load:.1f})" if n < cores else ""
     return ThreadChoice(n, f"{n} of {cores} cores free{shown}", round(load, 2))
+
+
+def _on_performance_cores(kinds: CoreKinds, load: float | None) -> ThreadChoice:
+    """One thread per performance core that the load (over all cores, the 1-minute average on macOS) leaves."""
+    fast, total = kinds.performance, kinds.performance + kinds.efficiency
+    left_out = f"{kinds.efficiency} efficiency cores left out: a parallel loop waits for its slowest thread"
+    if load is None:
+        return ThreadChoice(fast, f"{fast} performance cores ({left_out}; load unknown)")
+    n = min(fast, free_threads(total, load))
+    shown = f", load {load:.1f} on {total} cores" if n < fast else ""
+    return ThreadChoice(n, f"{n} of {fast} performance cores free ({left_out}{shown})", round(load, 2))
+
+
+def describe_cores() -> str:
+    """How this machine's load is measured and its cores counted, for `dip doctor`."""
+    kinds = core_kinds()
+    how = "/proc/stat over 0.1 s" if os.path.exists(STAT) else "the 1-minute load average (no /proc/stat here)"
+    if kinds is None:
+        return f"{core_count()} cores; load from {how}"
+    return (
+        f"{kinds.performance} performance + {kinds.efficiency} efficiency cores: at most one thread per "
+        f"performance core; load from {how}"
+    )

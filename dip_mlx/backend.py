@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import platform
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -12,7 +17,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
-from dip_core.memory import available_bytes
+from dip_core.memory import available_bytes, host_free
 from dip_core.precision import Precision, default_precision, effective
 from dip_core.threads import choose_threads
 from dip_core.weights import Weights, check_weights
@@ -45,18 +50,61 @@ def mse(out: mx.array, target: mx.array) -> mx.array:
     return mx.mean(mx.square(out - target))
 
 
+# MLX's default device is one for the whole process, and `mx.stream(...)` sets it too while it is entered:
+# a session builds its graphs inside `placed()`, under this lock, so that two sessions on two threads (`dip ui`:
+# a CPU worker and a GPU worker) never trace on each other's device. Evaluation needs no default device (each
+# array carries its stream), so waiting for results happens outside it.
+_PLACEMENT = threading.RLock()
+
 # MLX reads MLX_ENABLE_TF32 once, at its first GPU matmul or convolution: the first GPU
-# backend of a process fixes it, and a later one that wants the other setting is refused.
+# backend of a process fixes it, and a later one that wants the other setting is refused
+# (only where the setting changes something: CUDA, and Metal GPUs with matrix units).
 _TF32_VAR = "MLX_ENABLE_TF32"
+# MLX's reduced-precision float32 path on Metal (its "NAX" kernels, mlx/backend/metal/device.cpp) needs a GPU of
+# architecture generation 17 or later (18 for phone chips: M5, A19 Pro) and macOS 26.2. M1-M4 (generations 13-16)
+# have none: there, TF32 on or off, MLX runs IEEE float32. It serves matmuls and the convolutions MLX lowers to
+# them (1x1, unfolded); its implicit-GEMM convolution kernels stay float32 even then.
+NAX_GENERATION, NAX_GENERATION_PHONE, NAX_MACOS = 17, 18, (26, 2)
+
+
+def metal_generation(architecture: str) -> int:
+    """The GPU generation in a Metal architecture name as MLX reads it ('applegpu_g15s' -> 15; 0 if none)."""
+    digits = architecture[-3:-1]
+    return int(digits) if len(architecture) >= 3 and digits.isdigit() else 0
+
+
+def metal_reduced_precision(info: Mapping[str, Any], macos: str) -> bool:
+    """Whether MLX on this Metal GPU (`mx.device_info()`; macOS version `macos`, e.g. '15.1') runs float32 matmuls
+    at reduced precision when TF32 is on, by MLX's own rule (see NAX_GENERATION)."""
+    arch = str(info.get("architecture", ""))
+    need = NAX_GENERATION_PHONE if arch.endswith("p") else NAX_GENERATION
+    parts = [int(p) for p in macos.split(".")[:2] if p.isdigit()]
+    version = (*parts, 0, 0)[:2]
+    return metal_generation(arch) >= need and version >= NAX_MACOS
+
+
+def _tf32_matters() -> bool:
+    """Does MLX_ENABLE_TF32 change what this process's MLX GPU computes? On CUDA yes; on Metal only with NAX."""
+    if not mx.metal.is_available():
+        return True
+    info = mx.device_info(mx.gpu) if hasattr(mx, "device_info") else mx.metal.device_info()
+    return metal_reduced_precision(info, platform.mac_ver()[0])
 
 
 def _cpu_threads(device: str, requested: int | None) -> tuple[int, str]:
     """The threads of the CPU kernels and why: the choice of dip_core/threads.py where the pool starts
     now, else the size it started with (fixed once per process)."""
     choice = choose_threads(requested)
+    mac = platform.system() == "Darwin"
     if device != "cpu":
-        return choice.threads, f"{choice.reason}; CPU kernels only, unused on the GPU"
+        unused = "unused: MLX runs on Metal" if mac else "CPU kernels only, unused on the GPU"
+        return choice.threads, f"{choice.reason}; {unused}"
     n = ck.start_pool(choice.threads)
+    if n is None and mac:
+        # No CPU kernels on macOS: MLX's own ops, whose matrix products and convolutions go to Accelerate,
+        # which threads them itself; dip sets no count there, so it names none of its own.
+        cores = os.cpu_count() or 1
+        return cores, f"MLX's own ops; Accelerate threads its matrix products itself, on up to {cores} cores"
     if n is None:
         return 1, f"MLX's own ops on one thread (CPU kernels {ck.status()})"
     if n != choice.threads:
@@ -72,12 +120,22 @@ class MLXBackend:
         self, device: Device = Device.AUTO, precision: Precision | None = None, threads: int | None = None
     ) -> None:
         self.mx_device = _resolve(Device(device))
-        mx.set_default_device(self.mx_device)
+        self.placement: mx.Device | mx.Stream = self.mx_device  # where `placed()` puts this backend's work
         self.device = "gpu" if self.mx_device == mx.gpu else "cpu"
         self.precision = effective(precision or default_precision(self.device), self.device)
         if self.device == "gpu":
-            self._fix_tf32(self.precision is not Precision.FP32)
+            if _tf32_matters():
+                self._fix_tf32(self.precision is not Precision.FP32)
+            elif self.precision is Precision.TF32:
+                self.precision = Precision.FP32  # what runs: TF32 changes nothing on this GPU, so nothing is fixed
         self.threads, self.threads_reason = _cpu_threads(self.device, threads)
+
+    @contextlib.contextmanager
+    def placed(self) -> Iterator[None]:
+        """MLX work built inside runs on this backend's device, whatever the process's default device is
+        (never changed for good: `mx.set_default_device` is process-wide)."""
+        with _PLACEMENT, mx.stream(self.placement):
+            yield
 
     @classmethod
     def _fix_tf32(cls, on: bool) -> None:
@@ -96,10 +154,14 @@ class MLXBackend:
 
     @staticmethod
     def to_numpy(a: mx.array) -> np.ndarray:
-        return np.array(a[0], copy=True)
+        return np.array(a)[0]  # indexed on the host: no MLX op, so no device to place it on
 
     def build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
         """The network with these weights, on the CPU kernels where they serve this device and precision."""
+        with self.placed():
+            return self._build(cfg, weights)
+
+    def _build(self, cfg: SkipConfig, weights: Weights) -> SkipNet:
         check_weights(cfg, weights)
         dtype = mx.bfloat16 if self.precision is Precision.BF16 else mx.float32
         net = SkipNet(cfg, kernels=ck.usable(cfg, self.mx_device, dtype))
@@ -117,30 +179,44 @@ class MLXBackend:
 
     def forward(self, net: SkipNet, x: np.ndarray) -> np.ndarray:
         check_size(net.cfg, x.shape[0], x.shape[1])
-        out = net(self.to_array(x))
-        mx.eval(out)
+        with self.placed():
+            out = net(self.to_array(x))
+            mx.eval(out)
         return self.to_numpy(out)
 
     def block_outputs(self, net: SkipNet, x: np.ndarray) -> dict[str, np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         taps: dict[str, mx.array] = {}
-        net(self.to_array(x), taps)
-        mx.eval(taps)
+        with self.placed():
+            net(self.to_array(x), taps)
+            mx.eval(taps)
         return {name: self.to_numpy(a) for name, a in taps.items()}
 
     def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         loss_fn = nn.value_and_grad(net, lambda model, z, y: mse(model(z), y))
-        loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
-        mx.eval(loss, grads)
+        with self.placed():
+            loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
+            mx.eval(loss, grads)
         return float(loss), {name: to_canonical_layout(np.array(g)) for name, g in tree_flatten(grads)}
 
     def memory_available(self) -> int | None:
-        return available_bytes()  # unified memory on Apple silicon; host memory on the CPU
+        if self.device == "gpu":
+            if mx.metal.is_available():
+                # Unified memory: what Metal recommends this process keep in use, less what MLX holds (its cache
+                # it reuses); psutil's `available` is only advisory here (dip_core/memory.py).
+                info = mx.device_info(mx.gpu) if hasattr(mx, "device_info") else mx.metal.device_info()
+                return max(0, int(info["max_recommended_working_set_size"]) - int(mx.get_active_memory()))
+            return available_bytes()  # MLX on CUDA
+        return host_free()[0]
+
+    def memory_advisory(self) -> int | None:
+        return host_free()[1]
 
     def session(self, spec: SessionSpec) -> MLXSession:
         check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])
-        return MLXSession(self, spec)
+        with self.placed():
+            return MLXSession(self, spec)
 
     def adam_steps(
         self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
@@ -151,9 +227,10 @@ class MLXBackend:
         z, y = self.to_array(x), self.to_array(target)
         losses = []
         for noise in noises:
-            loss, grads = loss_fn(net, z + self.to_array(noise), y)
-            opt.update(net, grads)
-            mx.eval(loss, net.parameters(), opt.state)
+            with self.placed():
+                loss, grads = loss_fn(net, z + self.to_array(noise), y)
+                opt.update(net, grads)
+                mx.eval(loss, net.parameters(), opt.state)
             losses.append(float(loss))
         return losses, self.forward(net, x)
 

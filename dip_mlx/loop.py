@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, wraps
 from typing import Any
 
 import mlx.core as mx
@@ -32,6 +32,17 @@ class _Handle:
     params: Any
 
 
+def _placed(method: Any) -> Any:
+    """Run a session's method with its MLX work on the session's device (the backend's `placed()`)."""
+
+    @wraps(method)
+    def run(self: MLXSession, *args: Any, **kwargs: Any) -> Any:
+        with self.backend.placed():
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class MLXSession:
     """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
 
@@ -41,6 +52,10 @@ class MLXSession:
     runs. The noise comes from a key the session holds and splits at every step,
     so a seed reproduces a run exactly and a snapshot (or a checkpoint) carries
     the noise stream with it.
+
+    Every graph is built inside the backend's `placed()` (its device, whatever the
+    process's default is), so two sessions on two devices in one process each keep
+    their own; their compiled steps are traced once, on it.
     """
 
     pipelined = True
@@ -65,9 +80,13 @@ class MLXSession:
         self._compiled: dict[tuple, Any] = {}
         self.start(Monitoring())
 
+    @_placed
     def start(self, monitoring: Monitoring) -> None:
         self.monitoring = monitoring
         self.monitors = MLXMonitors(monitoring, self._shape)
+        # Nothing lazy is left for another thread: on Metal a stream belongs to the thread that made it, and
+        # `dip ui` makes a session on a request's thread and runs it on a worker's.
+        mx.eval(self.key, self.z, self.y, self._state, self.monitors.arrays, self.monitors.ring)
         self._trace = monitoring.trace_output and monitoring.reference is not None
         self._slots: dict[str, mx.array] = {}
         self._states: dict[str, Any] = {}
@@ -93,8 +112,9 @@ class MLXSession:
         return step
 
     def step(self, refresh: bool = False) -> _Handle:
-        out, self.key, *results = self._step(self.z, self.key, *self.monitors.inputs())
-        stats = self.monitors.take(results, refresh)
+        with self.backend.placed():  # the graph; queueing and running it need no default device
+            out, self.key, *results = self._step(self.z, self.key, *self.monitors.inputs())
+            stats = self.monitors.take(results, refresh)
         params = self.net.parameters() if self.monitoring.keep_states else None
         mx.async_eval(stats, out, self.key, self._state, self.monitors.fresh)
         self._last = _Handle(stats, out, self.monitors.ema, params)
@@ -113,10 +133,12 @@ class MLXSession:
     def fetch(self, slot: str) -> np.ndarray:
         return self.backend.to_numpy(self._slots[slot])
 
+    @_placed
     def ema(self) -> np.ndarray | None:
         ema, on = self.monitors.keep_ema()
         return self.backend.to_numpy(ema) if self.monitoring.exp_weight and on.item() else None
 
+    @_placed
     def output(self, slot: str | None = None) -> np.ndarray:
         """net(z) without input noise (with the parameters kept in `slot`), in the run's precision."""
         if slot is None:
@@ -132,6 +154,7 @@ class MLXSession:
         # MLX arrays are immutable: keeping references is a copy.
         return (self.net.parameters(), tree_map(lambda a: a, self.opt.state), self.key, self.monitors.keep_ema())
 
+    @_placed
     def restore(self, snap: Any) -> None:
         params, opt_state, key, ema = snap
         self.net.update(params)
@@ -150,11 +173,13 @@ class MLXSession:
         arrays.update(key=np.array(key), ema=np.array(ema), ema_on=np.array(ema_on))
         return arrays
 
+    @_placed
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
         """The snapshot that `to_arrays` wrote."""
         ema = (mx.array(arrays["ema"]), mx.array(arrays["ema_on"]))
         return (_tree(arrays, "net/"), _tree(arrays, "opt/"), mx.array(arrays["key"]), ema)
 
+    @_placed
     def state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"now/{k}": v for k, v in self.to_arrays(self.snapshot()).items()}
         arrays.update({f"monitors/{k}": v for k, v in self.monitors.to_arrays().items()})
@@ -163,6 +188,7 @@ class MLXSession:
             arrays.update({f"state/{slot}/{k}": np.array(v) for k, v in tree_flatten(params)})
         return arrays
 
+    @_placed
     def load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.restore(self.from_arrays(under("now/", arrays)))
         self.monitors.load(under("monitors/", arrays))  # restore() set the EMA only; the rest as saved

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.config import SkipConfig, check_size
-from dip_core.memory import available_bytes
+from dip_core.memory import host_free
 from dip_core.precision import Precision, default_precision, effective
 from dip_core.threads import choose_threads
 from dip_core.weights import Weights, check_weights
@@ -123,7 +123,15 @@ class TorchBackend:
     def memory_available(self) -> int | None:
         if self.torch_device.type == "cuda":
             return int(torch.cuda.mem_get_info(self.torch_device)[0])
-        return available_bytes()  # CPU, and MPS's unified memory
+        if self.torch_device.type == "mps":
+            # Unified memory: Metal's recommended working set (torch >= 2.5) less what torch's tensors hold;
+            # psutil's `available` is only advisory here (dip_core/memory.py).
+            limit = getattr(torch.mps, "recommended_max_memory", None)
+            return None if limit is None else max(0, int(limit()) - int(torch.mps.current_allocated_memory()))
+        return host_free()[0]
+
+    def memory_advisory(self) -> int | None:
+        return host_free()[1]
 
     def session(self, spec: SessionSpec) -> TorchSession:
         check_size(spec.cfg, spec.z.shape[0], spec.z.shape[1])

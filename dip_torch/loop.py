@@ -25,27 +25,43 @@ class _Handle:
     """A queued step: its scalars (on their way to the host), output, EMA, and parameters when states are kept."""
 
     stats: torch.Tensor
-    ready: torch.cuda.Event | None
+    ready: Any  # the device's event recorded after the copy to the host (None where reading waits anyway)
     out: torch.Tensor
     ema: torch.Tensor
     params: list[torch.Tensor] | None
     index: int
 
 
+def _cuda_event() -> Any:
+    return torch.cuda.Event()
+
+
+def _mps_event() -> Any:
+    return torch.mps.event.Event()  # torch >= 2.1
+
+
+# How a step's scalars reach the host on each GPU kind without stalling it: the event recorded after their
+# non-blocking copy, and whether the host buffers are pinned. MPS pins host memory only in recent torch
+# (2026); its non-blocking copy into a plain host tensor wraps those pages for the GPU in place, so none is
+# needed there. Devices not listed (the CPU) are read directly: a CPU step has run to its end when it returns.
+READBACK: dict[str, tuple[Callable[[], Any], bool]] = {"cuda": (_cuda_event, True), "mps": (_mps_event, False)}
+
+
 class TorchSession:
     """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
 
-    On CUDA the step's scalars are copied to pinned host memory without waiting
-    (`pipelined`): the loop reads step i while step i+1 runs.
+    On CUDA and MPS the step's scalars are copied to host memory without waiting
+    (`pipelined`, READBACK): the loop reads step i while step i+1 runs.
     """
 
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
         self.backend = backend
         dev = backend.torch_device
         self.device = dev
-        # Pipelined on CUDA, where the scalars come back through pinned memory and an event; on MPS reading
-        # them waits for everything queued, and the CPU runs each step to its end before returning anyway.
-        self.pipelined = dev.type == "cuda"
+        # Pipelined on a GPU, where the scalars come back through a non-blocking copy and an event (a plain
+        # `.tolist()` on the device tensor would wait for everything queued, with nothing queued behind it).
+        self._readback = READBACK.get(dev.type)
+        self.pipelined = self._readback is not None
         self.net: SkipNet = backend.build(spec.cfg, spec.weights)
         self.opt = adam(self.net.parameters(), spec.lr)
         self.z = backend.to_tensor(spec.z)
@@ -73,9 +89,10 @@ class TorchSession:
         self._param_ring: list[list[torch.Tensor]] = []
         if monitoring.keep_states and self.pipelined:
             self._param_ring = [[p.detach().clone() for p in self.net.parameters()] for _ in range(2)]
-        # On CUDA each step's scalars go to pinned host memory, in a ring of two (elsewhere they are read directly).
-        cuda = self.device.type == "cuda"
-        self._stats_host = [torch.empty(6, pin_memory=True) for _ in range(2)] if cuda else []
+        # On a GPU each step's scalars go to host memory, in a ring of two (on the CPU they are read directly).
+        self._stats_host: list[torch.Tensor] = []
+        if self._readback is not None:
+            self._stats_host = [torch.empty(6, pin_memory=self._readback[1]) for _ in range(2)]
 
     def _autocast(self) -> Any:
         if self.bf16:
@@ -109,7 +126,7 @@ class TorchSession:
         if self._stats_host:
             host = self._stats_host[self._steps % 2]
             host.copy_(stats, non_blocking=True)
-            ready = torch.cuda.Event()
+            ready = self._readback[0]()
             ready.record()
             stats = host
         self._steps += 1

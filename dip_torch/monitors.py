@@ -11,6 +11,11 @@ is the window's mean at the last exact recomputation (`refresh`, every W steps),
 so float32 keeps its digits where the variance is small. The window is the one
 tensor updated in place; the others are replaced at every step, so a step's
 EMA can be kept by reference.
+
+The slot an output goes to is counted on the host, as in dip_mlx: the window is
+written by plain slice assignment, not `index_copy_`, which has no MPS kernel
+before torch 2.8 and ran about 100x slower on MPS than on the CPU after that
+(pytorch/pytorch#185750).
 """
 
 from __future__ import annotations
@@ -77,14 +82,16 @@ class TorchMonitors:
         return torch.stack([loss.detach().float(), ok.float(), variance, mse, mse_ema, mse_output])
 
     def _push(self, x: torch.Tensor, ok: torch.Tensor, window: int, refresh: bool) -> torch.Tensor:
-        slot = (self.count % window).reshape(1)
-        old = self.ring.index_select(0, slot)[0]
+        # The slot on the host: a non-finite step rewrites its slot unchanged, and the rollback that follows it
+        # sets `pushes` back to the count the window really took in, so this is count % window where it matters.
+        slot = self.pushes % window
+        old = self.ring[slot]  # a view: read before the slot is written below
         self.shift = torch.where(ok & (self.count == 0), x, self.shift)
         dx = x - self.shift
         do = torch.where(self.count >= window, old - self.shift, 0.0)
         self.s1 = torch.where(ok, self.s1 + dx - do, self.s1)
         self.s2 = torch.where(ok, self.s2 + dx * dx - do * do, self.s2)
-        self.ring.index_copy_(0, slot, torch.where(ok, x, old)[None])
+        self.ring[slot] = torch.where(ok, x, old)
         self.count = self.count + ok.long()
         self.pushes += 1
         if refresh:
