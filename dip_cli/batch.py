@@ -31,6 +31,7 @@ from dip_core.atomic import why_unwritable
 from dip_core.backend import Device
 from dip_core.options import RunOptions
 from dip_core.presets import Task
+from dip_core.task_options import takes
 from dip_core.version import dip_version
 
 if TYPE_CHECKING:
@@ -222,7 +223,7 @@ def _check_writable(folder: Path) -> None:
 
 def _job(path: Path, target: Path, task: Task, options: RunOptions, references: Path | None) -> Job:
     """The image's mask and reference, and the record its result is written with."""
-    mask = _sibling(path, "_mask")
+    mask = _sibling(path, "_mask") if takes(task, "mask") else None  # a denoise batch leaves inpaint's masks be
     ref = None
     if references is not None:
         ref = references / path.name if (references / path.name).is_file() else _sibling(references / path.name, "")

@@ -57,7 +57,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     ),
     "drop": (_opt(float | None, help="restore: drop this fraction of a clean image's pixels first."), None, "drop"),
     "mask_color": (
-        _opt(str | None, help="inpaint: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask."),
+        _opt(str | None, help="inpaint/restore: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask."),
         None,
         "mask_color",
     ),

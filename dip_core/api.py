@@ -24,6 +24,7 @@ from dip_core.options import RunOptions, Stop
 from dip_core.padding import Crop, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
+from dip_core.task_options import TAKEN_BY, check_options_apply
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
 from dip_core.weights import init_weights
 
@@ -377,6 +378,8 @@ def set_up(
     with its overrides, the whole problem and the reference."""
     opts, blur = options_with(options, changes)
     task = _task(task)
+    given = {name: getattr(opts, name) for name in TAKEN_BY if name != "mask"}
+    check_options_apply(task, {**given, "mask": mask, "kernel": blur if blur is not None else opts.kernel})
     img = as_image(image)
     settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
     problem = _problem(task, img, settings, opts, mask, blur)

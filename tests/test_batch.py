@@ -106,6 +106,16 @@ def test_masks_are_not_inputs_and_are_recorded_with_the_result(tmp_path):
     assert changed.exit_code == 2 and "a_mask.png changed" in text and "2 outputs" in text
 
 
+def test_a_batch_whose_task_takes_no_mask_leaves_the_masks_beside_its_images_alone(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    noisy(src / "a.png")
+    save(src / "a_mask.png", text_mask(11, 13, 0))  # left from an inpaint batch: denoise does not use a mask
+    result, _ = batch(src, out)
+    assert result.exit_code == 0, result.output
+    assert statuses(out) == {"a.png": "done"} and record(out, "a.denoise.json")["mask"] is None
+
+
 def test_references_are_matched_by_the_whole_file_name(tmp_path, src):
     refs, out = tmp_path / "refs", tmp_path / "out"
     refs.mkdir()
