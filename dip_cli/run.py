@@ -154,9 +154,14 @@ def run(
             result = prepared.run(on_step=on_step, on_tile=on_tile, checkpoint=ckpt, resume=resume)
         else:
             bar.tile(task.value, 0, 1, planned)
+            from dip_core.image import save_image
+
+            def save_so_far(i: int, so_far: Any) -> None:
+                save_image(target, so_far)  # the end result is written below, with a fallback if it fails
+
             result = prepared.run(
                 checkpoint=ckpt if (opts.checkpoint_every or resume) else None, resume=resume, on_step=on_step,
-                save_to=target if opts.save_every else None,
+                on_save=save_so_far if opts.save_every else None,
             )  # fmt: skip
     rep = result.report
     rep["dip_version"] = dip_version()

@@ -43,6 +43,12 @@ class Result:
     def pixels(self) -> np.ndarray:
         return self.image.pixels
 
+    def save(self, path: str | Path) -> Path:
+        """Write the restored image to `path` (its type from the suffix; the input's mode, bit depth and alpha
+        kept), atomically; returns the path."""
+        save_image(path, self.image)
+        return Path(path)
+
 
 def as_image(value: ImageLike, what: str = "image") -> Image:
     if isinstance(value, Image):
@@ -155,6 +161,8 @@ class Prepared:
             report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
         report["finished"] = not result.interrupted
         report["warnings"] = self.warnings + worse_than_input(report, self.preset_iters)
+        if save_to is not None:
+            save_image(save_to, out_image)  # the result itself, whether or not it was also saved on the way
         return Result(out_image, report, result, self.problem, ref)
 
     def identity(self) -> dict[str, Any]:
@@ -267,8 +275,10 @@ def restore(
     reg_noise_std, exp_weight, backtrack, net, input, ...), the choice of the result
     (keep, stop, window, patience, noise_sigma), the mask's handling (strict_mask,
     keep_known), padding, tiles and outputs on the way.
-    `kernel` may also be a numpy array. Every `options.save_every` iterations the
-    result so far goes to `on_save(i, image)`, or is written to `save_to`. With
+    `kernel` may also be a numpy array. `save_to` (a path) gets the result when
+    the run ends, and with `options.save_every` the result so far every that many
+    iterations too, as `on_save(i, image)` does (`result.save(path)` writes it
+    afterwards). With
     `checkpoint` and `options.checkpoint_every`, the whole run state is written
     there every that many iterations; `resume` goes on from that file to the same
     result an uninterrupted run gives. A tiled run keeps its finished tiles in
@@ -280,8 +290,12 @@ def restore(
             raise ProblemError("--save-every and --checkpoint-every do not work with tiles")
         from dip_core.tiled import restore_tiled
 
-        return restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
-                             on_step=on_step, checkpoint=checkpoint, resume=resume, **changes)  # fmt: skip
+        rest = {k: v for k, v in changes.items() if k not in ("tile", "overlap")}  # given as arguments
+        tiled = restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
+                              on_step=on_step, checkpoint=checkpoint, resume=resume, **rest)  # fmt: skip
+        if save_to is not None:
+            tiled.save(save_to)
+        return tiled
     if resume and checkpoint is not None:
         changes = {"threads": resumed_threads(opts, checkpoint), **changes}
     p = prepare(task, image, options, mask=mask, reference=reference, **changes)
