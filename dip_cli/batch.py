@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -90,7 +90,11 @@ def batch(
     ] = None,
     cpus_per_run: Annotated[
         int | None,
-        typer.Option(min=1, help="ray: CPUs of each image's task, and its run's threads unless --threads; default 1."),
+        typer.Option(
+            min=1,
+            help="ray: CPUs of each image's task, and its run's threads unless --threads; default 1. Without "
+            "--threads, the local engine runs one thread per fit too, so that both engines give the same results.",
+        ),
     ] = None,
 ) -> None:
     """Restore every image of a folder with the same options; resumable, and a bad file does not stop it.
@@ -109,6 +113,7 @@ def batch(
         raise UsageError(f"--out {output} is the input folder: choose another (its results would be read as inputs)")
     part = Shard.parse(shard) if shard is not None else None
     ray_settings = _ray_settings(engine, options, address, gpus_per_run, cpus_per_run)
+    options = replace(options, threads=batch_threads(options, ray_settings))
     images = _images(input_dir)
     if not images:
         raise UsageError(f"no images in {input_dir}")
@@ -173,6 +178,15 @@ def _ray_settings(
     if options.device is Device.GPU and not gpus:
         raise UsageError("--engine ray with --device gpu needs --gpus-per-run (e.g. 1, or 0.25 to share a GPU)")
     return RaySettings(address, cpus if cpus is not None else 1, gpus if gpus is not None else 0.0)
+
+
+def batch_threads(options: RunOptions, ray: RaySettings | None) -> int:
+    """The CPU threads of every fit of a batch, the same on both engines: --threads, else the CPUs of a Ray task
+    (--cpus-per-run, default 1), else 1. Another thread count splits a fit's sums otherwise, so it is part of a
+    result (issue 25 saw 12/255 between 2 threads and 1): a batch never takes it from the machine's load."""
+    if options.threads is not None:
+        return options.threads
+    return ray.cpus_per_run if ray is not None else 1
 
 
 def _images(folder: Path) -> list[Path]:

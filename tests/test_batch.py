@@ -76,17 +76,39 @@ def test_images_sharing_a_stem_are_all_restored_and_a_rerun_skips_them(tmp_path,
     ]:
         rec = record(out, output)
         assert rec["input"] == {"name": image, "bytes": (src / image).stat().st_size, "sha256": sha(src / image)}
-        assert rec["task"] == "denoise" and rec["settings"]["iters"] == 3 and "threads" not in rec["settings"]
+        assert rec["task"] == "denoise" and rec["settings"]["iters"] == 3 and rec["settings"]["threads"] == 1
     assert (out / "a.png.denoise.png").exists() and (out / "a.jpg.denoise.png").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     before = snapshot(out)
-    again, _ = batch(src, out, "--threads", "1", backend=backend)  # not recorded: only its last bits would differ
+    again, _ = batch(src, out, "--threads", "1", backend=backend)  # the count a batch runs without --threads
     assert again.exit_code == 0, again.output
     assert set(statuses(out).values()) == {"skipped"}
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k != "summary.json"} == {
         k: v for k, v in before.items() if k != "summary.json"
     }
+
+
+def test_a_batch_runs_one_thread_per_fit_on_either_engine_and_records_it(tmp_path, src, monkeypatch):
+    """Another thread count changes a result (issue 25: up to 12/255 between 2 and 1): a batch never takes it from the
+    machine's load or DIP_THREADS, runs what Ray's default task (one CPU) runs, and a rerun with another count
+    is told its results were made otherwise."""
+    from dip_core.threads import THREADS_VAR
+
+    monkeypatch.setenv(THREADS_VAR, "2")  # what a free 2-core machine would choose for a single run
+    out = tmp_path / "out"
+    result, _ = batch(src, out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "b.denoise.json").read_text())
+    assert report["threads"] == 1 and report["batch"]["settings"]["threads"] == 1
+    from dip_cli.batch import batch_threads
+    from dip_cli.batch_ray import RaySettings
+    from dip_core.options import RunOptions
+
+    assert batch_threads(RunOptions(), None) == batch_threads(RunOptions(), RaySettings()) == 1
+    assert batch_threads(RunOptions(threads=3), RaySettings(cpus_per_run=2)) == 3
+    other, text = batch(src, out, "--threads", "2")
+    assert other.exit_code == 2 and "other settings" in text
 
 
 def test_masks_are_not_inputs_and_are_recorded_with_the_result(tmp_path):
