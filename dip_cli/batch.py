@@ -72,7 +72,7 @@ def batch(
     engine: Annotated[
         Engine,
         typer.Option(
-            help='local: one image after the other here; ray: every image a Ray task (pip install -e ".\\[ray]"), '
+            help='local: one image after the other here; ray: every image a Ray task (pip install -e ".[ray]"), '
             "retried once if its worker dies. On a cluster, the images and --out must be on a file system every "
             "node sees at the same path, and dip installed on every node."
         ),
