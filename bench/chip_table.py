@@ -338,12 +338,7 @@ def _machine_lines(info: MachineInfo) -> list[str]:
     if info.quality_profile:
         lines.append(f"quality runs: profile {info.quality_profile}")
     if info.crosscheck:
-        c = info.crosscheck
-        verdict = "passed" if c["passed"] else "FAILED"
-        detail = ""
-        if c.get("max_abs_diff") is not None and c.get("tolerance") is not None:
-            detail = f" (max |diff| {c['max_abs_diff']:.2g}, tolerance {c['tolerance']:.2g})"
-        lines.append(f"MLX/torch cross-check on {c.get('device') or '?'}: {verdict}{detail}")
+        lines.append(f"MLX/torch cross-check on {info.crosscheck.get('device') or '?'}: {_verdict(info.crosscheck)}")
     for s in info.skipped:
         size = f" {s['size']}²" if s.get("size") else ""
         lines.append(f"skipped {s['backend']}/{s['device']}{size}: {s['reason']}")
@@ -351,6 +346,15 @@ def _machine_lines(info: MachineInfo) -> list[str]:
         lines.append(f"interrupted run (what finished is shown): {f}")
     lines.append("measured " + ", ".join(d[:10] for d in info.dates if d) + " — " + ", ".join(info.files))
     return lines
+
+
+def _verdict(crosscheck: dict[str, Any]) -> str:
+    """The cross-check's verdict in `dip crosscheck`'s own words (a file without one: agree or not, as recorded)."""
+    from dip_core.crosscheck import verdict_text
+
+    if crosscheck.get("verdict"):
+        return verdict_text(crosscheck["verdict"], crosscheck.get("excess"))
+    return "the backends agree (no finer verdict recorded)" if crosscheck["passed"] else "the backends disagree"
 
 
 # --- Markdown ------------------------------------------------------------------------------------------------------

@@ -343,7 +343,7 @@ def test_markdown_page(table):
     assert xeon["step ms/iter 512²"] == "-"
     assert "| Apple M3 Pro (18-core GPU) | scene-denoise-s25 | +0.30 | [+0.10, +0.50] |" in md
     assert "interrupted run (what finished is shown)" in md and "skipped mlx/gpu 512²: needs 40 GiB" in md
-    assert "cross-check on gpu: passed" in md
+    assert "cross-check on gpu: the backends agree" in md
     problems = md.split("## Files skipped")[1].strip().splitlines()
     assert len(problems) == 3 and all(line.startswith("- ") for line in problems)
 
@@ -426,3 +426,17 @@ def test_classic_report_goes_on_past_bad_files(folder, tmp_path):
     result = runner.invoke(app, ["bench", "report", str(only_machines), "--out", str(tmp_path / "r2")])
     assert result.exit_code == 0 and (tmp_path / "r2" / "chips.html").exists()
     assert not (tmp_path / "r2" / "report.md").exists()
+
+
+@pytest.mark.parametrize("verdict", ["met", "noise", "above-noise", "disagree"])
+def test_the_cross_check_is_said_in_dip_crosscheck_s_own_words(verdict):
+    """The machine notes once said "FAILED (max |diff| 1.2e-05, tolerance 0.0001)" of a run that `dip crosscheck`
+    calls agreement (above-noise): one verdict, one wording."""
+    from dip_core.crosscheck import agrees, verdict_text
+
+    check = {"device": "cpu", "verdict": verdict, "passed": agrees(verdict), "excess": 2.57, "max_abs_diff": 1.2e-5,
+             "tolerance": 1e-4}  # fmt: skip
+    info = chip_table.MachineInfo("x", {}, {}, {}, (), (), (), check, (), None, ())
+    line = next(line for line in chip_table._machine_lines(info) if "cross-check" in line)
+    assert line == f"MLX/torch cross-check on cpu: {verdict_text(verdict, 2.57)}"
+    assert ("disagree" in line) == (verdict == "disagree") and "FAILED" not in line
