@@ -1,8 +1,11 @@
 """The chip table: many machines' results merged into one row per machine x backend x device, as Markdown and as a
 static HTML page (inline CSS, plots inlined as SVG; no server, no network, no script).
 
-Results of one machine (same label) are merged, later files over earlier ones: a version-0 speed file and a
-version-0 quality file of one machine fill one row, and a rerun replaces what it measured again.
+Results of one machine (same label) are merged, but a row's cells of one kind come from one run only: its speeds
+from the latest file that timed that backend and device (every size of that file, none from older ones: sizes timed
+by different code must not share a row), its quality PSNR from the latest quality run, its sustained run from the
+latest one. A version-0 speed file and a version-0 quality file of one machine still fill one row, and the row says
+when (and at which commit) each group of cells was measured.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ChipRow:
     psnr_runs: int
     sustained: tuple[float, float] | None  # ms/iter in the first and the last minute
     findings: tuple[str, ...]
+    measured: str = "-"  # when (and at which commit) each group of cells was measured
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,11 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
     software: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     matmul: dict[str, float] = {}
-    speed: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    speed_runs: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}  # (backend, device) -> its last run
     quality = crosscheck = None
+    quality_run = "-"
     sustained: dict[tuple[str, str], dict[str, Any]] = {}
+    sustained_runs: dict[tuple[str, str], str] = {}
     skipped: list[dict[str, Any]] = []
     interrupted = []
     for res in results:
@@ -104,16 +110,22 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         software.update({k: v for k, v in d["software"].items() if v is not None})
         settings.update({k: v for k, v in d["settings"].items() if v is not None})
         matmul.update(d["matmul_gflops"])
-        for r in d["speed"]:
-            # with the matmul rates of its own run: a measured peak is compared within one run
-            speed[(r["backend"], r["device"], r["kind"], r["size"])] = {**r, "_matmul": d["matmul_gflops"]}
-        quality = d["quality"] or quality
+        run = _run_of(d)
+        for pair in {(r["backend"], r["device"]) for r in d["speed"]}:
+            # every size of this run, with its own matmul rates (a measured peak is compared within one run); an
+            # older run's sizes are dropped, not mixed in
+            mine = [r for r in d["speed"] if (r["backend"], r["device"]) == pair]
+            speed_runs[pair] = (run, [{**r, "_matmul": d["matmul_gflops"], "_run": run} for r in mine])
+        if d["quality"]:
+            quality, quality_run = d["quality"], run
         crosscheck = d["crosscheck"] or crosscheck
         if d["sustained"]:
-            sustained[(d["sustained"]["backend"], d["sustained"]["device"])] = d["sustained"]
+            key = (d["sustained"]["backend"], d["sustained"]["device"])
+            sustained[key], sustained_runs[key] = d["sustained"], run
         skipped += d["skipped"]
         if not d["finished"]:
             interrupted.append(str(res.path))
+    speed = {(r["backend"], r["device"], r["kind"], r["size"]): r for _, rows in speed_runs.values() for r in rows}
     return {
         "machine": machine,
         "software": software,
@@ -125,7 +137,15 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         "sustained": sustained,
         "skipped": skipped,
         "interrupted": interrupted,
-    }
+        "runs": {"speed": {k: run for k, (run, _) in speed_runs.items()}, "quality": quality_run,
+                 "sustained": sustained_runs},
+    }  # fmt: skip
+
+
+def _run_of(d: dict[str, Any]) -> str:
+    """When a result file was measured, and at which dip commit: `2026-11-24 (2bee0cc+dirty)`."""
+    commit = d["software"].get("commit")
+    return f"{str(d['date'])[:10]}" + (f" ({commit})" if commit else "")
 
 
 def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
@@ -147,8 +167,9 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
                 percent[size] = 100 * r["gflops_per_s"] / own
         ratio = {}
         for (b, d, _, size), r in step.items():
-            if d == device and b == "mlx" and ("torch", d, "step", size) in step:
-                ratio[size] = r["ms_per_iter"] / step[("torch", d, "step", size)]["ms_per_iter"]
+            other = step.get(("torch", d, "step", size))
+            if d == device and b == "mlx" and other is not None and other["_run"] == r["_run"]:  # one run's ratio
+                ratio[size] = r["ms_per_iter"] / other["ms_per_iter"]
         psnrs = [
             r["psnr_result"]
             for r in q_rows
@@ -160,6 +181,14 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
         if sus and sus["first_minute_ms"] is not None and sus["last_minute_ms"] is not None:
             sustained = (sus["first_minute_ms"], sus["last_minute_ms"])
         precisions = sorted({r["precision"] for r in mine if r["precision"]})
+        runs = m["runs"]
+        measured = []
+        if (backend, device) in runs["speed"]:
+            measured.append(f"speed {runs['speed'][(backend, device)]}")
+        if psnrs:
+            measured.append(f"quality {runs['quality']}")
+        if sustained is not None:
+            measured.append(f"sustained {runs['sustained'][(backend, device)]}")
         rows.append(
             ChipRow(
                 machine=label,
@@ -179,6 +208,7 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
                 psnr_runs=len(psnrs),
                 sustained=sustained,
                 findings=findings if device in q_devices else (),
+                measured="; ".join(measured) or "-",
             )
         )
     return rows
@@ -252,6 +282,7 @@ SINGLE = (
     ("psnr", "quality PSNR (mean dB, runs)"),
     ("sustained", "sustained ms/iter, first → last minute"),
     ("findings", "MLX - torch findings"),
+    ("measured", "measured (date, commit)"),
 )
 FIRST = (("machine", "machine"), ("backend", "backend"), ("device", "device"), ("precision", "precision"))
 
@@ -297,6 +328,7 @@ def _cells(row: ChipRow, table: ChipTable) -> dict[str, str]:
         first, last = row.sustained
         cells["sustained"] = f"{_ms(first)} → {_ms(last)} ({100 * (last / first - 1):+.0f} %)"
     cells["findings"] = "; ".join(row.findings) or "-"
+    cells["measured"] = row.measured
     return cells
 
 

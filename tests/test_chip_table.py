@@ -316,16 +316,22 @@ def test_rows_ratios_and_peaks(table):
     assert epyc.step_ms == {128: 173.2} and epyc.loop_ms == {} and epyc.peak_gflops == 204.0
 
 
-def test_a_machine_measured_twice_is_one_row_per_backend_and_device(folder, tmp_path):
+def test_a_machine_measured_twice_takes_each_rows_speeds_from_one_run(folder, tmp_path):
+    """The AMD row once took its 64² cell from 11-23 and its 128² from 11-24 (after the MLX speed-ups): a flat plot
+    from code that was never measured together. A row's speeds come from its latest run alone, and say when."""
     later = cr.xeon()
     later["date"] = "2026-11-27T10:00:00+00:00"
+    later["software"]["commit"] = "abc1234"
     later["speed"] = [cr.speed_row("mlx", "cpu", 128, "step", 150.0)]
     (folder / "xeon-again.json").write_text(json.dumps(later))
     table = chip_table.build(*load_folder([folder]))
     assert {(r.machine, r.backend, r.device) for r in table.rows} == cr.EXPECTED_ROWS
     mlx = _row(table, cr.XEON, "mlx", "cpu")
-    assert mlx.step_ms == {128: 150.0, 256: 615.0}  # the later run replaces what it measured again
-    assert mlx.mlx_over_torch[128] == pytest.approx(0.75)
+    assert mlx.step_ms == {128: 150.0}  # the older run's 256² is not mixed in
+    assert mlx.mlx_over_torch == {}  # torch's time is of the older run: no ratio across runs
+    assert mlx.measured.startswith("speed 2026-11-27 (abc1234)")
+    torch = _row(table, cr.XEON, "torch", "cpu")
+    assert not torch.measured.startswith("speed 2026-11-27")  # torch was not timed again: its own run stands
 
 
 def test_markdown_page(table):
