@@ -288,24 +288,68 @@ FIRST = (("machine", "machine"), ("backend", "backend"), ("device", "device"), (
 
 
 def _columns(table: ChipTable) -> list[tuple[str, str]]:
-    """(data-col key, header) of every column, in order."""
+    """(data-col key, header) of every column, in order (the Markdown table: one table, GitHub scrolls it)."""
     cols = list(FIRST)
     for key, header in PER_SIZE:
         cols += [(f"{key}-{s}", f"{header} {s}²") for s in table.sizes.get(key, ())]
     return cols + list(SINGLE)
 
 
-def _html_head(table: ChipTable) -> str:
+# The page shows the columns in two tables of one row per machine x backend x device, so that each fits a
+# 1280-pixel window (one table of every column was 25 columns wide): the times, then the rest.
+PAGE_TABLES = (
+    ("chip-table", FIRST, ("step", "loop", "ratio"), ()),
+    ("chip-details", FIRST[:3], ("peak",), SINGLE),
+)
+
+
+def _page_columns(table: ChipTable, first: Any, per_size: Any, single: Any) -> list[tuple[str, str]]:
+    cols = list(first)
+    for key, header in PER_SIZE:
+        if key in per_size:
+            cols += [(f"{key}-{s}", f"{header} {s}²") for s in table.sizes.get(key, ())]
+    return cols + list(single)
+
+
+def _html_head(table: ChipTable, first: Any, per_size: Any, single: Any) -> str:
     """Two header rows: the per-size columns grouped under one header, their sizes below it."""
-    top = [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in FIRST]
+    top = [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in first]
     sub = []
     for key, header in PER_SIZE:
         sizes = table.sizes.get(key, ())
-        if sizes:
+        if key in per_size and sizes:
             top.append(f'<th colspan="{len(sizes)}" class="group">{_e(header)}</th>')
             sub += [f'<th data-col="{key}-{s}">{s}²</th>' for s in sizes]
-    top += [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in SINGLE]
+    top += [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in single]
     return f"<tr>{''.join(top)}</tr>\n<tr>{''.join(sub)}</tr>"
+
+
+def _html_table(table: ChipTable, name: str, first: Any, per_size: Any, single: Any) -> str:
+    cols = _page_columns(table, first, per_size, single)
+    body = []
+    for row in table.rows:
+        cells = _cells(row, table)
+        tds = "".join(f'<td data-col="{_e(k)}">{_e(cells[k])}</td>' for k, _ in cols)
+        body.append(
+            f'<tr class="row" data-machine="{_e(row.machine)}" data-backend="{_e(row.backend)}" '
+            f'data-device="{_e(row.device)}">{tds}</tr>'
+        )
+    return (
+        f'<div class="scroll">\n<table id="{name}">\n<thead>\n{_html_head(table, first, per_size, single)}\n'
+        f"</thead>\n<tbody>\n{chr(10).join(body)}\n</tbody>\n</table>\n</div>"
+    )
+
+
+def missing_vendors(table: ChipTable) -> str | None:
+    """A plain sentence when the table has no Apple or no NVIDIA row yet (None when it has both)."""
+    described = [
+        " ".join(str(v) for v in (i.label, i.machine.get("cpu"), i.machine.get("gpu")) if v) for i in table.machines
+    ]
+    missing = [v for v in ("Apple", "NVIDIA") if not any(v.lower() in text.lower() for text in described)]
+    if not missing:
+        return None
+    rows = " and no ".join(f"{v} row" for v in missing)
+    return f"The table has no {rows} yet (dip bench all on such a machine adds one)."
 
 
 def _cells(row: ChipRow, table: ChipTable) -> dict[str, str]:
@@ -401,6 +445,9 @@ def markdown(table: ChipTable) -> str:
     cols = _columns(table)
     out = [f"# {TITLE}", ""]
     out.append(f"{len(table.machines)} machines, {len(table.rows)} rows, from {len(table.files)} files.")
+    vendors = missing_vendors(table)
+    if vendors:
+        out += ["", f"**{vendors}**"]
     out += ["", "| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for row in table.rows:
         cells = _cells(row, table)
@@ -537,7 +584,10 @@ th, td { border: 1px solid #d0d0d5; padding: 3px 7px; text-align: right; white-s
 th { background: #f2f2f5; white-space: normal; text-align: center; vertical-align: bottom; }
 th.group { border-bottom: none; }
 td[data-col=machine], td[data-col=backend], td[data-col=device], td[data-col=precision],
-td[data-col=peak-source], td[data-col=findings] { text-align: left; }
+td[data-col=peak-source], td[data-col=findings], td[data-col=measured] { text-align: left; }
+td[data-col=machine], td[data-col=peak-source], td[data-col=findings], td[data-col=measured] {
+  white-space: normal; min-width: 8em; max-width: 16em; }
+#chip-details { margin-top: 0.8em; }
 tr.row:nth-child(even) { background: #fafafc; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #555; }
@@ -552,15 +602,9 @@ def _e(text: Any) -> str:
 
 def html_page(table: ChipTable) -> str:
     """The chip table as one self-contained page: inline CSS and SVG, nothing fetched."""
-    cols = _columns(table)
-    body = []
-    for row in table.rows:
-        cells = _cells(row, table)
-        tds = "".join(f'<td data-col="{_e(k)}">{_e(cells[k])}</td>' for k, _ in cols)
-        body.append(
-            f'<tr class="row" data-machine="{_e(row.machine)}" data-backend="{_e(row.backend)}" '
-            f'data-device="{_e(row.device)}">{tds}</tr>'
-        )
+    tables = "\n".join(_html_table(table, *spec) for spec in PAGE_TABLES)
+    vendors = missing_vendors(table)
+    vendors_html = f'<p id="missing-vendors"><b>{_e(vendors)}</b></p>\n' if vendors else ""
     findings = [(i.label, d) for i in table.machines for d in i.findings]
     if findings:
         items = []
@@ -606,16 +650,7 @@ def html_page(table: ChipTable) -> str:
 <h1>{_e(TITLE)}</h1>
 <p id="summary">{len(table.machines)} machines, {len(table.rows)} rows, from {len(table.files)} files;
 {len(table.problems)} skipped.</p>
-<div class="scroll">
-<table id="chip-table">
-<thead>
-{_html_head(table)}
-</thead>
-<tbody>
-{chr(10).join(body)}
-</tbody>
-</table>
-</div>
+{vendors_html}{tables}
 <ul class="notes">{notes}</ul>
 <h2>Plots</h2>
 <figure id="plot-speed">{speed_svg(table)}

@@ -446,3 +446,36 @@ def test_the_cross_check_is_said_in_dip_crosscheck_s_own_words(verdict):
     line = next(line for line in chip_table._machine_lines(info) if "cross-check" in line)
     assert line == f"MLX/torch cross-check on cpu: {verdict_text(verdict, 2.57)}"
     assert ("disagree" in line) == (verdict == "disagree") and "FAILED" not in line
+
+
+def _table_widths(page: str) -> dict[str, int]:
+    """Each table of the page and the cells of its widest row."""
+    widths: dict[str, int] = {}
+    for name, body in re.findall(r'<table id="([^"]+)">(.*?)</table>', page, re.S):
+        widths[name] = max(len(re.findall(r"<td", row)) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S))
+    return widths
+
+
+def test_the_page_fits_a_1280_pixel_window_in_tables_of_15_columns_at_most(table):
+    """One table of every column was 25 wide on the repository's results: its last columns were off-screen at
+    1280 px. The times and the rest are two tables, each row in both, every column still on the page."""
+    page = chip_table.html_page(table)
+    widths = _table_widths(page)
+    assert {"chip-table", "chip-details"} <= set(widths)
+    assert max(widths[name] for name in ("chip-table", "chip-details")) <= 15, widths
+    cells = parse(page).rows[(cr.XEON, "mlx", "cpu")]
+    assert {key for key, _ in chip_table._columns(table)} <= set(cells)
+
+
+def test_a_table_without_apple_or_nvidia_rows_says_so_plainly(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "xeon.json").write_text(json.dumps(cr.xeon()))
+    only_cpu = chip_table.build(*load_folder([folder]))
+    sentence = "The table has no Apple row and no NVIDIA row yet"
+    assert sentence in chip_table.html_page(only_cpu) and sentence in chip_table.markdown(only_cpu)
+    (folder / "h100.json").write_text(json.dumps(cr.h100()))
+    with_nvidia = chip_table.build(*load_folder([folder]))
+    assert "The table has no Apple row yet" in chip_table.markdown(with_nvidia)
+    (folder / "m3.json").write_text(json.dumps(cr.m3_pro()))
+    assert "The table has no" not in chip_table.markdown(chip_table.build(*load_folder([folder])))
