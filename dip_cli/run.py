@@ -20,6 +20,7 @@ from dip_core.errors import UserError
 from dip_core.fit import StepInfo
 from dip_core.options import RunOptions
 from dip_core.presets import Task
+from dip_core.task_options import takes
 from dip_core.version import dip_version
 
 # The estimate is printed once the first steps after the first have taken this long (or 20 steps), and only
@@ -112,11 +113,12 @@ def run(
         img = load_image(image)
     with problems.check():
         get_backend(opts.backend, opts.device, opts.precision, opts.threads)
-    for path in (mask, reference):  # each on its own, so that both are reported
+    # Each file on its own, so that all are reported; not one the task does not use (that is the one problem).
+    for path in (mask if takes(task, "mask") else None, reference):
         if path is not None:
             with problems.check():
                 as_image(path)
-    if opts.kernel is not None:
+    if opts.kernel is not None and takes(task, "kernel"):
         with problems.check():
             parse_kernel(opts.kernel)
     prepared: Any = None
