@@ -31,7 +31,7 @@ from dip_core.atomic import why_unwritable
 from dip_core.backend import Device
 from dip_core.options import RunOptions
 from dip_core.presets import Task
-from dip_core.task_options import takes
+from dip_core.task_options import TAKEN_BY, check_options_apply, takes
 from dip_core.version import dip_version
 
 if TYPE_CHECKING:
@@ -111,6 +111,7 @@ def batch(
         raise UsageError(f"--references {references} is not a folder")
     if output.resolve() == input_dir.resolve():
         raise UsageError(f"--out {output} is the input folder: choose another (its results would be read as inputs)")
+    check_options_apply(task, {name: getattr(options, name) for name in TAKEN_BY if name != "mask"})  # before any work
     part = Shard.parse(shard) if shard is not None else None
     ray_settings = _ray_settings(engine, options, address, gpus_per_run, cpus_per_run)
     options = replace(options, threads=batch_threads(options, ray_settings))

@@ -138,6 +138,13 @@ def test_a_batch_whose_task_takes_no_mask_leaves_the_masks_beside_its_images_alo
     assert statuses(out) == {"a.png": "done"} and record(out, "a.denoise.json")["mask"] is None
 
 
+def test_an_option_the_task_does_not_use_stops_the_batch_before_any_work(tmp_path, src):
+    out = tmp_path / "out"
+    result, text = batch(src, out, "--factor", "4")
+    assert result.exit_code == 2 and text.startswith("error: denoise does not use --factor (only sr takes it)")
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1 and not out.exists()
+
+
 def test_references_are_matched_by_the_whole_file_name(tmp_path, src):
     refs, out = tmp_path / "refs", tmp_path / "out"
     refs.mkdir()
