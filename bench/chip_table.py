@@ -1,8 +1,11 @@
 """The chip table: many machines' results merged into one row per machine x backend x device, as Markdown and as a
 static HTML page (inline CSS, plots inlined as SVG; no server, no network, no script).
 
-Results of one machine (same label) are merged, later files over earlier ones: a version-0 speed file and a
-version-0 quality file of one machine fill one row, and a rerun replaces what it measured again.
+Results of one machine (same label) are merged, but a row's cells of one kind come from one run only: its speeds
+from the latest file that timed that backend and device (every size of that file, none from older ones: sizes timed
+by different code must not share a row), its quality PSNR from the latest quality run, its sustained run from the
+latest one. A version-0 speed file and a version-0 quality file of one machine still fill one row, and the row says
+when (and at which commit) each group of cells was measured.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class ChipRow:
     psnr_runs: int
     sustained: tuple[float, float] | None  # ms/iter in the first and the last minute
     findings: tuple[str, ...]
+    measured: str = "-"  # when (and at which commit) each group of cells was measured
 
 
 @dataclass(frozen=True)
@@ -93,9 +97,11 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
     software: dict[str, Any] = {}
     settings: dict[str, Any] = {}
     matmul: dict[str, float] = {}
-    speed: dict[tuple[str, str, str, int], dict[str, Any]] = {}
+    speed_runs: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}  # (backend, device) -> its last run
     quality = crosscheck = None
+    quality_run = "-"
     sustained: dict[tuple[str, str], dict[str, Any]] = {}
+    sustained_runs: dict[tuple[str, str], str] = {}
     skipped: list[dict[str, Any]] = []
     interrupted = []
     for res in results:
@@ -104,16 +110,22 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         software.update({k: v for k, v in d["software"].items() if v is not None})
         settings.update({k: v for k, v in d["settings"].items() if v is not None})
         matmul.update(d["matmul_gflops"])
-        for r in d["speed"]:
-            # with the matmul rates of its own run: a measured peak is compared within one run
-            speed[(r["backend"], r["device"], r["kind"], r["size"])] = {**r, "_matmul": d["matmul_gflops"]}
-        quality = d["quality"] or quality
+        run = _run_of(d)
+        for pair in {(r["backend"], r["device"]) for r in d["speed"]}:
+            # every size of this run, with its own matmul rates (a measured peak is compared within one run); an
+            # older run's sizes are dropped, not mixed in
+            mine = [r for r in d["speed"] if (r["backend"], r["device"]) == pair]
+            speed_runs[pair] = (run, [{**r, "_matmul": d["matmul_gflops"], "_run": run} for r in mine])
+        if d["quality"]:
+            quality, quality_run = d["quality"], run
         crosscheck = d["crosscheck"] or crosscheck
         if d["sustained"]:
-            sustained[(d["sustained"]["backend"], d["sustained"]["device"])] = d["sustained"]
+            key = (d["sustained"]["backend"], d["sustained"]["device"])
+            sustained[key], sustained_runs[key] = d["sustained"], run
         skipped += d["skipped"]
         if not d["finished"]:
             interrupted.append(str(res.path))
+    speed = {(r["backend"], r["device"], r["kind"], r["size"]): r for _, rows in speed_runs.values() for r in rows}
     return {
         "machine": machine,
         "software": software,
@@ -125,7 +137,15 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         "sustained": sustained,
         "skipped": skipped,
         "interrupted": interrupted,
-    }
+        "runs": {"speed": {k: run for k, (run, _) in speed_runs.items()}, "quality": quality_run,
+                 "sustained": sustained_runs},
+    }  # fmt: skip
+
+
+def _run_of(d: dict[str, Any]) -> str:
+    """When a result file was measured, and at which dip commit: `2026-11-24 (2bee0cc+dirty)`."""
+    commit = d["software"].get("commit")
+    return f"{str(d['date'])[:10]}" + (f" ({commit})" if commit else "")
 
 
 def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
@@ -147,8 +167,9 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
                 percent[size] = 100 * r["gflops_per_s"] / own
         ratio = {}
         for (b, d, _, size), r in step.items():
-            if d == device and b == "mlx" and ("torch", d, "step", size) in step:
-                ratio[size] = r["ms_per_iter"] / step[("torch", d, "step", size)]["ms_per_iter"]
+            other = step.get(("torch", d, "step", size))
+            if d == device and b == "mlx" and other is not None and other["_run"] == r["_run"]:  # one run's ratio
+                ratio[size] = r["ms_per_iter"] / other["ms_per_iter"]
         psnrs = [
             r["psnr_result"]
             for r in q_rows
@@ -160,6 +181,14 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
         if sus and sus["first_minute_ms"] is not None and sus["last_minute_ms"] is not None:
             sustained = (sus["first_minute_ms"], sus["last_minute_ms"])
         precisions = sorted({r["precision"] for r in mine if r["precision"]})
+        runs = m["runs"]
+        measured = []
+        if (backend, device) in runs["speed"]:
+            measured.append(f"speed {runs['speed'][(backend, device)]}")
+        if psnrs:
+            measured.append(f"quality {runs['quality']}")
+        if sustained is not None:
+            measured.append(f"sustained {runs['sustained'][(backend, device)]}")
         rows.append(
             ChipRow(
                 machine=label,
@@ -179,6 +208,7 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
                 psnr_runs=len(psnrs),
                 sustained=sustained,
                 findings=findings if device in q_devices else (),
+                measured="; ".join(measured) or "-",
             )
         )
     return rows
@@ -252,29 +282,74 @@ SINGLE = (
     ("psnr", "quality PSNR (mean dB, runs)"),
     ("sustained", "sustained ms/iter, first → last minute"),
     ("findings", "MLX - torch findings"),
+    ("measured", "measured (date, commit)"),
 )
 FIRST = (("machine", "machine"), ("backend", "backend"), ("device", "device"), ("precision", "precision"))
 
 
 def _columns(table: ChipTable) -> list[tuple[str, str]]:
-    """(data-col key, header) of every column, in order."""
+    """(data-col key, header) of every column, in order (the Markdown table: one table, GitHub scrolls it)."""
     cols = list(FIRST)
     for key, header in PER_SIZE:
         cols += [(f"{key}-{s}", f"{header} {s}²") for s in table.sizes.get(key, ())]
     return cols + list(SINGLE)
 
 
-def _html_head(table: ChipTable) -> str:
+# The page shows the columns in two tables of one row per machine x backend x device, so that each fits a
+# 1280-pixel window (one table of every column was 25 columns wide): the times, then the rest.
+PAGE_TABLES = (
+    ("chip-table", FIRST, ("step", "loop", "ratio"), ()),
+    ("chip-details", FIRST[:3], ("peak",), SINGLE),
+)
+
+
+def _page_columns(table: ChipTable, first: Any, per_size: Any, single: Any) -> list[tuple[str, str]]:
+    cols = list(first)
+    for key, header in PER_SIZE:
+        if key in per_size:
+            cols += [(f"{key}-{s}", f"{header} {s}²") for s in table.sizes.get(key, ())]
+    return cols + list(single)
+
+
+def _html_head(table: ChipTable, first: Any, per_size: Any, single: Any) -> str:
     """Two header rows: the per-size columns grouped under one header, their sizes below it."""
-    top = [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in FIRST]
+    top = [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in first]
     sub = []
     for key, header in PER_SIZE:
         sizes = table.sizes.get(key, ())
-        if sizes:
+        if key in per_size and sizes:
             top.append(f'<th colspan="{len(sizes)}" class="group">{_e(header)}</th>')
             sub += [f'<th data-col="{key}-{s}">{s}²</th>' for s in sizes]
-    top += [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in SINGLE]
+    top += [f'<th rowspan="2" data-col="{k}">{_e(h)}</th>' for k, h in single]
     return f"<tr>{''.join(top)}</tr>\n<tr>{''.join(sub)}</tr>"
+
+
+def _html_table(table: ChipTable, name: str, first: Any, per_size: Any, single: Any) -> str:
+    cols = _page_columns(table, first, per_size, single)
+    body = []
+    for row in table.rows:
+        cells = _cells(row, table)
+        tds = "".join(f'<td data-col="{_e(k)}">{_e(cells[k])}</td>' for k, _ in cols)
+        body.append(
+            f'<tr class="row" data-machine="{_e(row.machine)}" data-backend="{_e(row.backend)}" '
+            f'data-device="{_e(row.device)}">{tds}</tr>'
+        )
+    return (
+        f'<div class="scroll">\n<table id="{name}">\n<thead>\n{_html_head(table, first, per_size, single)}\n'
+        f"</thead>\n<tbody>\n{chr(10).join(body)}\n</tbody>\n</table>\n</div>"
+    )
+
+
+def missing_vendors(table: ChipTable) -> str | None:
+    """A plain sentence when the table has no Apple or no NVIDIA row yet (None when it has both)."""
+    described = [
+        " ".join(str(v) for v in (i.label, i.machine.get("cpu"), i.machine.get("gpu")) if v) for i in table.machines
+    ]
+    missing = [v for v in ("Apple", "NVIDIA") if not any(v.lower() in text.lower() for text in described)]
+    if not missing:
+        return None
+    rows = " and no ".join(f"{v} row" for v in missing)
+    return f"The table has no {rows} yet (dip bench all on such a machine adds one)."
 
 
 def _cells(row: ChipRow, table: ChipTable) -> dict[str, str]:
@@ -297,6 +372,7 @@ def _cells(row: ChipRow, table: ChipTable) -> dict[str, str]:
         first, last = row.sustained
         cells["sustained"] = f"{_ms(first)} → {_ms(last)} ({100 * (last / first - 1):+.0f} %)"
     cells["findings"] = "; ".join(row.findings) or "-"
+    cells["measured"] = row.measured
     return cells
 
 
@@ -338,12 +414,7 @@ def _machine_lines(info: MachineInfo) -> list[str]:
     if info.quality_profile:
         lines.append(f"quality runs: profile {info.quality_profile}")
     if info.crosscheck:
-        c = info.crosscheck
-        verdict = "passed" if c["passed"] else "FAILED"
-        detail = ""
-        if c.get("max_abs_diff") is not None and c.get("tolerance") is not None:
-            detail = f" (max |diff| {c['max_abs_diff']:.2g}, tolerance {c['tolerance']:.2g})"
-        lines.append(f"MLX/torch cross-check on {c.get('device') or '?'}: {verdict}{detail}")
+        lines.append(f"MLX/torch cross-check on {info.crosscheck.get('device') or '?'}: {_verdict(info.crosscheck)}")
     for s in info.skipped:
         size = f" {s['size']}²" if s.get("size") else ""
         lines.append(f"skipped {s['backend']}/{s['device']}{size}: {s['reason']}")
@@ -351,6 +422,15 @@ def _machine_lines(info: MachineInfo) -> list[str]:
         lines.append(f"interrupted run (what finished is shown): {f}")
     lines.append("measured " + ", ".join(d[:10] for d in info.dates if d) + " — " + ", ".join(info.files))
     return lines
+
+
+def _verdict(crosscheck: dict[str, Any]) -> str:
+    """The cross-check's verdict in `dip crosscheck`'s own words (a file without one: agree or not, as recorded)."""
+    from dip_core.crosscheck import verdict_text
+
+    if crosscheck.get("verdict"):
+        return verdict_text(crosscheck["verdict"], crosscheck.get("excess"))
+    return "the backends agree (no finer verdict recorded)" if crosscheck["passed"] else "the backends disagree"
 
 
 # --- Markdown ------------------------------------------------------------------------------------------------------
@@ -365,6 +445,9 @@ def markdown(table: ChipTable) -> str:
     cols = _columns(table)
     out = [f"# {TITLE}", ""]
     out.append(f"{len(table.machines)} machines, {len(table.rows)} rows, from {len(table.files)} files.")
+    vendors = missing_vendors(table)
+    if vendors:
+        out += ["", f"**{vendors}**"]
     out += ["", "| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for row in table.rows:
         cells = _cells(row, table)
@@ -501,7 +584,10 @@ th, td { border: 1px solid #d0d0d5; padding: 3px 7px; text-align: right; white-s
 th { background: #f2f2f5; white-space: normal; text-align: center; vertical-align: bottom; }
 th.group { border-bottom: none; }
 td[data-col=machine], td[data-col=backend], td[data-col=device], td[data-col=precision],
-td[data-col=peak-source], td[data-col=findings] { text-align: left; }
+td[data-col=peak-source], td[data-col=findings], td[data-col=measured] { text-align: left; }
+td[data-col=machine], td[data-col=peak-source], td[data-col=findings], td[data-col=measured] {
+  white-space: normal; min-width: 8em; max-width: 16em; }
+#chip-details { margin-top: 0.8em; }
 tr.row:nth-child(even) { background: #fafafc; }
 figure { margin: 1em 0; } figure svg { max-width: 100%; height: auto; }
 figcaption { font-size: 12px; color: #555; }
@@ -516,15 +602,9 @@ def _e(text: Any) -> str:
 
 def html_page(table: ChipTable) -> str:
     """The chip table as one self-contained page: inline CSS and SVG, nothing fetched."""
-    cols = _columns(table)
-    body = []
-    for row in table.rows:
-        cells = _cells(row, table)
-        tds = "".join(f'<td data-col="{_e(k)}">{_e(cells[k])}</td>' for k, _ in cols)
-        body.append(
-            f'<tr class="row" data-machine="{_e(row.machine)}" data-backend="{_e(row.backend)}" '
-            f'data-device="{_e(row.device)}">{tds}</tr>'
-        )
+    tables = "\n".join(_html_table(table, *spec) for spec in PAGE_TABLES)
+    vendors = missing_vendors(table)
+    vendors_html = f'<p id="missing-vendors"><b>{_e(vendors)}</b></p>\n' if vendors else ""
     findings = [(i.label, d) for i in table.machines for d in i.findings]
     if findings:
         items = []
@@ -570,16 +650,7 @@ def html_page(table: ChipTable) -> str:
 <h1>{_e(TITLE)}</h1>
 <p id="summary">{len(table.machines)} machines, {len(table.rows)} rows, from {len(table.files)} files;
 {len(table.problems)} skipped.</p>
-<div class="scroll">
-<table id="chip-table">
-<thead>
-{_html_head(table)}
-</thead>
-<tbody>
-{chr(10).join(body)}
-</tbody>
-</table>
-</div>
+{vendors_html}{tables}
 <ul class="notes">{notes}</ul>
 <h2>Plots</h2>
 <figure id="plot-speed">{speed_svg(table)}

@@ -123,6 +123,8 @@ CROSSCHECK_FIELDS = {
     "device": "~str",
     "config": "~str",
     "passed": "bool",
+    "verdict": "~str",  # dip_core.crosscheck's: met, noise, above-noise, disagree (absent in the first files)
+    "excess": "~number",
     "max_abs_diff": "~number",
     "tolerance": "~number",
 }

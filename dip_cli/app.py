@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
+import re
 import shlex
 import signal
 import sys
@@ -41,8 +43,9 @@ class _OneLineErrors(TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":
                 exc.show()  # `dip` alone: the help
             else:
-                message = " ".join(exc.format_message().split())
-                err().print(f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True)
+                message = " ".join(exc.format_message().split()).replace(": Value error, ", ": ")
+                message += did_you_mean(message)
+                err().print(f"[bold red]error:[/] {escape(message)} (see --help)", highlight=False, soft_wrap=True)
         finally:
             _ARGV.reset(token)
         if not standalone_mode:
@@ -50,12 +53,29 @@ class _OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+_NOT_ONE_OF = re.compile(r"'([^']*)' is not one of ((?:'[^']*'(?:, )?)+)")
+
+
+def did_you_mean(message: str) -> str:
+    """For a value that is not one of the choices (a mistyped task, device...): ` Did you mean 'X'?` when one
+    choice is close to it, else nothing."""
+    found = _NOT_ONE_OF.search(message)
+    if found is None:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1).lower(), choices, n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+# rich_markup_mode=None: click's plain help, which keeps the descriptions at half of an 80-column terminal (the
+# rich panels left them 18 columns) and shows no metavar for a flag.
 app = typer.Typer(
     cls=_OneLineErrors,
     help="Deep Image Prior: restore one image by fitting a random network to it. MLX first, PyTorch beside it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
@@ -31,6 +31,7 @@ from dip_core.atomic import why_unwritable
 from dip_core.backend import Device
 from dip_core.options import RunOptions
 from dip_core.presets import Task
+from dip_core.task_options import TAKEN_BY, check_options_apply, takes
 from dip_core.version import dip_version
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def batch(
     engine: Annotated[
         Engine,
         typer.Option(
-            help='local: one image after the other here; ray: every image a Ray task (pip install -e ".\\[ray]"), '
+            help='local: one image after the other here; ray: every image a Ray task (pip install -e ".[ray]"), '
             "retried once if its worker dies. On a cluster, the images and --out must be on a file system every "
             "node sees at the same path, and dip installed on every node."
         ),
@@ -89,7 +90,11 @@ def batch(
     ] = None,
     cpus_per_run: Annotated[
         int | None,
-        typer.Option(min=1, help="ray: CPUs of each image's task, and its run's threads unless --threads; default 1."),
+        typer.Option(
+            min=1,
+            help="ray: CPUs of each image's task, and its run's threads unless --threads; default 1. Without "
+            "--threads, the local engine runs one thread per fit too, so that both engines give the same results.",
+        ),
     ] = None,
 ) -> None:
     """Restore every image of a folder with the same options; resumable, and a bad file does not stop it.
@@ -106,8 +111,10 @@ def batch(
         raise UsageError(f"--references {references} is not a folder")
     if output.resolve() == input_dir.resolve():
         raise UsageError(f"--out {output} is the input folder: choose another (its results would be read as inputs)")
+    check_options_apply(task, {name: getattr(options, name) for name in TAKEN_BY if name != "mask"})  # before any work
     part = Shard.parse(shard) if shard is not None else None
     ray_settings = _ray_settings(engine, options, address, gpus_per_run, cpus_per_run)
+    options = replace(options, threads=batch_threads(options, ray_settings))
     images = _images(input_dir)
     if not images:
         raise UsageError(f"no images in {input_dir}")
@@ -174,6 +181,15 @@ def _ray_settings(
     return RaySettings(address, cpus if cpus is not None else 1, gpus if gpus is not None else 0.0)
 
 
+def batch_threads(options: RunOptions, ray: RaySettings | None) -> int:
+    """The CPU threads of every fit of a batch, the same on both engines: --threads, else the CPUs of a Ray task
+    (--cpus-per-run, default 1), else 1. Another thread count splits a fit's sums otherwise, so it is part of a
+    result (issue 25 saw 12/255 between 2 threads and 1): a batch never takes it from the machine's load."""
+    if options.threads is not None:
+        return options.threads
+    return ray.cpus_per_run if ray is not None else 1
+
+
 def _images(folder: Path) -> list[Path]:
     """The images of `folder` to restore: every image file but the masks (STEM_mask.*)."""
     from dip_core.image import IMAGE_SUFFIXES
@@ -222,7 +238,7 @@ def _check_writable(folder: Path) -> None:
 
 def _job(path: Path, target: Path, task: Task, options: RunOptions, references: Path | None) -> Job:
     """The image's mask and reference, and the record its result is written with."""
-    mask = _sibling(path, "_mask")
+    mask = _sibling(path, "_mask") if takes(task, "mask") else None  # a denoise batch leaves inpaint's masks be
     ref = None
     if references is not None:
         ref = references / path.name if (references / path.name).is_file() else _sibling(references / path.name, "")

@@ -70,8 +70,6 @@ def run_on_ray(
     interrupted). Connects to --address, joins the Ray instance this process already runs, or starts one."""
     import ray
 
-    if options.threads is None:
-        options = replace(options, threads=settings.cpus_per_run)
     options = _absolute_files(options)
     jobs = [_absolute(job) for job in jobs]
     own = not ray.is_initialized()

@@ -20,8 +20,9 @@ from dip_core.errors import UserError
 from dip_core.options import RunOptions
 from dip_core.presets import Task
 
-# RunOptions fields that do not change the result: left out of the record a rerun compares.
-NEUTRAL = ("threads", "trace_output", "save_every", "checkpoint_every")
+# RunOptions fields that do not change the result: left out of the record a rerun compares. Not `threads`: another
+# count splits the sums otherwise (dip batch fixes it for every fit, dip_cli.batch.batch_threads).
+NEUTRAL = ("trace_output", "save_every", "checkpoint_every")
 # Files besides the image whose contents decide the result.
 FILES = ("mask", "reference", "kernel", "net")
 

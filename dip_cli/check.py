@@ -93,6 +93,8 @@ def _progress(quiet: bool) -> Iterator[OnPhase | None]:
 
 
 def _print_crosscheck(data: dict[str, Any]) -> None:
+    from dip_core.crosscheck import verdict_text
+
     a, b = data["backends"]
     h, w = data["size"]
     out().print(
@@ -110,18 +112,8 @@ def _print_crosscheck(data: dict[str, Any]) -> None:
     if data["diverges_at"]:
         out().print(f"forward differences first grow at: {data['diverges_at']}")
     verdict = data["verdict"]
-    if verdict == "met":
-        out().print("[green]all targets met[/]")
-    elif verdict == "noise":
-        out().print(
-            "[yellow]targets not all met, but every difference is within 2x the fp32 noise floor:[/] "
-            "the backends agree as closely as float32 allows for this network and size"
-        )
-    elif verdict == "above-noise":
-        out().print(
-            f"[yellow]differences reach {data['excess']:.1f}x the larger of target and fp32 noise floor:[/] "
-            "rounding amplified by ill-conditioned layers (see where differences first grow); "
-            "a bug lands far higher"
-        )
-    else:
-        out().print(f"[red]the backends disagree: {data['excess']:.0f}x beyond target and fp32 noise floor[/]")
+    colour = {"met": "green", "disagree": "red"}.get(verdict, "yellow")
+    line = verdict_text(verdict, data["excess"])
+    if verdict == "above-noise":
+        line += " (see where differences first grow)"
+    out().print(f"[{colour}]{line}[/]", highlight=False)

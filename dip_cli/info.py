@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from rich import box
 from rich.table import Table
 
 from dip_cli.app import out, user_errors
@@ -18,13 +19,19 @@ def presets() -> None:
     """List the paper's per-task settings (every value can be overridden on `dip run`)."""
     from dip_core.presets import DEFAULT_PRESET, PRESETS
 
-    table = Table("preset", "task", "net", "input", "iters", "lr", "reg-noise", "EMA", "backtrack")
+    # 80 columns hold it: no task column (a preset's name starts with its task; the notes name it where it is
+    # not the whole name), names never cut, the headers of narrow columns on two lines.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in ("preset", "net", "input z"):
+        table.add_column(header, no_wrap=True)
+    for header in ("iters", "lr", "reg\nnoise", "EMA"):
+        table.add_column(header, justify="right", no_wrap=True)
+    table.add_column("back\ntrack", no_wrap=True)
     defaults = set(DEFAULT_PRESET.values())
     for name, p in PRESETS.items():
         label = f"{name} *" if name in defaults else name
         table.add_row(
             label,
-            p.task.value,
             p.net,
             f"{p.input.value} {p.input_channels}",
             str(p.iters),
@@ -36,7 +43,8 @@ def presets() -> None:
     out().print(table)
     out().print("* the task's default (sr: the one of --factor)")
     for name, p in PRESETS.items():
-        out().print(f"  {name}: {p.note}", highlight=False)
+        task = "" if name == p.task.value else f" ({p.task.value})"
+        out().print(f"  {name}{task}: {p.note}", highlight=False)
 
 
 @user_errors

@@ -45,7 +45,12 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "input_channels": (_opt(int | None, help="Channels of z."), None, "input_channels"),
     "seed": (_opt(int, help="Seed of weights, z and the input noise."), 0, "seed"),
     "threads": (
-        _opt(int | None, min=1, help="CPU threads of the backend; default: the cores free when it starts."),
+        _opt(
+            int | None,
+            min=1,
+            help="CPU threads of the backend; default: the cores free when it starts (dip batch: one per fit, Ray: "
+            "--cpus-per-run, the same on both engines).",
+        ),
         None,
         "threads",
     ),
@@ -57,7 +62,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     ),
     "drop": (_opt(float | None, help="restore: drop this fraction of a clean image's pixels first."), None, "drop"),
     "mask_color": (
-        _opt(str | None, help="inpaint: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask."),
+        _opt(str | None, help="inpaint/restore: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask."),
         None,
         "mask_color",
     ),

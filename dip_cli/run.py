@@ -21,6 +21,7 @@ from dip_core.errors import UserError
 from dip_core.fit import StepInfo
 from dip_core.options import RunOptions
 from dip_core.presets import Task
+from dip_core.task_options import takes
 from dip_core.version import dip_version
 
 # The estimate is printed once the first steps after the first have taken this long (or 20 steps), and only
@@ -113,11 +114,12 @@ def run(
         img = load_image(image)
     with problems.check():
         get_backend(opts.backend, opts.device, opts.precision, opts.threads)
-    for path in (mask, reference):  # each on its own, so that both are reported
+    # Each file on its own, so that all are reported; not one the task does not use (that is the one problem).
+    for path in (mask if takes(task, "mask") else None, reference):
         if path is not None:
             with problems.check():
                 as_image(path)
-    if opts.kernel is not None:
+    if opts.kernel is not None and takes(task, "kernel"):
         with problems.check():
             parse_kernel(opts.kernel)
     prepared: Any = None
@@ -157,9 +159,14 @@ def run(
                 result = prepared.run(on_step=on_step, on_tile=on_tile, checkpoint=ckpt, resume=resume)
             else:
                 bar.tile(task.value, 0, 1, planned)
+                from dip_core.image import save_image
+
+                def save_so_far(i: int, so_far: Any) -> None:
+                    save_image(target, so_far)  # the end result is written below, with a fallback if it fails
+
                 result = prepared.run(
                     checkpoint=ckpt if (opts.checkpoint_every or resume) else None, resume=resume, on_step=on_step,
-                    save_to=target if opts.save_every else None,
+                    on_save=save_so_far if opts.save_every else None,
                 )  # fmt: skip
         rep = result.report
         rep["dip_version"] = dip_version()

@@ -24,6 +24,7 @@ from dip_core.options import RunOptions, Stop
 from dip_core.padding import Crop, pad_problem
 from dip_core.params import count_params
 from dip_core.presets import Preset, Task, preset_for
+from dip_core.task_options import TAKEN_BY, check_options_apply
 from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
 from dip_core.weights import init_weights
 
@@ -41,6 +42,12 @@ class Result:
     @property
     def pixels(self) -> np.ndarray:
         return self.image.pixels
+
+    def save(self, path: str | Path) -> Path:
+        """Write the restored image to `path` (its type from the suffix; the input's mode, bit depth and alpha
+        kept), atomically; returns the path."""
+        save_image(path, self.image)
+        return Path(path)
 
 
 def as_image(value: ImageLike, what: str = "image") -> Image:
@@ -154,6 +161,8 @@ class Prepared:
             report["checkpoint"] = {"path": str(ckpt.path), "every": ckpt.every, "resumed": ckpt.resume is not None}
         report["finished"] = not result.interrupted
         report["warnings"] = self.warnings + result.warnings + worse_than_input(report, self.preset_iters)
+        if save_to is not None:
+            save_image(save_to, out_image)  # the result itself, whether or not it was also saved on the way
         return Result(out_image, report, result, self.problem, ref)
 
     def identity(self) -> dict[str, Any]:
@@ -267,8 +276,10 @@ def restore(
     reg_noise_std, exp_weight, backtrack, net, input, ...), the choice of the result
     (keep, stop, window, patience, noise_sigma), the mask's handling (strict_mask,
     keep_known), padding, tiles and outputs on the way.
-    `kernel` may also be a numpy array. Every `options.save_every` iterations the
-    result so far goes to `on_save(i, image)`, or is written to `save_to`. With
+    `kernel` may also be a numpy array. `save_to` (a path) gets the result when
+    the run ends, and with `options.save_every` the result so far every that many
+    iterations too, as `on_save(i, image)` does (`result.save(path)` writes it
+    afterwards). With
     `checkpoint` and `options.checkpoint_every`, the whole run state is written
     there every that many iterations; `resume` goes on from that file to the same
     result an uninterrupted run gives. A tiled run keeps its finished tiles in
@@ -280,8 +291,12 @@ def restore(
             raise ProblemError("--save-every and --checkpoint-every do not work with tiles")
         from dip_core.tiled import restore_tiled
 
-        return restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
-                             on_step=on_step, checkpoint=checkpoint, resume=resume, **changes)  # fmt: skip
+        rest = {k: v for k, v in changes.items() if k not in ("tile", "overlap")}  # given as arguments
+        tiled = restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
+                              on_step=on_step, checkpoint=checkpoint, resume=resume, **rest)  # fmt: skip
+        if save_to is not None:
+            tiled.save(save_to)
+        return tiled
     if resume and checkpoint is not None:
         changes = {"threads": resumed_threads(opts, checkpoint), **changes}
     p = prepare(task, image, options, mask=mask, reference=reference, **changes)
@@ -378,6 +393,8 @@ def set_up(
     with its overrides, the whole problem and the reference."""
     opts, blur = options_with(options, changes)
     task = _task(task)
+    given = {name: getattr(opts, name) for name in TAKEN_BY if name != "mask"}
+    check_options_apply(task, {**given, "mask": mask, "kernel": blur if blur is not None else opts.kernel})
     img = as_image(image)
     settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
     problem = _problem(task, img, settings, opts, mask, blur)

@@ -22,7 +22,11 @@ import numpy as np
 from dip_core.atomic import atomic_write
 from dip_core.errors import UserError
 
-FORMAT = "dip-checkpoint/3"  # 2: the discrepancy check's state; 3: the trackers' and the monitors' states
+FORMAT = "dip-checkpoint/4"  # 2: the discrepancy check's state; 3: the trackers' and the monitors' states;
+# 4: an array equal to one written before it is written once (`same` in the meta)
+READABLE = ("dip-checkpoint/3", FORMAT)  # 3 is 4 without `same`
+# Arrays from this size up are compared with the others (hashed); smaller ones are not worth the hashing.
+SHARE_FROM_BYTES = 4096
 
 
 class CheckpointError(UserError):
@@ -61,11 +65,32 @@ def digest(*arrays: np.ndarray | None) -> str:
     return h.hexdigest()[:16]
 
 
+def _shared(arrays: dict[str, np.ndarray]) -> dict[str, str]:
+    """name -> the earlier name of an array with the same shape, dtype and bytes. A checkpoint written at a check
+    (every 100 iterations by default) holds the rollback copy of the weights, Adam's state and the EMA equal to
+    the session's own: a third of a 128x128 run's checkpoint."""
+    first: dict[tuple[Any, ...], str] = {}
+    same: dict[str, str] = {}
+    for name, a in arrays.items():
+        if a.nbytes < SHARE_FROM_BYTES:
+            continue
+        data = np.ascontiguousarray(a)
+        key = (data.shape, data.dtype.str, hashlib.blake2b(data.data, digest_size=16).digest())
+        if key in first and np.array_equal(arrays[first[key]], data):
+            same[name] = first[key]
+        else:
+            first.setdefault(key, name)
+    return same
+
+
 def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], run: dict[str, Any]) -> None:
-    """Write arrays and the run's identity atomically (a crash leaves the previous checkpoint)."""
-    meta = json.dumps({"format": FORMAT, "run": run}).encode()
+    """Write arrays and the run's identity atomically (a crash leaves the previous checkpoint); an array equal to
+    an earlier one is written once."""
+    same = _shared(arrays)
+    meta = json.dumps({"format": FORMAT, "run": run, "same": same}).encode()
+    kept = {k: v for k, v in arrays.items() if k not in same}
     with atomic_write(path) as fh:
-        np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **arrays)
+        np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **kept)
 
 
 def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, np.ndarray]) -> None:
@@ -123,8 +148,14 @@ def load_checkpoint(path: str | Path, run: dict[str, Any]) -> dict[str, np.ndarr
         meta = json.loads(arrays.pop("__meta__").tobytes())
     except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path} is not a readable dip checkpoint ({type(exc).__name__})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("run"), dict):
+    if not isinstance(meta, dict) or meta.get("format") not in READABLE or not isinstance(meta.get("run"), dict):
         raise CheckpointError(f"{path} is not a dip checkpoint of format {FORMAT}")
+    same = meta.get("same", {})
+    if not isinstance(same, dict) or not all(isinstance(v, str) and v in arrays for v in same.values()):
+        raise CheckpointError(f"{path} is not a readable dip checkpoint (a shared array is missing)")
+    # A copy each: a backend may take an array over without copying it (torch.from_numpy), and the session and
+    # its rollback copy must not share memory.
+    arrays.update({name: arrays[source].copy() for name, source in same.items()})
     theirs = meta["run"]
     differ = sorted(k for k in set(run) | set(theirs) if run.get(k) != theirs.get(k))
     if differ:

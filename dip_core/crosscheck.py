@@ -158,6 +158,30 @@ class CrossCheckReport:
         }
 
 
+def agrees(verdict: str) -> bool:
+    """Whether a verdict says the backends agree: every one but `disagree` (rounding, even amplified by
+    ill-conditioned layers, is not a bug; a bug lands far beyond DISAGREE)."""
+    return verdict != "disagree"
+
+
+def verdict_text(verdict: str, excess: float | None) -> str:
+    """The one wording of a verdict: `dip crosscheck` prints it and the chip table's machine notes quote it."""
+    times = f"{excess:.1f}x" if excess is not None else "more than"
+    if verdict == "met":
+        return "the backends agree: all targets met"
+    if verdict == "noise":
+        return (
+            "the backends agree as closely as float32 allows: targets not all met, but every difference is within "
+            "2x the fp32 noise floor"
+        )
+    if verdict == "above-noise":
+        return (
+            f"the backends agree up to rounding: differences reach {times} the larger of target and fp32 noise "
+            "floor, rounding amplified by ill-conditioned layers; a bug lands far higher"
+        )
+    return f"the backends disagree: {times} beyond target and fp32 noise floor"
+
+
 def _comparison_json(c: Comparison) -> dict[str, Any]:
     d = asdict(c)
     d.pop("grad_rel_diff")

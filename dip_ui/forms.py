@@ -17,12 +17,13 @@ from dip_core.config import NETS
 from dip_core.errors import UserError
 from dip_core.options import RunOptions
 from dip_core.presets import PRESETS, Task
+from dip_core.task_options import TAKEN_BY, takes
 
 # Blur kernels the page may ask for, and the largest value of each (a larger one would make a huge kernel).
 KERNEL_LIMITS = {"gaussian": 20.0, "box": 63.0, "motion": 63.0}
 _KERNEL = re.compile(r"^(gaussian|box|motion):(\d+(?:\.\d+)?)(?:,(-?\d+(?:\.\d+)?))?$")
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
-MASKED_TASKS = frozenset({Task.INPAINT, Task.RESTORE})
+MASKED_TASKS = TAKEN_BY["mask"]
 DEFAULT_KERNEL = "gaussian:1.5"
 
 
@@ -105,6 +106,10 @@ def check_kernel(spec: Any) -> str:
     return spec.strip()
 
 
+def _takers(option: str) -> list[str]:
+    return [t.value for t in Task if t in TAKEN_BY[option]]
+
+
 def task_presets(task: Task) -> list[str]:
     return [name for name, p in PRESETS.items() if p.task is task]
 
@@ -154,11 +159,14 @@ def parse_run(body: Any, max_iters: int) -> RunRequest:
     if not isinstance(body, dict):
         raise BadRequest("the request must be a JSON object")
     task = Task(_choice(body, "task", [t.value for t in Task], "denoise"))
+    for name in ("kernel", "mask", "mask_color"):  # an option the task does not use is refused, not dropped
+        if body.get(name) not in (None, "") and not takes(task, name):
+            raise BadRequest(f"{task.value} does not use {name} (only {' and '.join(_takers(name))} take it)")
     kernel = None
     if task is Task.DEBLUR:
         kernel = check_kernel(body.get("kernel") or DEFAULT_KERNEL)
     colour = body.get("mask_color") or None
-    if colour is not None and (task not in MASKED_TASKS or not isinstance(colour, str) or not _COLOUR.match(colour)):
+    if colour is not None and (not isinstance(colour, str) or not _COLOUR.match(colour)):
         raise BadRequest("mask_color is a #rrggbb colour, for inpaint and restore only")
     mask = _id(body, "mask")
     if task in MASKED_TASKS and (mask is None) == (colour is None):
@@ -166,7 +174,7 @@ def parse_run(body: Any, max_iters: int) -> RunRequest:
     return RunRequest(
         task=task,
         image=_id(body, "image", required=True),  # type: ignore[arg-type]
-        mask=mask if task in MASKED_TASKS else None,
+        mask=mask,
         reference=_id(body, "reference"),
         backend=BackendName(_choice(body, "backend", [b.value for b in BackendName], BackendName.MLX.value)),
         device=Device(_choice(body, "device", [d.value for d in Device], Device.AUTO.value)),

@@ -16,6 +16,8 @@ from typer.testing import CliRunner
 from cli import app
 from dip_core.api import restore
 from dip_core.errors import UserError
+from dip_core.presets import Task
+from dip_core.task_options import TAKEN_BY, flag, takes
 from dip_core.tiled import restore_tiled
 from tests.images import synthetic, to_u8
 
@@ -96,6 +98,13 @@ CASES = [
     ("resume without checkpoint", ["run", "denoise", "{d}/img.png", "--resume", "-o", "{d}/r.png"], "no checkpoint"),
     ("broken checkpoint", ["run", "denoise", "{d}/img.png", "--resume", "-o", "{d}/bad.png"], "not a readable"),
     ("unknown padding", ["run", "denoise", "{d}/img.png", "--pad", "zeros", "-o", "{d}/p.png"], "zeros"),
+    # Options the task does not use: refused, never silently dropped.
+    ("mask on denoise", ["run", "denoise", "{d}/img.png", "--mask", "{d}/small.png"], "denoise does not use --mask"),
+    ("factor on denoise", ["run", "denoise", "{d}/img.png", "--factor", "4"], "--factor (only sr takes it)"),
+    ("drop on denoise", ["run", "denoise", "{d}/img.png", "--drop", "0.5"], "--drop (only restore takes it)"),
+    ("kernel on sr", ["run", "sr", "{d}/img.png", "--factor", "2", "--kernel", "box:3"], "sr does not use --kernel"),
+    ("noise level on sr", ["run", "sr", "{d}/img.png", "--factor", "2", "--noise-sigma", "25"], "--noise-sigma"),
+    ("mask colour on denoise", ["run", "denoise", "{d}/img.png", "--mask-color", "red"], "only inpaint and restore"),
 ]
 
 
@@ -164,3 +173,29 @@ def test_bad_input_to_the_api_raises_a_user_error(name, call, words):
     with pytest.raises(UserError) as info:
         call(synthetic(37, 45))
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+# A value for every option that only some tasks take (dip_core.task_options.TAKEN_BY).
+FOR_SOME_TASKS = {
+    "mask": np.ones((37, 45), np.float32),
+    "mask_color": "red",
+    "strict_mask": True,
+    "keep_known": True,
+    "drop": 0.5,
+    "factor": 4,
+    "kernel": "box:3",
+    "noise_sigma": 25.0,
+}
+
+
+@pytest.mark.parametrize("task", [t.value for t in Task])
+def test_the_api_refuses_every_option_the_task_does_not_use(task):
+    assert set(FOR_SOME_TASKS) == set(TAKEN_BY)
+    refused = [o for o in FOR_SOME_TASKS if not takes(task, o)]
+    assert refused  # every task leaves some out
+    for option in refused:
+        with pytest.raises(UserError) as info:
+            restore(task, synthetic(37, 45), **{option: FOR_SOME_TASKS[option]}, **TINY)
+        message = str(info.value)
+        assert f"{task} does not use {flag(option)}" in message and "\n" not in message
+        assert all(t.value in message for t in TAKEN_BY[option])  # it names the tasks that take it

@@ -76,17 +76,39 @@ def test_images_sharing_a_stem_are_all_restored_and_a_rerun_skips_them(tmp_path,
     ]:
         rec = record(out, output)
         assert rec["input"] == {"name": image, "bytes": (src / image).stat().st_size, "sha256": sha(src / image)}
-        assert rec["task"] == "denoise" and rec["settings"]["iters"] == 3 and "threads" not in rec["settings"]
+        assert rec["task"] == "denoise" and rec["settings"]["iters"] == 3 and rec["settings"]["threads"] == 1
     assert (out / "a.png.denoise.png").exists() and (out / "a.jpg.denoise.png").exists()
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     before = snapshot(out)
-    again, _ = batch(src, out, "--threads", "1", backend=backend)  # not recorded: only its last bits would differ
+    again, _ = batch(src, out, "--threads", "1", backend=backend)  # the count a batch runs without --threads
     assert again.exit_code == 0, again.output
     assert set(statuses(out).values()) == {"skipped"}
     after = snapshot(out)
     assert {k: v for k, v in after.items() if k != "summary.json"} == {
         k: v for k, v in before.items() if k != "summary.json"
     }
+
+
+def test_a_batch_runs_one_thread_per_fit_on_either_engine_and_records_it(tmp_path, src, monkeypatch):
+    """Another thread count changes a result (issue 25: up to 12/255 between 2 and 1): a batch never takes it from the
+    machine's load or DIP_THREADS, runs what Ray's default task (one CPU) runs, and a rerun with another count
+    is told its results were made otherwise."""
+    from dip_core.threads import THREADS_VAR
+
+    monkeypatch.setenv(THREADS_VAR, "2")  # what a free 2-core machine would choose for a single run
+    out = tmp_path / "out"
+    result, _ = batch(src, out)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "b.denoise.json").read_text())
+    assert report["threads"] == 1 and report["batch"]["settings"]["threads"] == 1
+    from dip_cli.batch import batch_threads
+    from dip_cli.batch_ray import RaySettings
+    from dip_core.options import RunOptions
+
+    assert batch_threads(RunOptions(), None) == batch_threads(RunOptions(), RaySettings()) == 1
+    assert batch_threads(RunOptions(threads=3), RaySettings(cpus_per_run=2)) == 3
+    other, text = batch(src, out, "--threads", "2")
+    assert other.exit_code == 2 and "other settings" in text
 
 
 def test_masks_are_not_inputs_and_are_recorded_with_the_result(tmp_path):
@@ -104,6 +126,23 @@ def test_masks_are_not_inputs_and_are_recorded_with_the_result(tmp_path):
     save(src / "a_mask.png", 1 - m)
     changed, text = batch(src, out, task="inpaint")
     assert changed.exit_code == 2 and "a_mask.png changed" in text and "2 outputs" in text
+
+
+def test_a_batch_whose_task_takes_no_mask_leaves_the_masks_beside_its_images_alone(tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    noisy(src / "a.png")
+    save(src / "a_mask.png", text_mask(11, 13, 0))  # left from an inpaint batch: denoise does not use a mask
+    result, _ = batch(src, out)
+    assert result.exit_code == 0, result.output
+    assert statuses(out) == {"a.png": "done"} and record(out, "a.denoise.json")["mask"] is None
+
+
+def test_an_option_the_task_does_not_use_stops_the_batch_before_any_work(tmp_path, src):
+    out = tmp_path / "out"
+    result, text = batch(src, out, "--factor", "4")
+    assert result.exit_code == 2 and text.startswith("error: denoise does not use --factor (only sr takes it)")
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1 and not out.exists()
 
 
 def test_references_are_matched_by_the_whole_file_name(tmp_path, src):

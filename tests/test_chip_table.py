@@ -316,16 +316,22 @@ def test_rows_ratios_and_peaks(table):
     assert epyc.step_ms == {128: 173.2} and epyc.loop_ms == {} and epyc.peak_gflops == 204.0
 
 
-def test_a_machine_measured_twice_is_one_row_per_backend_and_device(folder, tmp_path):
+def test_a_machine_measured_twice_takes_each_rows_speeds_from_one_run(folder, tmp_path):
+    """The AMD row once took its 64² cell from 11-23 and its 128² from 11-24 (after the MLX speed-ups): a flat plot
+    from code that was never measured together. A row's speeds come from its latest run alone, and say when."""
     later = cr.xeon()
     later["date"] = "2026-11-27T10:00:00+00:00"
+    later["software"]["commit"] = "abc1234"
     later["speed"] = [cr.speed_row("mlx", "cpu", 128, "step", 150.0)]
     (folder / "xeon-again.json").write_text(json.dumps(later))
     table = chip_table.build(*load_folder([folder]))
     assert {(r.machine, r.backend, r.device) for r in table.rows} == cr.EXPECTED_ROWS
     mlx = _row(table, cr.XEON, "mlx", "cpu")
-    assert mlx.step_ms == {128: 150.0, 256: 615.0}  # the later run replaces what it measured again
-    assert mlx.mlx_over_torch[128] == pytest.approx(0.75)
+    assert mlx.step_ms == {128: 150.0}  # the older run's 256² is not mixed in
+    assert mlx.mlx_over_torch == {}  # torch's time is of the older run: no ratio across runs
+    assert mlx.measured.startswith("speed 2026-11-27 (abc1234)")
+    torch = _row(table, cr.XEON, "torch", "cpu")
+    assert not torch.measured.startswith("speed 2026-11-27")  # torch was not timed again: its own run stands
 
 
 def test_markdown_page(table):
@@ -343,7 +349,7 @@ def test_markdown_page(table):
     assert xeon["step ms/iter 512²"] == "-"
     assert "| Apple M3 Pro (18-core GPU) | scene-denoise-s25 | +0.30 | [+0.10, +0.50] |" in md
     assert "interrupted run (what finished is shown)" in md and "skipped mlx/gpu 512²: needs 40 GiB" in md
-    assert "cross-check on gpu: passed" in md
+    assert "cross-check on gpu: the backends agree" in md
     problems = md.split("## Files skipped")[1].strip().splitlines()
     assert len(problems) == 3 and all(line.startswith("- ") for line in problems)
 
@@ -426,3 +432,50 @@ def test_classic_report_goes_on_past_bad_files(folder, tmp_path):
     result = runner.invoke(app, ["bench", "report", str(only_machines), "--out", str(tmp_path / "r2")])
     assert result.exit_code == 0 and (tmp_path / "r2" / "chips.html").exists()
     assert not (tmp_path / "r2" / "report.md").exists()
+
+
+@pytest.mark.parametrize("verdict", ["met", "noise", "above-noise", "disagree"])
+def test_the_cross_check_is_said_in_dip_crosscheck_s_own_words(verdict):
+    """The machine notes once said "FAILED (max |diff| 1.2e-05, tolerance 0.0001)" of a run that `dip crosscheck`
+    calls agreement (above-noise): one verdict, one wording."""
+    from dip_core.crosscheck import agrees, verdict_text
+
+    check = {"device": "cpu", "verdict": verdict, "passed": agrees(verdict), "excess": 2.57, "max_abs_diff": 1.2e-5,
+             "tolerance": 1e-4}  # fmt: skip
+    info = chip_table.MachineInfo("x", {}, {}, {}, (), (), (), check, (), None, ())
+    line = next(line for line in chip_table._machine_lines(info) if "cross-check" in line)
+    assert line == f"MLX/torch cross-check on cpu: {verdict_text(verdict, 2.57)}"
+    assert ("disagree" in line) == (verdict == "disagree") and "FAILED" not in line
+
+
+def _table_widths(page: str) -> dict[str, int]:
+    """Each table of the page and the cells of its widest row."""
+    widths: dict[str, int] = {}
+    for name, body in re.findall(r'<table id="([^"]+)">(.*?)</table>', page, re.S):
+        widths[name] = max(len(re.findall(r"<td", row)) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S))
+    return widths
+
+
+def test_the_page_fits_a_1280_pixel_window_in_tables_of_15_columns_at_most(table):
+    """One table of every column was 25 wide on the repository's results: its last columns were off-screen at
+    1280 px. The times and the rest are two tables, each row in both, every column still on the page."""
+    page = chip_table.html_page(table)
+    widths = _table_widths(page)
+    assert {"chip-table", "chip-details"} <= set(widths)
+    assert max(widths[name] for name in ("chip-table", "chip-details")) <= 15, widths
+    cells = parse(page).rows[(cr.XEON, "mlx", "cpu")]
+    assert {key for key, _ in chip_table._columns(table)} <= set(cells)
+
+
+def test_a_table_without_apple_or_nvidia_rows_says_so_plainly(tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "xeon.json").write_text(json.dumps(cr.xeon()))
+    only_cpu = chip_table.build(*load_folder([folder]))
+    sentence = "The table has no Apple row and no NVIDIA row yet"
+    assert sentence in chip_table.html_page(only_cpu) and sentence in chip_table.markdown(only_cpu)
+    (folder / "h100.json").write_text(json.dumps(cr.h100()))
+    with_nvidia = chip_table.build(*load_folder([folder]))
+    assert "The table has no Apple row yet" in chip_table.markdown(with_nvidia)
+    (folder / "m3.json").write_text(json.dumps(cr.m3_pro()))
+    assert "The table has no" not in chip_table.markdown(chip_table.build(*load_folder([folder])))

@@ -31,6 +31,8 @@ SETTINGS = {
     "auto-stop": {"stop": "auto", "window": 5, "patience": 40},
     "auto-stop-states": {"stop": "auto", "window": 5, "patience": 40, "exp_weight": 0.0},  # kept parameters
     "ema-backtrack": {"exp_weight": 0.9, "backtrack": True, "check_every": 7},
+    # a check at every checkpoint: the rollback copy equals the session's state and is written once
+    "checks-at-checkpoints": {"exp_weight": 0.9, "backtrack": True, "check_every": 10},
 }
 
 
@@ -149,3 +151,19 @@ def test_a_resumed_run_takes_over_the_checkpoints_thread_count(images, tmp_path,
     assert np.array_equal(resumed.pixels, whole.pixels)
     with pytest.raises(CheckpointError, match="threads"):
         restore("denoise", images["noisy"], checkpoint=ckpt, resume=True, threads=2, **common)
+
+
+def test_an_array_equal_to_another_is_written_once_and_read_back_as_its_own(tmp_path):
+    """A checkpoint at a check holds the rollback copy equal to the session's state: written once, not twice."""
+    from dip_core.checkpoint import load_checkpoint, save_checkpoint
+
+    rng = np.random.default_rng(0)
+    weights = rng.random((256, 256), dtype=np.float32)
+    arrays = {"session/w": weights, "snap/w": weights.copy(), "other": rng.random((256, 256), dtype=np.float32)}
+    path = tmp_path / "c.ckpt.npz"
+    save_checkpoint(path, arrays, {"run": 1})
+    assert path.stat().st_size < 2.2 * weights.nbytes  # two arrays' worth, not three
+    back = load_checkpoint(path, {"run": 1})
+    assert set(back) == set(arrays) and all(np.array_equal(back[k], v) for k, v in arrays.items())
+    back["snap/w"][0, 0] += 1  # each its own memory: a backend may take an array over as it is
+    assert back["session/w"][0, 0] == weights[0, 0]

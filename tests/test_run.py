@@ -306,3 +306,23 @@ def test_mask_from_a_pure_colour_overlay(tmp_path, scene):
         ["run", "inpaint", str(scene["inpaint"]), "--mask-color", "white", "--mask", str(scene["inpaint_mask"]), "-f"],
     )
     assert both.exit_code == 2 and "not both" in both.output
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("tile", [0, 16])
+def test_save_to_writes_the_result_in_one_call(tmp_path, backend, tile):
+    """`restore(..., save_to=PATH)` writes the result when the run ends (no `save_every` needed), tiled or not;
+    `result.save(PATH)` writes the same image afterwards."""
+    from dip_core.api import restore
+    from dip_core.image import load_image
+
+    target = tmp_path / "photo.denoise.png"
+    noisy = add_noise(synthetic(21, 25), 25, 0)
+    result = restore(
+        "denoise", noisy, backend=backend, device="cpu", iters=2, net="tiny", input_channels=4, tile=tile,
+        overlap=4, save_to=target,
+    )  # fmt: skip
+    assert target.is_file()
+    again = result.save(tmp_path / "again.png")
+    assert np.array_equal(load_image(target).pixels, load_image(again).pixels)
+    assert np.array_equal(load_image(target).pixels, to_u8(result.pixels) / np.float32(255))

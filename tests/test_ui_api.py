@@ -210,8 +210,11 @@ def test_bad_choices_are_refused_with_the_reason(served):
     base = {**RUN, "image": image_id, "mask": mask_id, "iters": 3}
     cases = [
         ({"net": "/etc/passwd.json"}, "unknown net"),
-        ({"task": "deblur", "kernel": "/tmp/kernel.png"}, "unknown kernel"),
-        ({"task": "deblur", "kernel": "gaussian:1e9"}, "unknown kernel"),
+        ({"task": "deblur", "mask": None, "kernel": "/tmp/kernel.png"}, "unknown kernel"),
+        ({"task": "deblur", "mask": None, "kernel": "gaussian:1e9"}, "unknown kernel"),
+        ({"task": "deblur"}, "deblur does not use mask (only inpaint and restore take it)"),
+        ({"task": "denoise", "mask": None, "kernel": "gaussian:2"}, "denoise does not use kernel (only deblur"),
+        ({"mask": None, "task": "sr", "mask_color": "#ff0000"}, "sr does not use mask_color"),
         ({"iters": 10**9}, "iters must be between"),
         ({"preset": "denoise"}, "unknown preset"),
         ({"mask": None}, "needs a mask"),

@@ -170,8 +170,8 @@
       device: $("device").value,
       preset: $("preset").value,
       net: $("net").value,
-      kernel: $("kernel").value,
     });
+    if ($("task").value === "deblur") params.set("kernel", $("kernel").value); // the only task that takes one
     state.estimate = null;
     $("estimate").textContent = "Timing a few steps on this machine…";
     for (;;) {
@@ -487,8 +487,8 @@
         preset: $("preset").value,
         net: $("net").value,
         iters: $("iters").value,
-        kernel: $("kernel").value,
       };
+      if (body.task === "deblur") body.kernel = $("kernel").value; // another task refuses a kernel
       if (masked()) {
         if (colourMode()) {
           body.mask_color = $("mask-color").value;
