@@ -159,10 +159,9 @@ def run(
                 result = prepared.run(on_step=on_step, on_tile=on_tile, checkpoint=ckpt, resume=resume)
             else:
                 bar.tile(task.value, 0, 1, planned)
-                from dip_core.image import save_image
 
                 def save_so_far(i: int, so_far: Any) -> None:
-                    save_image(target, so_far)  # the end result is written below, with a fallback if it fails
+                    _save_so_far(target, so_far)  # the end result is written below, with a fallback if it fails
 
                 result = prepared.run(
                     checkpoint=ckpt if (opts.checkpoint_every or resume) else None, resume=resume, on_step=on_step,
@@ -350,6 +349,13 @@ class _Bar:
             est = self.estimate(1000 * (now - self.first[0]) / (info.i - self.first[1]))
             if est.seconds >= ESTIMATE_FROM_S:
                 _print_estimate(est, self.progress.console)
+
+
+def _save_so_far(path: Path, image: Any) -> None:
+    """Write the result so far (--save-every); a failure is the loop's warning, not the run's end."""
+    from dip_core.image import save_image
+
+    save_image(path, image)
 
 
 def _chooser(rep: dict[str, Any]) -> str:

@@ -110,12 +110,14 @@ def test_a_checkpoint_that_does_not_fit_on_the_disk_is_a_warning(noisy, monkeypa
 
 def test_an_intermediate_save_that_fails_is_a_warning(noisy, monkeypatch, tmp_path):
     """Issue 21, 7: --save-every on a full disk: the run goes on, and its result and report are written."""
-    real = dip_core.api.save_image
+    import dip_cli.run
+
+    real = dip_cli.run._save_so_far
 
     def no_room_for_the_intermediate(path, image, **kwargs):
         full_disk()
 
-    monkeypatch.setattr(dip_core.api, "save_image", no_room_for_the_intermediate)
+    monkeypatch.setattr(dip_cli.run, "_save_so_far", no_room_for_the_intermediate)
     report = tmp_path / "elsewhere" / "r.json"
     report.parent.mkdir()
     result = runner.invoke(app, ["run", "denoise", str(noisy), "--iters", "12", "--save-every", "4", *FAST,
@@ -268,7 +270,7 @@ def test_a_memory_refusal_names_the_image_size_not_the_padded_one(tmp_path, monk
     from tests.conftest import BACKENDS
 
     backend = BACKENDS[0]
-    module = __import__(f"dip_{backend}.backend", fromlist=["available_bytes"])
+    module = __import__("dip_core.memory", fromlist=["available_bytes"])
     monkeypatch.setattr(module, "available_bytes", lambda: 50 * 2**20)
     PILImage.fromarray(np.zeros((41, 61), np.uint8)).save(tmp_path / "odd.png")
     result = runner.invoke(app, ["run", "denoise", str(tmp_path / "odd.png"), "-b", backend, "--iters", "2", *FAST])
