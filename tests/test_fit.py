@@ -300,7 +300,7 @@ def test_denoise_report_gives_the_noise_level(noisy):
     [
         (None, {}, 15, "wmv"),
         (80.0, {"exp_weight": 0.0}, 60, "discrepancy"),
-        (40.0, {"exp_weight": 0.0}, None, "discrepancy"),  # the loss reaches 0.92 x 40^2 at about step 80
+        (40.0, {"exp_weight": 0.0}, None, "discrepancy"),  # the loss reaches 40^2 before step 120
         (40.0, {"exp_weight": 0.8}, None, "discrepancy"),
     ],
     ids=["variance-rule", "discrepancy-rule", "default-rule", "default-rule-ema"],

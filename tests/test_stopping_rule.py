@@ -45,8 +45,8 @@ def test_with_a_noise_level_the_choice_is_the_first_loss_at_the_ratio(session_ty
     assert result.iters_done == expected + lag and session.calls == result.iters_done
     # The ratio is the one the loss reached: below it at the choice, above it one step before.
     losses = overfit_losses()
-    assert np.mean(losses[expected - LOSS_WINDOW : expected]) <= 0.92 * SIGMA**2
-    assert np.mean(losses[expected - 1 - LOSS_WINDOW : expected - 1]) > 0.92 * SIGMA**2
+    assert np.mean(losses[expected - LOSS_WINDOW : expected]) <= settings.loss_ratio * SIGMA**2
+    assert np.mean(losses[expected - 1 - LOSS_WINDOW : expected - 1]) > settings.loss_ratio * SIGMA**2
 
 
 def test_a_given_patience_keeps_the_old_choice_and_stop():
@@ -56,7 +56,8 @@ def test_a_given_patience_keeps_the_old_choice_and_stop():
         iters=STEPS, window=5, stop="auto", patience=50, noise_sigma=SIGMA))  # fmt: skip
     new = fit(Scripted(scripted.Scenario("d", "overfit", {})), FitSettings(
         iters=STEPS, window=5, stop="auto", noise_sigma=SIGMA))  # fmt: skip
-    assert old.stop_iter == first_mean_loss_at_most(SIGMA**2, overfit_losses()) < new.stop_iter
+    assert old.stop_iter == first_mean_loss_at_most(SIGMA**2, overfit_losses())
+    assert new.stop_iter == first_mean_loss_at_most(FitSettings(iters=1).loss_ratio * SIGMA**2, overfit_losses())
     assert old.iters_done >= old.stop_iter + 50 and new.iters_done == new.stop_iter
 
 
