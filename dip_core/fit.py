@@ -31,7 +31,7 @@ from dip_core.metrics import psnr, psnr_from_mse
 from dip_core.options import Keep, Stop
 
 # The default rule's choice with a noise level: the first loss at this multiple of the noise power. Chosen on the
-# stopping study's test set (bench/results/stopping-test-set.md; README, "When to stop").
+# stopping study's test set (bench/report/stopping-test-set.md; README, "When to stop").
 LOSS_RATIO = 1.0
 
 

@@ -13,7 +13,7 @@ from bench.autostop import load_rows, noise_levels, replay_rule, summarise
 from bench.photos import PHOTOS, case_by_name
 
 ROOT = Path(__file__).resolve().parents[1]
-SUMMARY = ROOT / "bench" / "results" / "stopping-test-set.json"
+SUMMARY = ROOT / "bench" / "report" / "stopping-test-set.json"
 
 
 @pytest.fixture(scope="module")
