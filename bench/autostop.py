@@ -117,9 +117,9 @@ def _photo_cases(seeds: list[int], sizes: list[int], backend: str | None) -> lis
     for seed in seeds:
         for size in sizes:
             for c in photo_cases(seed, size):
-                if backend in (None, "assigned", c.backend):
-                    clean = c.clean()
-                    cases.append({"name": c.name, "task": "denoise", "image": c.noisy(), "reference": clean,
+                if backend in (None, c.backend):
+                    clean, noisy = c.pair()
+                    cases.append({"name": c.name, "task": "denoise", "image": noisy, "reference": clean,
                                   "options": {}, "backend": c.backend, "sigma": c.sigma, "set": "test"})  # fmt: skip
     return cases
 
@@ -152,13 +152,14 @@ def run(args: argparse.Namespace) -> None:
         if args.claims is not None and not _claim(args.claims, case["name"]):
             continue  # another worker has it
         seed = case_seed(case["name"])
-        preset_iters = resolve_preset(case["task"], factor=case["options"].get("factor")).iters
+        preset = resolve_preset(case["task"], factor=case["options"].get("factor"))
+        preset_iters = preset.iters
         iters = min(preset_iters, args.max_iters)
         if args.short is not None and case.get("sigma", 0) > args.short[0]:
             iters = min(iters, args.short[1])  # high noise: the best comes early (a shorter recording)
         backend = case.get("backend", args.backend or "torch")
         # net(z)'s PSNR at every step (one more forward) only where it is the candidate: runs without EMA.
-        ema = resolve_preset(case["task"], factor=case["options"].get("factor")).exp_weight > 0
+        ema = preset.exp_weight > 0
         r = restore(
             case["task"], case["image"], backend=backend, device="cpu", reference=case["reference"],
             iters=iters, stop="auto", window=WINDOW, patience=iters + 1, seed=seed, trace_output=not ema,
@@ -186,9 +187,8 @@ def run(args: argparse.Namespace) -> None:
             "variance_curve": rep["variance_curve"],
             "noise_sigma": rep["stopping"]["noise_sigma"] / 255 if "noise_sigma" in rep["stopping"] else None,
         }
-        if "sigma" in case:  # the photos: the true level, and the estimate the run made from its input
+        if "sigma" in case:  # the photos: the true level (the run's estimate is `noise_sigma`) and their set
             row["sigma"] = case["sigma"]
-            row["sigma_estimate"] = noise_sigma_estimate(case["image"])
             row["set"] = case["set"]
         rows.append(row)
         best = rep["best_psnr"]
@@ -254,7 +254,7 @@ def noise_levels(rows: list[dict[str, Any]], data: Path | None, given: bool) -> 
         if row["task"] != "denoise":
             levels[row["case"]] = None
         elif given:
-            levels[row["case"]] = row["sigma"] / 255 if "sigma" in row else true_sigma(row["case"]) / 255
+            levels[row["case"]] = true_sigma(row["case"]) / 255
         elif row["case"].startswith("photo-"):  # the photos are remade from the packages that ship them
             levels[row["case"]] = noise_sigma_estimate(case_by_name(row["case"]).noisy())
         else:
@@ -329,7 +329,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 def table(args: argparse.Namespace) -> None:
     rows = load_rows(args.files, args.rows)
-    new_files = [f for f in args.files if f.resolve() in {n.resolve() for n in args.new or []}]
+    marked_files = {n.resolve() for n in args.new or []}
+    new_files = [f for f in args.files if f.resolve() in marked_files]
     new = {(r["case"], r.get("backend")) for r in load_rows(new_files)}
     levels = noise_levels(rows, args.data, args.noise == "given")
     results = {rule: [replay_rule(row, rule, levels[row["case"]]) for row in rows] for rule in args.rules}
@@ -413,7 +414,7 @@ def pictures(args: argparse.Namespace) -> None:
     import matplotlib.pyplot as plt
 
     from dip_core.metrics import psnr
-    from dip_core.plot import _show
+    from dip_core.plot import show
 
     rows = load_rows(args.files, "test")
     levels = noise_levels(rows, None, given=False)
@@ -424,7 +425,7 @@ def pictures(args: argparse.Namespace) -> None:
     fig, axes = plt.subplots(len(worst), 4, figsize=(10, 2.7 * len(worst)), constrained_layout=True, squeeze=False)
     for ax, (replayed, row) in zip(axes, worst, strict=True):
         case = case_by_name(row["case"])
-        clean, noisy = case.clean(), case.noisy()
+        clean, noisy = case.pair()
         r = restore("denoise", noisy, backend=row["backend"], device="cpu", reference=clean, seed=case.seed,
                     threads=args.threads, stop="auto")  # fmt: skip
         rep, auto = r.report, r.fit.auto if r.fit is not None else None
@@ -432,10 +433,10 @@ def pictures(args: argparse.Namespace) -> None:
             continue
         rerun = f"chose {rep['stop_iter']} ({rep['psnr_auto']:.2f} dB), best {rep['result_iter']}"
         print(f"{row['case']}: replayed gap {replayed['gap']:.2f} dB; rerun: {rerun} ({rep['psnr_result']:.2f} dB)")
-        _show(ax[0], noisy, f"{case.photo}, sigma {case.sigma}: {psnr(noisy, clean):.2f} dB")
-        _show(ax[1], auto, f"dip's choice, it. {rep['stop_iter']}: {rep['psnr_auto']:.2f} dB")
-        _show(ax[2], r.pixels, f"best output, it. {rep['result_iter']}: {rep['psnr_result']:.2f} dB")
-        _show(ax[3], clean, "clean")
+        show(ax[0], noisy, f"{case.photo}, sigma {case.sigma}: {psnr(noisy, clean):.2f} dB")
+        show(ax[1], auto, f"dip's choice, it. {rep['stop_iter']}: {rep['psnr_auto']:.2f} dB")
+        show(ax[2], r.pixels, f"best output, it. {rep['result_iter']}: {rep['psnr_result']:.2f} dB")
+        show(ax[3], clean, "clean")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")

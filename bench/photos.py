@@ -6,9 +6,9 @@ image's source and licence: public-domain, CC0 or CC-BY photographs) and matplot
 Hopper (a U.S. Navy photograph, public domain).
 
 A case is one photo, resized so that its short side is the case's size, centre-cropped square, and given
-Gaussian noise of a known sigma drawn from the case's seed. The noise level and the backend are assigned by
-the photo's position in the list, so that the set covers sigma 5-75, grey and colour; three of the
-photos are recorded with torch, the rest with MLX.
+Gaussian noise of a known sigma drawn from the case's seed. The noise level is assigned by
+the photo's position in the list, so that the set covers sigma 5-75, grey and colour; the backend by
+TORCH_PHOTOS: three photos are recorded with torch, the rest with MLX.
 """
 
 from __future__ import annotations
@@ -84,7 +84,12 @@ class PhotoCase:
         return load_photo(self.photo, self.size)
 
     def noisy(self) -> np.ndarray:
-        return add_noise(self.clean(), self.sigma, self.seed)
+        return self.pair()[1]
+
+    def pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """The clean photo and its noisy input, the photo loaded once."""
+        clean = self.clean()
+        return clean, add_noise(clean, self.sigma, self.seed)
 
 
 def load_photo(name: str, size: int) -> np.ndarray:

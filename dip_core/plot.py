@@ -11,7 +11,8 @@ import numpy as np
 from dip_core.atomic import atomic_write
 
 
-def _show(ax: Any, pixels: np.ndarray, title: str) -> None:
+def show(ax: Any, pixels: np.ndarray, title: str) -> None:
+    """An image in a matplotlib axis, clipped to [0, 1] (grey for one channel), titled, without axes."""
     p = np.clip(pixels, 0, 1)
     if p.shape[2] == 1:
         ax.imshow(p[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
@@ -68,12 +69,12 @@ def plot_run(
         ax2.axvline(report["result_iter"], color="gray", ls=":", lw=0.8)
     ax.set_title(title, fontsize=10)
     if reference is not None:
-        _show(fig.add_subplot(grid[1, 0]), corrupted, f"input · {report['psnr_input']:.2f} dB")
-        _show(fig.add_subplot(grid[1, 1]), result, f"result · {report['psnr_result']:.2f} dB")
-        _show(fig.add_subplot(grid[1, 2]), reference, "reference")
+        show(fig.add_subplot(grid[1, 0]), corrupted, f"input · {report['psnr_input']:.2f} dB")
+        show(fig.add_subplot(grid[1, 1]), result, f"result · {report['psnr_result']:.2f} dB")
+        show(fig.add_subplot(grid[1, 2]), reference, "reference")
     else:
-        _show(fig.add_subplot(grid[1, 0]), corrupted, "input")
-        _show(fig.add_subplot(grid[1, 1]), result, f"result (iteration {report['result_iter']})")
+        show(fig.add_subplot(grid[1, 0]), corrupted, "input")
+        show(fig.add_subplot(grid[1, 1]), result, f"result (iteration {report['result_iter']})")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
