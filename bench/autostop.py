@@ -8,7 +8,7 @@
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
 output against the clean image at every step; the curves go to a JSON file in
-your per-user results folder (dip_core.paths; `--out bench/results` adds it to the repository's).
+your per-user results folder (dip_core.system.paths; `--out bench/results` adds it to the repository's).
 `table` then replays stopping rules on those curves, side by side, exactly as
 `fit` applies them: the default rule, and the fixed-patience rule for any P.
 It prints the gap to the best PSNR of the recording, the iterations run after
@@ -47,14 +47,16 @@ from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
 from bench.photos import case_by_name, photo_cases
 from bench.quality import CASES, prepare
-from dip_core.api import resolve_preset, restore
-from dip_core.atomic import write_json, write_text
-from dip_core.degrade import add_noise
-from dip_core.examples import synthetic_scene
-from dip_core.fit import FitSettings, automatic_choice, ema_lag
-from dip_core.fit import replay as replay_decisions
-from dip_core.metrics import noise_sigma_estimate
-from dip_core.paths import bench_results_dir
+from dip_core.fit.loop import automatic_choice, ema_lag
+from dip_core.fit.loop import replay as replay_decisions
+from dip_core.fit.settings import FitSettings
+from dip_core.problem.degrade import add_noise
+from dip_core.problem.examples import synthetic_scene
+from dip_core.problem.metrics import noise_sigma_estimate
+from dip_core.run.api import restore
+from dip_core.run.prepare import resolve_preset
+from dip_core.system.atomic import write_json, write_text
+from dip_core.system.paths import bench_results_dir
 
 WINDOW = 100
 # Images degraded here, and their noise levels. kate, barbara and zebra were added after the
@@ -202,7 +204,7 @@ def replay(
 ) -> dict[str, Any]:
     """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
 
-    The decisions are `dip_core.fit`'s own, made on the run's recorded losses and variances: with a
+    The decisions are `dip_core.fit.loop`'s own, made on the run's recorded losses and variances: with a
     `patience`, the fixed-patience rule (ES-WMV, and with a noise level the discrepancy point that replaces a
     variance point deep in noise fitting); with None, the default rule. *gap* is measured against the best
     PSNR at any step of the whole recording, so a rule that stops before the best loses what it missed;
@@ -413,8 +415,8 @@ def pictures(args: argparse.Namespace) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from dip_core.metrics import psnr
-    from dip_core.plot import show
+    from dip_core.problem.metrics import psnr
+    from dip_core.run.plot import show
 
     rows = load_rows(args.files, "test")
     levels = noise_levels(rows, None, given=False)

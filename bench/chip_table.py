@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.peaks import peak_gflops
 from bench.schema import LoadedResult
-from dip_core.atomic import atomic_write
+from dip_core.system.atomic import atomic_write
 
 TITLE = "dip benchmark: chip table"
 
@@ -426,7 +426,7 @@ def _machine_lines(info: MachineInfo) -> list[str]:
 
 def _verdict(crosscheck: dict[str, Any]) -> str:
     """The cross-check's verdict in `dip crosscheck`'s own words (a file without one: agree or not, as recorded)."""
-    from dip_core.crosscheck import verdict_text
+    from dip_core.run.crosscheck import verdict_text
 
     if crosscheck.get("verdict"):
         return verdict_text(crosscheck["verdict"], crosscheck.get("excess"))

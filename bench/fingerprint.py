@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dip_core.allocator import tune_allocator
+from dip_core.system.allocator import tune_allocator
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ and without the allocator setting that dip applies to both backends. Rungs are
 switched by the environment variables the code reads (DIP_BLAS, DIP_MALLOC,
 DIP_CPU_KERNELS, DIP_WINOGRAD, DIP_SERIAL_BLAS). The reference-BLAS rung is
 measured at the smallest size only (it takes seconds per step). The result goes
-as JSON to your per-user results folder (dip_core.paths; `--out bench/results`
+as JSON to your per-user results folder (dip_core.system.paths; `--out bench/results`
 adds it to the repository's) and is printed as a Markdown table.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
 from bench.speed import SpeedCase, run_isolated
-from dip_core.atomic import write_json
-from dip_core.paths import bench_results_dir
+from dip_core.system.atomic import write_json
+from dip_core.system.paths import bench_results_dir
 
 OFF = {"DIP_CPU_KERNELS": "0", "DIP_MALLOC": "default"}
 RUNGS: list[tuple[str, str, dict[str, str]]] = [

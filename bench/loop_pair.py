@@ -9,7 +9,7 @@ denoise`'s loop (`restore` with auto-stop on a noisy synthetic scene, at the
 bare step's size: no padding; timed between the second and the last but one
 step it books); prints one JSON line
 per case with the medians and the median of the paired ratios, and writes them
-with the machine's fingerprint to your per-user results folder (dip_core.paths; `--out FILE`
+with the machine's fingerprint to your per-user results folder (dip_core.system.paths; `--out FILE`
 to write elsewhere). `--root` runs
 another checkout's code (one whose sessions return the output from `step()`,
 as before the loop kept images on the device, works too; build its MLX CPU
@@ -36,13 +36,13 @@ def measure(root: str, backend: str, size: int, reference: bool, blocks: int, st
     sys.path.insert(0, root)
     import numpy as np
 
-    from dip_core.api import restore
     from dip_core.backend import SessionSpec, get_backend
-    from dip_core.config import load_config
-    from dip_core.degrade import Operator, OpKind, add_noise
-    from dip_core.examples import synthetic_scene
-    from dip_core.inputs import make_input
-    from dip_core.weights import init_weights
+    from dip_core.model.config import load_config
+    from dip_core.model.inputs import make_input
+    from dip_core.model.weights import init_weights
+    from dip_core.problem.degrade import Operator, OpKind, add_noise
+    from dip_core.problem.examples import synthetic_scene
+    from dip_core.run.api import restore
 
     be = get_backend(backend, device)
     cfg = load_config("default").with_(in_channels=32, out_channels=3)
@@ -118,8 +118,8 @@ def main() -> None:
         return
     from bench.fingerprint import fingerprint, git_revision, machine_label
     from bench.fingerprint import slug as machine_slug
-    from dip_core.atomic import write_json
-    from dip_core.paths import bench_results_dir
+    from dip_core.system.atomic import write_json
+    from dip_core.system.paths import bench_results_dir
 
     fp = fingerprint()
     started = time.strftime("%Y%m%dT%H%M%S")

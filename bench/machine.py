@@ -22,9 +22,9 @@ from typing import Any
 from bench.fingerprint import blas, cpu_name, fingerprint, git_revision, package_version, run_command
 from bench.fingerprint import slug as machine_slug
 from bench.schema import SCHEMA_VERSION
-from dip_core.atomic import write_json
 from dip_core.errors import UserError
-from dip_core.version import dip_version
+from dip_core.system.atomic import write_json
+from dip_core.system.version import dip_version
 
 SIZES = (128, 256, 512)
 SPEED_KINDS = ("step", "loop")
@@ -245,7 +245,7 @@ class MachineRun:
         """Why a size does not fit this device's memory (None: it fits)."""
         from bench.speed import SpeedCase, network_for
         from dip_core.backend import get_backend
-        from dip_core.memory import shortfall
+        from dip_core.run.memory import shortfall
 
         be = get_backend(backend, "auto", self.settings.precision)
         short = shortfall(network_for(SpeedCase(backend, "auto", size)), size, size, be)
@@ -337,8 +337,8 @@ class MachineRun:
 
     def _crosscheck_job(self) -> None:
         from dip_core.backend import get_backend
-        from dip_core.config import load_config
-        from dip_core.crosscheck import CrossCheckCase, agrees, crosscheck
+        from dip_core.model.config import load_config
+        from dip_core.run.crosscheck import CrossCheckCase, agrees, crosscheck
 
         precision = self.settings.precision if self.settings.precision in (None, "fp32", "tf32") else None
         a = get_backend("mlx", "auto", precision)

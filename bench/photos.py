@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from dip_core.degrade import add_noise
+from dip_core.problem.degrade import add_noise
 
 
 def _skimage(name: str) -> Callable[[], np.ndarray]:

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 from PIL import Image as PILImage
 
-from dip_core import degrade as dg
-from dip_core.api import restore
-from dip_core.examples import synthetic_scene
-from dip_core.image import Image, from_array, load_image
+from dip_core.problem import degrade as dg
+from dip_core.problem.examples import synthetic_scene
+from dip_core.problem.image import Image, from_array, load_image
+from dip_core.run.api import restore
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,7 @@ CASES = (
     Case("zebra-sr4", "sr", ("zebra_GT.png",), None, "paper: Set5 29.90 / Set14 27.00 (Y channel)"),
     Case("snail-dejpeg", "jpeg", ("snail.jpg",), None, "no ground truth: visual only"),
 )
-# Cases on the project's synthetic scene (dip_core.examples): no image to download, so any machine runs them.
+# Cases on the project's synthetic scene (dip_core.problem.examples): no image to download, so any machine runs them.
 BUILTIN_CASES = (
     Case("scene-denoise-s25", "denoise", (), None, "the project's synthetic scene, noise sigma 25"),
     Case("scene-inpaint", "inpaint", (), None, "the project's synthetic scene under a text mask"),

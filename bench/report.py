@@ -8,8 +8,8 @@ from typing import Any
 
 from bench.fingerprint import machine_label
 from bench.schema import load_folder, read_json
-from dip_core.atomic import atomic_write
 from dip_core.errors import UserErrors
+from dip_core.system.atomic import atomic_write
 
 
 class ReportError(UserErrors):

@@ -123,7 +123,7 @@ CROSSCHECK_FIELDS = {
     "device": "~str",
     "config": "~str",
     "passed": "bool",
-    "verdict": "~str",  # dip_core.crosscheck's: met, noise, above-noise, disagree (absent in the first files)
+    "verdict": "~str",  # dip_core.run.crosscheck's: met, noise, above-noise, disagree (absent in the first files)
     "excess": "~number",
     "max_abs_diff": "~number",
     "tolerance": "~number",

@@ -18,13 +18,13 @@ import numpy as np
 
 from bench.fingerprint import blas
 from dip_core.backend import SessionSpec, available_backends, get_backend
-from dip_core.config import SkipConfig, check_size, load_config
-from dip_core.degrade import Operator, OpKind
-from dip_core.flops import forward_flops, step_flops
-from dip_core.inputs import make_input
-from dip_core.params import count_params
-from dip_core.presets import PRESETS
-from dip_core.weights import init_weights
+from dip_core.model.config import SkipConfig, check_size, load_config
+from dip_core.model.flops import forward_flops, step_flops
+from dip_core.model.inputs import make_input
+from dip_core.model.params import count_params
+from dip_core.model.weights import init_weights
+from dip_core.problem.degrade import Operator, OpKind
+from dip_core.problem.presets import PRESETS
 
 
 @dataclass(frozen=True)
@@ -230,10 +230,10 @@ def _loop(case: SpeedCase, per_block: int) -> tuple[Any, dict[str, Any]]:
     """A function that runs `dip run`'s loop (`dip run denoise` on a noisy scene, as `restore` sets it up:
     monitors, the default auto-stop, with a reference for loop+ref) for per_block + 3 steps and returns the
     ms per step over the middle per_block of them; and how the step runs."""
-    from dip_core.api import prepare
-    from dip_core.degrade import add_noise
-    from dip_core.examples import synthetic_scene
-    from dip_core.fit import fit
+    from dip_core.fit.loop import fit
+    from dip_core.problem.degrade import add_noise
+    from dip_core.problem.examples import synthetic_scene
+    from dip_core.run.prepare import prepare
 
     clean = synthetic_scene(case.size, case.size, 3)
     p = prepare(

@@ -19,11 +19,11 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from dip_core.atomic import why_unwritable
 from dip_core.backend import BackendName, Device
-from dip_core.config import NETS
 from dip_core.errors import UserError, UserErrors, messages
-from dip_core.precision import Precision
+from dip_core.model.config import NETS
+from dip_core.system.atomic import why_unwritable
+from dip_core.system.precision import Precision
 
 _ARGV: ContextVar[list[str] | None] = ContextVar("argv", default=None)
 
@@ -81,7 +81,7 @@ app = typer.Typer(
 
 def _show_version(value: bool) -> None:
     if value:
-        from dip_core.version import dip_version
+        from dip_core.system.version import dip_version
 
         out().print(f"dip {dip_version()}", highlight=False)
         raise typer.Exit()

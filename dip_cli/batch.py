@@ -27,12 +27,12 @@ from dip_cli.batch_work import FILES, Job, Outcome, Status, numbers, record_of, 
 from dip_cli.options import with_run_options
 from dip_cli.run import handle_sigterm
 from dip_cli.shard import Shard
-from dip_core.atomic import why_unwritable
 from dip_core.backend import Device
-from dip_core.options import RunOptions
-from dip_core.presets import Task
-from dip_core.task_options import TAKEN_BY, check_options_apply, takes
-from dip_core.version import dip_version
+from dip_core.problem.presets import Task
+from dip_core.problem.task_options import TAKEN_BY, check_options_apply, takes
+from dip_core.run.options import RunOptions
+from dip_core.system.atomic import why_unwritable
+from dip_core.system.version import dip_version
 
 if TYPE_CHECKING:
     from dip_cli.batch_ray import RaySettings
@@ -192,7 +192,7 @@ def batch_threads(options: RunOptions, ray: RaySettings | None) -> int:
 
 def _images(folder: Path) -> list[Path]:
     """The images of `folder` to restore: every image file but the masks (STEM_mask.*)."""
-    from dip_core.image import IMAGE_SUFFIXES
+    from dip_core.problem.image import IMAGE_SUFFIXES
 
     return sorted(
         p
@@ -251,7 +251,7 @@ def _job(path: Path, target: Path, task: Task, options: RunOptions, references: 
 
 def _sibling(path: Path, suffix: str) -> Path | None:
     """PATH's sibling STEM{suffix}.EXT with an image extension, if any."""
-    from dip_core.image import IMAGE_SUFFIXES
+    from dip_core.problem.image import IMAGE_SUFFIXES
 
     for ext in IMAGE_SUFFIXES:
         candidate = path.with_name(f"{path.stem}{suffix}{ext}")
@@ -356,7 +356,7 @@ def _run_local(
 
 def _summary(outcomes: list[Outcome], context: dict[str, Any], path: Path) -> None:
     """The table of every image, and the same as JSON at `path` (atomically)."""
-    from dip_core.atomic import write_json
+    from dip_core.system.atomic import write_json
 
     counts = Counter(o.status.value for o in outcomes)
     done, seconds = counts[Status.DONE.value], context["seconds"]

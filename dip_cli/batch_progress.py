@@ -55,7 +55,7 @@ class BatchProgress:
 
     def eta(self) -> str:
         """The time left at the pace so far; `?` before the first image is finished."""
-        from dip_core.estimate import duration
+        from dip_core.run.estimate import duration
 
         if not self.finished:
             return "?"

@@ -22,8 +22,8 @@ from dip_cli.batch_progress import BatchProgress
 from dip_cli.batch_work import Job, Outcome, Status, restore_job
 from dip_cli.run import handle_sigterm
 from dip_core.errors import UserError
-from dip_core.options import RunOptions
-from dip_core.presets import Task
+from dip_core.problem.presets import Task
+from dip_core.run.options import RunOptions
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
 CONNECT_S = 5.0  # how long --address HOST:PORT may take to answer
@@ -87,7 +87,7 @@ def _start(settings: RaySettings) -> None:
     """Connect to the cluster at --address, or start a quiet Ray instance on this machine (no dashboard)."""
     import ray
 
-    from dip_core.threads import core_count
+    from dip_core.system.threads import core_count
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     quiet: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
@@ -230,7 +230,7 @@ def _absolute(job: Job) -> Job:
 
 def _absolute_files(options: RunOptions) -> RunOptions:
     """Kernel and network files by absolute path (a kernel spec or a network's name is kept, as in the record)."""
-    from dip_core.config import NETS
+    from dip_core.model.config import NETS
 
     changes = {}
     if options.kernel and Path(options.kernel).is_file():

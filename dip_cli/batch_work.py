@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from dip_core.errors import UserError
-from dip_core.options import RunOptions
-from dip_core.presets import Task
+from dip_core.problem.presets import Task
+from dip_core.run.options import RunOptions
 
 # RunOptions fields that do not change the result: left out of the record a rerun compares. Not `threads`: another
 # count splits the sums otherwise (dip batch fixes it for every fit, dip_cli.batch.batch_threads).
@@ -94,7 +94,7 @@ def record_of(task: Task, options: RunOptions, image: Path, mask: Path | None, r
 
     A kernel image or a network's JSON file is recorded by its contents, not by how its path was spelled.
     """
-    from dip_core.config import NETS
+    from dip_core.model.config import NETS
 
     settings = {k: v for k, v in options.to_dict().items() if k not in NEUTRAL}
     files = {"mask": file_record(mask), "reference": file_record(ref), "kernel": None, "net": None}
@@ -108,7 +108,7 @@ def record_of(task: Task, options: RunOptions, image: Path, mask: Path | None, r
 
 
 def _save(path: Path, image: Any) -> None:
-    from dip_core.image import save_image
+    from dip_core.problem.image import save_image
 
     save_image(path, image)
 
@@ -121,10 +121,10 @@ def restore_job(job: Job, task: Task, options: RunOptions, command: str) -> Outc
     SIGTERM raises KeyboardInterrupt and writes nothing.
     """
     from dip_cli.run import rescue
-    from dip_core.api import restore
-    from dip_core.atomic import write_json
-    from dip_core.image import load_image, save_image
-    from dip_core.version import dip_version
+    from dip_core.problem.image import load_image, save_image
+    from dip_core.run.api import restore
+    from dip_core.system.atomic import write_json
+    from dip_core.system.version import dip_version
 
     started = time.perf_counter()
     base = Outcome(job.image.name, job.target.name, Status.FAILED, hostname=socket.gethostname())

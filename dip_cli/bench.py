@@ -10,7 +10,7 @@ import typer
 
 from dip_cli.app import DeviceOpt, PrecisionOpt, UsageError, command_line, err, out, user_errors
 from dip_core.backend import BackendName, Device, available_backends
-from dip_core.paths import COMMITTED_RESULTS, bench_report_dir, bench_results_dir
+from dip_core.system.paths import COMMITTED_RESULTS, bench_report_dir, bench_results_dir
 
 bench_app = typer.Typer(help="Benchmarks: speed and quality per backend and machine, and the merged report.")
 
@@ -34,7 +34,7 @@ def _save_result(data: dict[str, Any], out_dir: Path | None) -> Path | None:
 
     from bench.fingerprint import machine_label
     from bench.fingerprint import slug as machine_slug
-    from dip_core.atomic import write_json
+    from dip_core.system.atomic import write_json
 
     if out_dir is None:
         return None
@@ -110,7 +110,7 @@ def bench_speed(
 ) -> None:
     """Time the optimisation step and `dip run`'s loop of every backend in one run: MLX/torch and loop/step ratios."""
     from bench.speed import run_speed
-    from dip_core.presets import PRESETS
+    from dip_core.problem.presets import PRESETS
 
     if preset not in PRESETS:
         raise UsageError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")

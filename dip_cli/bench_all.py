@@ -9,9 +9,9 @@ import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from dip_cli.app import ConfigOpt, PrecisionOpt, UsageError, command_line, err, user_errors
-from dip_core.atomic import why_unwritable
 from dip_core.backend import BackendName, available_backends
-from dip_core.paths import bench_results_dir
+from dip_core.system.atomic import why_unwritable
+from dip_core.system.paths import bench_results_dir
 
 MACHINES_FOLDER = "bench/results/machines"
 
@@ -59,7 +59,7 @@ def bench_all(
         raise UsageError("no backend is installed")
     if data is not None and not data.is_dir():
         raise UsageError(f"no image folder at {data}: give --data the folder of the paper's test images")
-    from dip_core.config import load_config
+    from dip_core.model.config import load_config
 
     if profile not in ("quick", "smoke"):
         raise UsageError(f"unknown quality profile {profile!r}; choose quick or smoke")
@@ -68,7 +68,7 @@ def bench_all(
     if any(s < 16 or s > 8192 for s in chosen):
         raise UsageError(f"sizes must be between 16 and 8192, got {list(chosen)}")
     from bench.speed import SpeedCase, network_for
-    from dip_core.config import check_size
+    from dip_core.model.config import check_size
 
     for side in (*chosen, *((sustained_size,) if sustained else ())):  # too small for the network: say so now
         check_size(network_for(SpeedCase(names[0], "auto", side)), side, side)

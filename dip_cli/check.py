@@ -13,11 +13,11 @@ from rich.table import Table
 
 from dip_cli.app import ConfigOpt, DeviceOpt, UsageError, err, out, user_errors
 from dip_core.backend import BackendName, Device, get_backend
-from dip_core.config import NETS, SkipConfig, load_config, min_size
-from dip_core.precision import Precision
+from dip_core.model.config import NETS, SkipConfig, load_config, min_size
+from dip_core.system.precision import Precision
 
 if TYPE_CHECKING:
-    from dip_core.crosscheck import OnPhase
+    from dip_core.run.crosscheck import OnPhase
 
 
 @user_errors
@@ -39,8 +39,8 @@ def crosscheck(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display.")] = False,
 ) -> None:
     """Prove that MLX and PyTorch compute the same outputs, gradients and Adam trajectory from the same weights."""
-    from dip_core.crosscheck import CrossCheckCase
-    from dip_core.crosscheck import crosscheck as run_crosscheck
+    from dip_core.run.crosscheck import CrossCheckCase
+    from dip_core.run.crosscheck import crosscheck as run_crosscheck
 
     if precision is Precision.BF16:
         raise UsageError("the cross-check compares fp32 or tf32 runs; bf16 differences are not rounding noise")
@@ -93,7 +93,7 @@ def _progress(quiet: bool) -> Iterator[OnPhase | None]:
 
 
 def _print_crosscheck(data: dict[str, Any]) -> None:
-    from dip_core.crosscheck import verdict_text
+    from dip_core.run.crosscheck import verdict_text
 
     a, b = data["backends"]
     h, w = data["size"]

@@ -9,7 +9,7 @@ import typer
 from PIL import Image as PILImage
 
 from dip_cli.app import UsageError, check_outputs, out, user_errors
-from dip_core.presets import Task
+from dip_core.problem.presets import Task
 
 # Noise std (0-255 scale) that `dip degrade` adds to each task's corrupted image unless --sigma is given.
 # denoise: the paper's sigma = 25. deblur: a little, sigma = 2, as in the README's deblurring example (blur
@@ -40,9 +40,9 @@ def degrade(
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing files.")] = False,
 ) -> None:
     """Corrupt a clean image, to run experiments with a known ground truth."""
-    from dip_core import degrade as dg
-    from dip_core.image import Image, load_image, save_image
-    from dip_core.metrics import psnr
+    from dip_core.problem import degrade as dg
+    from dip_core.problem.image import Image, load_image, save_image
+    from dip_core.problem.metrics import psnr
 
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--out must be a folder: {folder} is a file")
@@ -96,7 +96,7 @@ def degrade(
 
 
 def _crop(img: Any, height: int, width: int) -> Any:
-    from dip_core.image import Image
+    from dip_core.problem.image import Image
 
     alpha = None if img.alpha is None else img.alpha[:height, :width]
     return Image(img.pixels[:height, :width], img.mode, img.bit_depth, alpha, img.source_mode, img.path)
@@ -111,8 +111,8 @@ def example(
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing file.")] = False,
 ) -> None:
     """Write a synthetic clean test scene (smooth shading, sharp discs) to try every task on."""
-    from dip_core.examples import synthetic_scene
-    from dip_core.image import from_array, save_image
+    from dip_core.problem.examples import synthetic_scene
+    from dip_core.problem.image import from_array, save_image
 
     if min(size) < 1 or max(size) > 8192:
         raise UsageError(f"size must be between 1 and 8192 pixels per side, got {size[0]}x{size[1]}")

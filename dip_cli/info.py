@@ -9,15 +9,15 @@ from rich.table import Table
 
 from dip_cli.app import out, user_errors
 from dip_core.backend import BackendName, BackendUnavailable, Device, DeviceUnavailable, available_backends, get_backend
-from dip_core.config import NETS, min_size
 from dip_core.errors import UserError
-from dip_core.params import count_params
+from dip_core.model.config import NETS, min_size
+from dip_core.model.params import count_params
 
 
 @user_errors
 def presets() -> None:
     """List the paper's per-task settings (every value can be overridden on `dip run`)."""
-    from dip_core.presets import DEFAULT_PRESET, PRESETS
+    from dip_core.problem.presets import DEFAULT_PRESET, PRESETS
 
     # 80 columns hold it: no task column (a preset's name starts with its task; the notes name it where it is
     # not the whole name), names never cut, the headers of narrow columns on two lines.
@@ -147,8 +147,8 @@ def doctor() -> None:
 
 
 def _print_threads(lines: list[str]) -> None:
-    """The load on this process's cores and the CPU threads each backend runs (dip_core/threads.py)."""
-    from dip_core.threads import core_count, current_load, describe_cores
+    """The load on this process's cores and the CPU threads each backend runs (dip_core/system/threads.py)."""
+    from dip_core.system.threads import core_count, current_load, describe_cores
 
     load = current_load()
     seen = "unknown" if load is None else f"{load:.1f} of {core_count()} cores busy with other processes"

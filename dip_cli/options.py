@@ -15,11 +15,11 @@ import typer
 
 from dip_cli.app import BackendOpt, DeviceOpt, PrecisionOpt
 from dip_core.backend import BackendName, Device
-from dip_core.config import NETS
-from dip_core.fit import LOSS_RATIO
-from dip_core.inputs import InputKind
-from dip_core.options import Keep, RunOptions, Stop
-from dip_core.padding import PadMode
+from dip_core.fit.settings import LOSS_RATIO, Keep, Stop
+from dip_core.model.config import NETS
+from dip_core.model.inputs import InputKind
+from dip_core.problem.padding import PadMode
+from dip_core.run.options import RunOptions
 
 
 def _opt(kind: Any, *decls: str, **kwargs: Any) -> Any:

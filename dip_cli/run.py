@@ -18,11 +18,11 @@ from dip_cli.app import Problems, check_outputs, command_line, err, out, user_er
 from dip_cli.options import with_run_options
 from dip_cli.signals import run_signals
 from dip_core.errors import UserError
-from dip_core.fit import StepInfo
-from dip_core.options import RunOptions
-from dip_core.presets import Task
-from dip_core.task_options import takes
-from dip_core.version import dip_version
+from dip_core.fit.loop import StepInfo
+from dip_core.problem.presets import Task
+from dip_core.problem.task_options import takes
+from dip_core.run.options import RunOptions
+from dip_core.system.version import dip_version
 
 # The estimate is printed once the first steps after the first have taken this long (or 20 steps), and only
 # for runs expected to take at least ESTIMATE_FROM_S.
@@ -74,11 +74,11 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Restore IMAGE with Deep Image Prior and write the result beside it."""
-    from dip_core.api import as_image, prepare, resumed_threads
     from dip_core.backend import get_backend
-    from dip_core.degrade import parse_kernel
-    from dip_core.image import load_image, output_format
-    from dip_core.tiled import prepare_tiled
+    from dip_core.problem.degrade import parse_kernel
+    from dip_core.problem.image import load_image, output_format
+    from dip_core.run.prepare import as_image, prepare, resumed_threads
+    from dip_core.run.tiled import prepare_tiled
 
     problems = Problems()
     target = output or image.with_name(f"{image.stem}.{task.value}.png")
@@ -144,7 +144,7 @@ def run(
     first = prepared.first if opts.tile else prepared
     planned = first.preset.iters
     progress = None if quiet else _progress()
-    from dip_core.estimate import estimate_of
+    from dip_core.run.estimate import estimate_of
 
     bar = _Bar(progress, functools.partial(estimate_of, prepared))
     # The first Ctrl-C or SIGTERM stops the run; a later one never cuts short the writing of its result.
@@ -223,9 +223,9 @@ def _write_outputs(
     """Write every output, each on its own: one that cannot be written goes to a fallback folder (said so)
     rather than being lost, and the others are written all the same. Returns the files written, whether any
     write failed, and whether the result image is nowhere on disk."""
-    from dip_core.api import bicubic_baseline
-    from dip_core.atomic import write_json
-    from dip_core.image import Image, save_image
+    from dip_core.problem.image import Image, save_image
+    from dip_core.run.prepare import bicubic_baseline
+    from dip_core.system.atomic import write_json
 
     rep = result.report
     jobs: list[tuple[Path, Callable[[Path], None]]] = [(image_path, lambda p: save_image(p, result.image))]
@@ -237,7 +237,7 @@ def _write_outputs(
     if report is not None:
         jobs.append((report, lambda p: write_json(p, rep)))
     if plot is not None:
-        from dip_core.plot import plot_run
+        from dip_core.run.plot import plot_run
 
         pixels = result.image.pixels
         jobs.append((plot, lambda p: plot_run(p, rep, result.problem.corrupted, pixels, result.reference)))
@@ -284,7 +284,7 @@ def rescue(path: Path, write: Callable[[Path], None]) -> Path | None:
 
 def _print_estimate(est: Any, console: Any) -> None:
     """The run's estimate; for a long run, half the iterations and how to time the other choices."""
-    from dip_core.estimate import LONG_RUN_S, duration
+    from dip_core.run.estimate import LONG_RUN_S, duration
 
     console.print(est.line(), highlight=False, soft_wrap=True)
     if est.seconds > LONG_RUN_S:
@@ -299,7 +299,7 @@ def _print_estimate(est: Any, console: Any) -> None:
 
 def _estimate_only(prepared: Any, mask: Path | None) -> None:
     """`--estimate`: time the run and the paper's cheaper choices on sessions of their own; nothing is written."""
-    from dip_core.estimate import alternatives, duration, measure
+    from dip_core.run.estimate import alternatives, duration, measure
 
     with err().status("timing a few steps of the run..."):
         est = measure(prepared)
@@ -353,7 +353,7 @@ class _Bar:
 
 def _save_so_far(path: Path, image: Any) -> None:
     """Write the result so far (--save-every); a failure is the loop's warning, not the run's end."""
-    from dip_core.image import save_image
+    from dip_core.problem.image import save_image
 
     save_image(path, image)
 

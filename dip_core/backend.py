@@ -12,12 +12,12 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from dip_core.allocator import tune_allocator
-from dip_core.config import SkipConfig
-from dip_core.degrade import Operator
 from dip_core.errors import UserError
-from dip_core.precision import Precision
-from dip_core.weights import Weights
+from dip_core.model.config import SkipConfig
+from dip_core.model.weights import Weights
+from dip_core.problem.degrade import Operator
+from dip_core.system.allocator import tune_allocator
+from dip_core.system.precision import Precision
 
 
 class BackendName(str, Enum):
@@ -183,13 +183,13 @@ class Backend(Protocol):
     """A framework that can build, run and train the skip network.
 
     Arrays cross this interface as numpy float32 in (height, width, channels)
-    layout for images and in the canonical layout of dip_core.params for weights.
+    layout for images and in the canonical layout of dip_core.model.params for weights.
     A `net` is an opaque handle owned by the backend.
     """
 
     name: str
     device: str  # resolved device, e.g. "cpu", "cuda", "mps", "gpu"
-    precision: Precision  # what fp32 work runs as on that device (dip_core.precision)
+    precision: Precision  # what fp32 work runs as on that device (dip_core.system.precision)
 
     def build(self, cfg: SkipConfig, weights: Weights) -> Any:
         """A network with exactly these weights (checked strictly)."""
@@ -291,7 +291,7 @@ def get_backend(
             choices = ", ".join(p.value for p in Precision)
             raise UserError(f"unknown precision {precision!r}; choose one of {choices}") from None
     framework = _FRAMEWORKS[name]
-    tune_allocator()  # before the framework allocates anything: see dip_core/allocator.py
+    tune_allocator()  # before the framework allocates anything: see dip_core/system/allocator.py
     if importlib.util.find_spec(framework) is None:
         raise BackendUnavailable(f"the {name.value} backend needs {framework}: {install_hint(name)}")
     try:

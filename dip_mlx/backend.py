@@ -16,11 +16,11 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
-from dip_core.config import SkipConfig, check_size
-from dip_core.memory import available_bytes, host_free
-from dip_core.precision import Precision, default_precision, effective
-from dip_core.threads import choose_threads
-from dip_core.weights import Weights, check_weights
+from dip_core.model.config import SkipConfig, check_size
+from dip_core.model.weights import Weights, check_weights
+from dip_core.run.memory import available_bytes, host_free
+from dip_core.system.precision import Precision, default_precision, effective
+from dip_core.system.threads import choose_threads
 from dip_mlx import cpu_kernels as ck
 from dip_mlx.loop import MLXSession
 from dip_mlx.skip import SkipNet
@@ -92,7 +92,7 @@ def _tf32_matters() -> bool:
 
 
 def _cpu_threads(device: str, requested: int | None) -> tuple[int, str]:
-    """The threads of the CPU kernels and why: the choice of dip_core/threads.py where the pool starts
+    """The threads of the CPU kernels and why: the choice of dip_core/system/threads.py where the pool starts
     now, else the size it started with (fixed once per process)."""
     choice = choose_threads(requested)
     mac = platform.system() == "Darwin"
@@ -204,7 +204,7 @@ class MLXBackend:
         if self.device == "gpu":
             if mx.metal.is_available():
                 # Unified memory: what Metal recommends this process keep in use, less what MLX holds (its cache
-                # it reuses); psutil's `available` is only advisory here (dip_core/memory.py).
+                # it reuses); psutil's `available` is only advisory here (dip_core/run/memory.py).
                 info = mx.device_info(mx.gpu) if hasattr(mx, "device_info") else mx.metal.device_info()
                 return max(0, int(info["max_recommended_working_set_size"]) - int(mx.get_active_memory()))
             return available_bytes()  # MLX on CUDA

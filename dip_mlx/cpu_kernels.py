@@ -12,7 +12,7 @@ Set DIP_CPU_KERNELS=0 to run MLX's own ops instead, DIP_WINOGRAD=0 to run
 The kernels run on one pool of threads, which the compiled module sizes from DIP_THREADS
 when its first kernel runs (the self-test here) and never again: the first MLX backend on
 the CPU of a process (`start_pool`) fixes it for the process, to its `--threads` or to the
-choice of dip_core/threads.py (DIP_THREADS, OMP_NUM_THREADS, else the cores free then).
+choice of dip_core/system/threads.py (DIP_THREADS, OMP_NUM_THREADS, else the cores free then).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import mlx.core as mx
 
-from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, SkipConfig, Upsample
-from dip_core.threads import THREADS_VAR, choose_threads
+from dip_core.model.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, SkipConfig, Upsample
+from dip_core.system.threads import THREADS_VAR, choose_threads
 from dip_mlx.blas import serial_blas_path
 
 ENV_VAR = "DIP_CPU_KERNELS"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, Upsample
+from dip_core.model.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, Upsample
 
 
 def activation(x: mx.array, act: Act) -> mx.array:

@@ -14,9 +14,9 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stats
-from dip_core.checkpoint import under
-from dip_core.precision import Precision
-from dip_core.weights import Weights
+from dip_core.fit.checkpoint import under
+from dip_core.model.weights import Weights
+from dip_core.system.precision import Precision
 from dip_mlx.monitors import MLXMonitors
 from dip_mlx.ops import MLXOperator
 from dip_mlx.skip import SkipNet

@@ -1,10 +1,10 @@
-"""The degradation operators A of dip_core.degrade, applied in MLX (NHWC)."""
+"""The degradation operators A of dip_core.problem.degrade, applied in MLX (NHWC)."""
 
 from __future__ import annotations
 
 import mlx.core as mx
 
-from dip_core.degrade import Operator, OpKind, lanczos2_taps, lanczos_pad
+from dip_core.problem.degrade import Operator, OpKind, lanczos2_taps, lanczos_pad
 
 
 class MLXOperator:

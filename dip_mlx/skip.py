@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from dip_core.config import Act, Pad, SkipConfig
-from dip_core.params import merge_channels
+from dip_core.model.config import Act, Pad, SkipConfig
+from dip_core.model.params import merge_channels
 from dip_mlx import cpu_kernels as ck
 from dip_mlx.layers import BatchNorm, Conv, ConvBlock, upsample
 

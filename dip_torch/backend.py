@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
-from dip_core.config import SkipConfig, check_size
-from dip_core.memory import host_free
-from dip_core.precision import Precision, default_precision, effective
-from dip_core.threads import choose_threads
-from dip_core.weights import Weights, check_weights
+from dip_core.model.config import SkipConfig, check_size
+from dip_core.model.weights import Weights, check_weights
+from dip_core.run.memory import host_free
+from dip_core.system.precision import Precision, default_precision, effective
+from dip_core.system.threads import choose_threads
 from dip_torch.loop import TorchSession, adam
 from dip_torch.skip import SkipNet
 
@@ -40,7 +40,7 @@ def _set_tf32(on: bool) -> None:
 
 
 def _set_threads(requested: int | None) -> tuple[int, str]:
-    """Run torch's CPU work (OpenMP, MKL, oneDNN; process-wide) on the threads dip_core/threads.py chooses.
+    """Run torch's CPU work (OpenMP, MKL, oneDNN; process-wide) on the threads dip_core/system/threads.py chooses.
 
     torch's OpenMP threads spin while they wait for each other: two threads on two cores beside one
     or two busy processes made a 64x64 step 12x slower than one thread. OMP_WAIT_POLICY=PASSIVE (which
@@ -125,7 +125,7 @@ class TorchBackend:
             return int(torch.cuda.mem_get_info(self.torch_device)[0])
         if self.torch_device.type == "mps":
             # Unified memory: Metal's recommended working set (torch >= 2.5) less what torch's tensors hold;
-            # psutil's `available` is only advisory here (dip_core/memory.py).
+            # psutil's `available` is only advisory here (dip_core/run/memory.py).
             limit = getattr(torch.mps, "recommended_max_memory", None)
             return None if limit is None else max(0, int(limit()) - int(torch.mps.current_allocated_memory()))
         return host_free()[0]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, Upsample
+from dip_core.model.config import BN_EPS, LEAKY_SLOPE, Act, Downsample, Pad, Upsample
 
 
 def activation(x: torch.Tensor, act: Act) -> torch.Tensor:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stats
-from dip_core.checkpoint import under
-from dip_core.precision import Precision
-from dip_core.weights import Weights
+from dip_core.fit.checkpoint import under
+from dip_core.model.weights import Weights
+from dip_core.system.precision import Precision
 from dip_torch.monitors import TorchMonitors
 from dip_torch.ops import TorchOperator
 from dip_torch.skip import SkipNet

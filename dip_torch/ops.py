@@ -1,11 +1,11 @@
-"""The degradation operators A of dip_core.degrade, applied in PyTorch (NCHW)."""
+"""The degradation operators A of dip_core.problem.degrade, applied in PyTorch (NCHW)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from dip_core.degrade import Operator, OpKind, lanczos2_taps, lanczos_pad
+from dip_core.problem.degrade import Operator, OpKind, lanczos2_taps, lanczos_pad
 
 
 class TorchOperator:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dip_core.config import SkipConfig
-from dip_core.params import merge_channels
+from dip_core.model.config import SkipConfig
+from dip_core.model.params import merge_channels
 from dip_torch.layers import BatchNorm, Conv, ConvBlock, upsample
 
 

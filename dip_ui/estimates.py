@@ -1,4 +1,4 @@
-"""How long a run will take on this machine: `dip_core.estimate.measure`, timed once per (backend, device, image
+"""How long a run will take on this machine: `dip_core.run.estimate.measure`, timed once per (backend, device, image
 size, preset, network) and kept for the server's life.
 
 Timing takes a few seconds (a warm-up step, then at least half a second of steps), so it runs on a thread of its
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dip_core.errors import UserError, messages
-from dip_core.memory import MemoryError_
+from dip_core.run.memory import MemoryError_
 
 log = logging.getLogger("dip_ui")
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dip_core.backend import BackendName, Device
-from dip_core.config import NETS
 from dip_core.errors import UserError
-from dip_core.options import RunOptions
-from dip_core.presets import PRESETS, Task
-from dip_core.task_options import TAKEN_BY, takes
+from dip_core.model.config import NETS
+from dip_core.problem.presets import PRESETS, Task
+from dip_core.problem.task_options import TAKEN_BY, takes
+from dip_core.run.options import RunOptions
 
 # Blur kernels the page may ask for, and the largest value of each (a larger one would make a huge kernel).
 KERNEL_LIMITS = {"gaussian": 20.0, "box": 63.0, "motion": 63.0}

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dip_core.api import Prepared, prepare
-from dip_core.atomic import write_json
 from dip_core.errors import UserError, messages
-from dip_core.fit import StepInfo
-from dip_core.image import Image, save_image
-from dip_core.memory import estimate_bytes
-from dip_core.version import dip_version
+from dip_core.fit.loop import StepInfo
+from dip_core.problem.image import Image, save_image
+from dip_core.run.memory import estimate_bytes
+from dip_core.run.prepare import Prepared, prepare
+from dip_core.system.atomic import write_json
+from dip_core.system.version import dip_version
 from dip_ui.forms import RunRequest
 from dip_ui.security import Limits, new_id
 
@@ -38,7 +38,7 @@ JOIN_S = 15.0  # how long the server waits for a run to stop when it shuts down
 class StopRequested(KeyboardInterrupt):
     """Raised from a run's `on_step` callback when the page asked to stop it.
 
-    `dip_core.fit.fit` takes any KeyboardInterrupt raised inside its loop as Ctrl-C: it ends the loop, books a
+    `dip_core.fit.loop.fit` takes any KeyboardInterrupt raised inside its loop as Ctrl-C: it ends the loop, books a
     step already queued on the device, and returns the best result so far, marked interrupted (the report says
     `interrupted: true`, `finished: false`). This class derives from KeyboardInterrupt for that reason only;
     nothing but `Run.on_step` raises it, and the worker catches it (and the plain KeyboardInterrupt `fit` raises

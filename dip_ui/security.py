@@ -22,7 +22,7 @@ from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
 from dip_core.errors import UserError
-from dip_core.image import Image, from_pil
+from dip_core.problem.image import Image, from_pil
 
 # Formats Pillow may decode an upload as (Pillow tries only these plug-ins).
 FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")

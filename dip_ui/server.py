@@ -56,14 +56,14 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dip_core.api import AUTO_STOP_TASKS, default_stop, prepare
 from dip_core.backend import available_backends
-from dip_core.config import NETS
 from dip_core.errors import UserError, messages
-from dip_core.estimate import measure as time_steps
-from dip_core.image import Image
-from dip_core.memory import MemoryError_
-from dip_core.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
+from dip_core.model.config import NETS
+from dip_core.problem.image import Image
+from dip_core.problem.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
+from dip_core.run.estimate import measure as time_steps
+from dip_core.run.memory import MemoryError_
+from dip_core.run.prepare import AUTO_STOP_TASKS, default_stop, prepare
 from dip_ui.estimates import Estimates
 from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
 from dip_ui.runs import MemoryBusy, QueueFull, Run, RunManager, device_queue

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dip_core.image import Image
+from dip_core.problem.image import Image
 from dip_ui.security import Limits, UploadRefused, decode_image, new_id
 
 COOKIE = "dip_session"

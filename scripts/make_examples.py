@@ -22,8 +22,8 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dip_core import degrade as dg  # noqa: E402
-from dip_core.image import from_array, load_image, save_image  # noqa: E402
+from dip_core.problem import degrade as dg  # noqa: E402
+from dip_core.problem.image import from_array, load_image, save_image  # noqa: E402
 
 
 def prep(data: Path, work: Path) -> dict[str, dict]:

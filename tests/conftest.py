@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from dip_core.backend import available_backends, get_backend
-from dip_core.threads import THREADS_VAR, core_count
+from dip_core.system.threads import THREADS_VAR, core_count
 
-# A backend's CPU thread count follows the machine's load (dip_core/threads.py), and another count changes the
+# A backend's CPU thread count follows the machine's load (dip_core/system/threads.py), and another count changes the
 # last bits of a result: the tests compare runs bit for bit, so they pin it (tests of the choice inject theirs).
 os.environ.setdefault(THREADS_VAR, str(core_count()))
 

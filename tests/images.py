@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dip_core.examples import synthetic_scene as synthetic
+from dip_core.problem.examples import synthetic_scene as synthetic
 
 __all__ = ["synthetic", "to_u8"]
 

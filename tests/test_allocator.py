@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from dip_core.allocator import _libc
+from dip_core.system.allocator import _libc
 
 pytestmark = pytest.mark.skipif(_libc() is None, reason="glibc only")
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(_libc() is None, reason="glibc only")
 PROBE = textwrap.dedent(
     """
     import ctypes, os, sys
-    from dip_core.allocator import tune_allocator
+    from dip_core.system.allocator import tune_allocator
     print(tune_allocator(), file=sys.stderr)
     class Info(ctypes.Structure):
         _fields_ = [(n, ctypes.c_size_t) for n in

@@ -8,8 +8,8 @@ import functools
 import numpy as np
 import pytest
 
-from dip_core.api import restore
-from dip_core.degrade import add_noise
+from dip_core.problem.degrade import add_noise
+from dip_core.run.api import restore
 from tests.conftest import BACKENDS
 from tests.images import synthetic
 
@@ -193,12 +193,12 @@ def test_mps_reads_its_scalars_through_an_event_and_a_plain_host_copy(monkeypatc
 def test_a_session_read_as_on_mps_runs_as_one_read_directly(settings, noisy, monkeypatch):
     """The CPU session made to take MPS's path (scalars through a host copy and an event, the next step queued
     before they are read) makes the same run, bit for bit, as one that reads them directly."""
-    import dip_core.fit
-    from dip_core.api import prepare
-    from dip_core.fit import fit
+    import dip_core.fit.loop
+    from dip_core.fit.loop import fit
+    from dip_core.run.prepare import prepare
     from dip_torch import loop
 
-    monkeypatch.setattr(dip_core.fit, "PIPELINE_UNDER_S", float("inf"))  # a busy machine must not turn it off
+    monkeypatch.setattr(dip_core.fit.loop, "PIPELINE_UNDER_S", float("inf"))  # a busy machine must not turn it off
 
     def run():
         p = prepare("denoise", noisy, backend="torch", device="cpu", iters=80, seed=4, **settings, **SMALL)
@@ -261,7 +261,7 @@ def _fake_metal(monkeypatch, architecture: str, macos: str, **info) -> None:
 def test_metal_reports_the_precision_that_runs(architecture, macos, runs, monkeypatch):
     """The GPU default (tf32 asked) is recorded as fp32 on Metal unless MLX really takes its reduced-precision
     path there; and where TF32 changes nothing, a later fp32 backend in the process is not refused."""
-    from dip_core.precision import Precision
+    from dip_core.system.precision import Precision
     from dip_mlx.backend import MLXBackend
 
     _fake_metal(monkeypatch, architecture, macos)
@@ -285,10 +285,10 @@ EIGHT_GB_MAC = {"max_recommended_working_set_size": int(5.33 * GIB), "memory_siz
 def _fake_mac_memory(monkeypatch, psutil_available: float) -> None:
     import platform
 
-    import dip_core.memory
+    import dip_core.run.memory
 
     monkeypatch.setattr(platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(dip_core.memory, "available_bytes", lambda: int(psutil_available * GIB))
+    monkeypatch.setattr(dip_core.run.memory, "available_bytes", lambda: int(psutil_available * GIB))
 
 
 @needs_mlx
@@ -297,8 +297,8 @@ def test_an_8gb_mac_fits_256_on_metal_and_warns_where_only_psutil_objects(monkey
     browser open) only warns. The default network at 256x256 needs about 2.1 GiB."""
     import mlx.core as mx
 
-    from dip_core.config import load_config
-    from dip_core.memory import MemoryError_, check_memory
+    from dip_core.model.config import load_config
+    from dip_core.run.memory import MemoryError_, check_memory
     from dip_mlx.backend import MLXBackend
 
     _fake_metal(monkeypatch, "applegpu_g13g", "14.6", **EIGHT_GB_MAC)
@@ -319,8 +319,8 @@ def test_an_8gb_mac_fits_256_on_metal_and_warns_where_only_psutil_objects(monkey
 def test_mps_fits_by_its_recommended_working_set(monkeypatch):
     import torch
 
-    from dip_core.config import load_config
-    from dip_core.memory import MemoryError_, check_memory
+    from dip_core.model.config import load_config
+    from dip_core.run.memory import MemoryError_, check_memory
     from dip_torch.backend import TorchBackend
 
     _fake_mac_memory(monkeypatch, 1.5)
@@ -336,13 +336,13 @@ def test_mps_fits_by_its_recommended_working_set(monkeypatch):
 def test_the_host_figure_refuses_on_linux_and_warns_on_a_mac(monkeypatch):
     import platform
 
-    import dip_core.memory
+    import dip_core.run.memory
 
-    monkeypatch.setattr(dip_core.memory, "available_bytes", lambda: 3 * GIB)
+    monkeypatch.setattr(dip_core.run.memory, "available_bytes", lambda: 3 * GIB)
     monkeypatch.setattr(platform, "system", lambda: "Linux")
-    assert dip_core.memory.host_free() == (3 * GIB, None)
+    assert dip_core.run.memory.host_free() == (3 * GIB, None)
     monkeypatch.setattr(platform, "system", lambda: "Darwin")
-    assert dip_core.memory.host_free() == (None, 3 * GIB)
+    assert dip_core.run.memory.host_free() == (None, 3 * GIB)
 
 
 @needs_torch
@@ -350,8 +350,8 @@ def test_mps_without_recommended_max_memory_only_warns(monkeypatch):
     """torch before 2.5 has no torch.mps.recommended_max_memory: no figure refuses, psutil's warns."""
     import torch
 
-    from dip_core.config import load_config
-    from dip_core.memory import check_memory
+    from dip_core.model.config import load_config
+    from dip_core.run.memory import check_memory
     from dip_torch.backend import TorchBackend
 
     _fake_mac_memory(monkeypatch, 1.5)
@@ -386,7 +386,7 @@ def test_two_mlx_sessions_interleaved_keep_their_devices(noisy, monkeypatch):
     import mlx.core as mx
 
     import dip_mlx.loop
-    from dip_core.api import prepare
+    from dip_core.run.prepare import prepare
 
     traced_on = []
     real = dip_mlx.loop._loss
@@ -425,7 +425,7 @@ def test_an_mlx_session_leaves_nothing_lazy_for_the_thread_that_runs_it(noisy, m
     import mlx.core as mx
     from mlx.utils import tree_flatten
 
-    from dip_core.api import prepare
+    from dip_core.run.prepare import prepare
 
     evaluated: set[int] = set()
     real = mx.eval
@@ -451,8 +451,7 @@ def _fake_sysctl(tmp_path, monkeypatch, performance: int, efficiency: int) -> No
     import os
     import platform
 
-    from dip_core import threads
-
+    from dip_core.system import threads
     script = tmp_path / "sysctl"
     script.write_text(
         "#!/bin/sh\n"
@@ -478,8 +477,8 @@ def _fake_sysctl(tmp_path, monkeypatch, performance: int, efficiency: int) -> No
 def test_a_mac_runs_one_thread_per_performance_core(load, expect, said, tmp_path, monkeypatch):
     """An M1 (4 performance + 4 efficiency cores): no thread on an efficiency core, whose slowness every parallel
     loop would wait for; the load (the 1-minute average: no /proc/stat on macOS) counts over all 8 cores."""
-    from dip_core import threads
-    from dip_core.threads import choose_threads, core_kinds, describe_cores
+    from dip_core.system import threads
+    from dip_core.system.threads import choose_threads, core_kinds, describe_cores
 
     _fake_sysctl(tmp_path, monkeypatch, 4, 4)
     monkeypatch.setattr(threads, "current_load", lambda: None)  # None below: unknown, as where nothing reports it
@@ -506,7 +505,7 @@ def test_doctor_says_how_a_mac_counts_its_cores(tmp_path, monkeypatch, capsys):
     from dip_cli.info import _print_threads
 
     _fake_sysctl(tmp_path, monkeypatch, 8, 4)
-    monkeypatch.setattr("dip_core.threads.os.path.exists", lambda path: False)  # no /proc/stat, as on macOS
+    monkeypatch.setattr("dip_core.system.threads.os.path.exists", lambda path: False)  # no /proc/stat, as on macOS
     _print_threads(["torch: 8 threads - 8 of 8 performance cores free (4 efficiency cores left out: ...)"])
     shown = capsys.readouterr().out
     assert "8 performance + 4 efficiency cores: at most one thread per performance core" in shown

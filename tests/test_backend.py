@@ -54,7 +54,7 @@ def test_framework_is_imported_lazily():
     import sys
 
     code = (
-        "import dip_core.backend, dip_core.config, dip_core.weights, dip_core.crosscheck, sys; "
+        "import dip_core.backend, dip_core.model.config, dip_core.model.weights, dip_core.run.crosscheck, sys; "
         "print('mlx' in sys.modules, 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,7 +1,7 @@
 """Bad input, tried on purpose: exit code 2, one line naming the problem, no traceback, nothing written.
 
 Every row of CASES is one kind of bad input to `dip run` (or `dip degrade`); API_CASES
-feed the same kinds of mistake to `dip_core.api.restore`.
+feed the same kinds of mistake to `dip_core.run.api.restore`.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.api import restore
 from dip_core.errors import UserError
-from dip_core.presets import Task
-from dip_core.task_options import TAKEN_BY, flag, takes
-from dip_core.tiled import restore_tiled
+from dip_core.problem.presets import Task
+from dip_core.problem.task_options import TAKEN_BY, flag, takes
+from dip_core.run.api import restore
+from dip_core.run.tiled import restore_tiled
 from tests.images import synthetic, to_u8
 
 runner = CliRunner()
@@ -140,9 +140,9 @@ def test_unreadable_permissions(files):
 
 def test_unreadable_permissions_as_the_loader_sees_them(files, monkeypatch):
     # Runs as root too: the loader is told what an unprivileged user's access check says.
-    import dip_core.image
+    import dip_core.problem.image
 
-    monkeypatch.setattr(dip_core.image.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(dip_core.problem.image.os, "access", lambda path, mode: False)
     before = _snapshot(files)
     result = runner.invoke(app, ["run", "denoise", str(files / "img.png"), "-o", str(files / "o.png"), *FAST])
     assert result.exit_code == 2 and "not readable" in result.output
@@ -175,7 +175,7 @@ def test_bad_input_to_the_api_raises_a_user_error(name, call, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
-# A value for every option that only some tasks take (dip_core.task_options.TAKEN_BY).
+# A value for every option that only some tasks take (dip_core.problem.task_options.TAKEN_BY).
 FOR_SOME_TASKS = {
     "mask": np.ones((37, 45), np.float32),
     "mask_color": "red",

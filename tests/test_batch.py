@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.degrade import add_noise, text_mask
+from dip_core.problem.degrade import add_noise, text_mask
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
@@ -93,7 +93,7 @@ def test_a_batch_runs_one_thread_per_fit_on_either_engine_and_records_it(tmp_pat
     """Another thread count changes a result (issue 25: up to 12/255 between 2 and 1): a batch never takes it from the
     machine's load or DIP_THREADS, runs what Ray's default task (one CPU) runs, and a rerun with another count
     is told its results were made otherwise."""
-    from dip_core.threads import THREADS_VAR
+    from dip_core.system.threads import THREADS_VAR
 
     monkeypatch.setenv(THREADS_VAR, "2")  # what a free 2-core machine would choose for a single run
     out = tmp_path / "out"
@@ -105,7 +105,7 @@ def test_a_batch_runs_one_thread_per_fit_on_either_engine_and_records_it(tmp_pat
     assert report["threads"] == 1 and report["batch"]["settings"]["threads"] == 1
     from dip_cli.batch import batch_threads
     from dip_cli.batch_ray import RaySettings
-    from dip_core.options import RunOptions
+    from dip_core.run.options import RunOptions
 
     assert batch_threads(RunOptions(), None) == batch_threads(RunOptions(), RaySettings()) == 1
     assert batch_threads(RunOptions(threads=3), RaySettings(cpus_per_run=2)) == 3
@@ -229,9 +229,9 @@ def test_a_failed_image_exits_1_after_the_summary(tmp_path, src):
 
 
 def test_an_interrupted_batch_goes_on_where_it_stopped(tmp_path, src, monkeypatch):
-    import dip_core.api
+    import dip_core.run.api
 
-    out, restore, calls = tmp_path / "out", dip_core.api.restore, []
+    out, restore, calls = tmp_path / "out", dip_core.run.api.restore, []
 
     def interrupted_second(*args, **kwargs):
         calls.append(1)
@@ -239,12 +239,12 @@ def test_an_interrupted_batch_goes_on_where_it_stopped(tmp_path, src, monkeypatc
             raise KeyboardInterrupt
         return restore(*args, **kwargs)
 
-    monkeypatch.setattr(dip_core.api, "restore", interrupted_second)
+    monkeypatch.setattr(dip_core.run.api, "restore", interrupted_second)
     result, _ = batch(src, out)
     assert result.exit_code == 130
     assert statuses(out) == {"a.jpg": "done", "a.png": "interrupted", "b.png": "interrupted"}
     assert sorted(p.name for p in out.iterdir()) == ["a.jpg.denoise.json", "a.jpg.denoise.png", "summary.json"]
-    monkeypatch.setattr(dip_core.api, "restore", restore)
+    monkeypatch.setattr(dip_core.run.api, "restore", restore)
     again, _ = batch(src, out)
     assert again.exit_code == 0, again.output
     assert statuses(out) == {"a.jpg": "skipped", "a.png": "done", "b.png": "done"}
@@ -276,7 +276,7 @@ def test_the_input_folder_is_refused_as_output(tmp_path, src):
 
 
 def test_each_report_names_the_command_and_the_version(src, tmp_path):
-    from dip_core.version import dip_version
+    from dip_core.system.version import dip_version
 
     out = tmp_path / "out"
     result, text = batch(src, out)

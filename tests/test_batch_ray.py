@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from cli import app
 from dip_cli.batch_ray import CRASH_ONCE_VAR
 from dip_cli.shard import Shard, ShardError
-from dip_core.degrade import add_noise
+from dip_core.problem.degrade import add_noise
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
@@ -193,6 +193,6 @@ def test_ray_options_need_the_ray_engine(tmp_path):
 
 
 def test_dip_does_not_import_ray_until_the_ray_engine_runs():
-    code = "import sys, cli, dip_core.api, dip_cli.batch, dip_cli.batch_ray; print('ray' in sys.modules)"
+    code = "import sys, cli, dip_core.run.api, dip_cli.batch, dip_cli.batch_ray; print('ray' in sys.modules)"
     shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "False"

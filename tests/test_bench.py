@@ -11,8 +11,8 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.config import NETS
-from dip_core.flops import forward_flops, step_flops
+from dip_core.model.config import NETS
+from dip_core.model.flops import forward_flops, step_flops
 from tests.conftest import BACKENDS, BOTH
 from tests.images import synthetic, to_u8
 

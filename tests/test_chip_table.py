@@ -438,7 +438,7 @@ def test_classic_report_goes_on_past_bad_files(folder, tmp_path):
 def test_the_cross_check_is_said_in_dip_crosscheck_s_own_words(verdict):
     """The machine notes once said "FAILED (max |diff| 1.2e-05, tolerance 0.0001)" of a run that `dip crosscheck`
     calls agreement (above-noise): one verdict, one wording."""
-    from dip_core.crosscheck import agrees, verdict_text
+    from dip_core.run.crosscheck import agrees, verdict_text
 
     check = {"device": "cpu", "verdict": verdict, "passed": agrees(verdict), "excess": 2.57, "max_abs_diff": 1.2e-5,
              "tolerance": 1e-4}  # fmt: skip

@@ -75,7 +75,7 @@ NARROW = {"COLUMNS": "80"}
 
 
 def test_presets_fit_80_columns_and_every_name_is_whole():
-    from dip_core.presets import PRESETS
+    from dip_core.problem.presets import PRESETS
 
     result = runner.invoke(app, ["presets"], env=NARROW)
     assert result.exit_code == 0

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image as PILImage
 from typer.testing import CliRunner
 
-import dip_core.api
-import dip_core.fit
+import dip_core.fit.loop
+import dip_core.run.api
 from cli import app
-from dip_core.degrade import add_noise
+from dip_core.problem.degrade import add_noise
 from tests.images import synthetic, to_u8
 
 runner = CliRunner()
@@ -56,7 +56,7 @@ def one_clean_line(result) -> None:
 def test_a_second_signal_never_discards_the_rescue_of_the_first(noisy, monkeypatch, sig):
     """Issue 21, 5: two signals in quick succession: the first at step 8, the second while the run's result is
     being chosen. The result so far is still written, and the run says it was interrupted."""
-    process, choose = dip_core.fit._Loop.process, dip_core.fit.choose
+    process, choose = dip_core.fit.loop._Loop.process, dip_core.fit.loop.choose
 
     def signalled_at_8(self, i, *args):
         if i == 8:
@@ -67,8 +67,8 @@ def test_a_second_signal_never_discards_the_rescue_of_the_first(noisy, monkeypat
         signal.raise_signal(sig)  # while the first one's rescue is under way
         return choose(*args, **kwargs)
 
-    monkeypatch.setattr(dip_core.fit._Loop, "process", signalled_at_8)
-    monkeypatch.setattr(dip_core.fit, "choose", second_signal)
+    monkeypatch.setattr(dip_core.fit.loop._Loop, "process", signalled_at_8)
+    monkeypatch.setattr(dip_core.fit.loop, "choose", second_signal)
     result = runner.invoke(app, ["run", "denoise", str(noisy), "--iters", "30", *FAST])
     assert result.exit_code == 130, result.output
     assert "nothing was written" not in result.output and "interrupted after" in result.output
@@ -79,7 +79,7 @@ def test_a_second_signal_never_discards_the_rescue_of_the_first(noisy, monkeypat
 def test_a_checkpoint_that_does_not_fit_on_the_disk_is_a_warning(noisy, monkeypatch):
     """Issue 21, 6: the first checkpoint is written, the later ones find the disk full: the run goes on to its
     result, warned; and an interrupted run resumes from the checkpoint that was written."""
-    real, calls = dip_core.fit.save_checkpoint, []
+    real, calls = dip_core.fit.loop.save_checkpoint, []
 
     def first_fits(*args, **kwargs):
         calls.append(1)
@@ -87,7 +87,7 @@ def test_a_checkpoint_that_does_not_fit_on_the_disk_is_a_warning(noisy, monkeypa
             full_disk()
         real(*args, **kwargs)
 
-    monkeypatch.setattr(dip_core.fit, "save_checkpoint", first_fits)
+    monkeypatch.setattr(dip_core.fit.loop, "save_checkpoint", first_fits)
     args = ["run", "denoise", str(noisy), "--iters", "20", "--checkpoint-every", "5", *FAST]
     report = noisy.parent / "r.json"
     result = runner.invoke(app, [*args, "--report", str(report)])
@@ -97,12 +97,12 @@ def test_a_checkpoint_that_does_not_fit_on_the_disk_is_a_warning(noisy, monkeypa
     assert (noisy.parent / "cat.denoise.png").is_file() and json.loads(report.read_text())["iters"] == 20
 
     calls.clear()
-    process = dip_core.fit._Loop.process
+    process = dip_core.fit.loop._Loop.process
 
-    monkeypatch.setattr(dip_core.fit._Loop, "process", ctrl_c_at(12, process))
+    monkeypatch.setattr(dip_core.fit.loop._Loop, "process", ctrl_c_at(12, process))
     stopped = runner.invoke(app, [*args, "--force"])
     assert stopped.exit_code == 130 and "--resume" in stopped.output, stopped.output
-    monkeypatch.setattr(dip_core.fit._Loop, "process", process)
+    monkeypatch.setattr(dip_core.fit.loop._Loop, "process", process)
     resumed = runner.invoke(app, [*args, "--resume"])  # from iteration 5, the disk still full for the rest
     assert resumed.exit_code == 0, resumed.output
     one_clean_line(resumed)
@@ -148,13 +148,13 @@ def test_an_image_of_non_finite_pixels_is_refused_in_one_line(tmp_path, value):
 
 def make_checkpoint(noisy, tmp_path) -> tuple[list[str], object]:
     """A real checkpoint of a stopped run: the arguments to resume it, and its path."""
-    process = dip_core.fit._Loop.process
+    process = dip_core.fit.loop._Loop.process
     args = ["run", "denoise", str(noisy), "--iters", "12", "--checkpoint-every", "5", *FAST]
-    dip_core.fit._Loop.process = ctrl_c_at(7, process)
+    dip_core.fit.loop._Loop.process = ctrl_c_at(7, process)
     try:
         assert runner.invoke(app, args).exit_code == 130
     finally:
-        dip_core.fit._Loop.process = process
+        dip_core.fit.loop._Loop.process = process
     return [*args, "--resume"], noisy.parent / "cat.denoise.ckpt.npz"
 
 
@@ -270,7 +270,7 @@ def test_a_memory_refusal_names_the_image_size_not_the_padded_one(tmp_path, monk
     from tests.conftest import BACKENDS
 
     backend = BACKENDS[0]
-    module = __import__("dip_core.memory", fromlist=["available_bytes"])
+    module = __import__("dip_core.run.memory", fromlist=["available_bytes"])
     monkeypatch.setattr(module, "available_bytes", lambda: 50 * 2**20)
     PILImage.fromarray(np.zeros((41, 61), np.uint8)).save(tmp_path / "odd.png")
     result = runner.invoke(app, ["run", "denoise", str(tmp_path / "odd.png"), "-b", backend, "--iters", "2", *FAST])

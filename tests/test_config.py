@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from dip_core.config import NETS, ConfigError, SkipConfig, check_size, load_config, min_size
+from dip_core.model.config import NETS, ConfigError, SkipConfig, check_size, load_config, min_size
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import pytest
 
 mx = pytest.importorskip("mlx.core")
 
-from dip_core.config import BN_EPS, LEAKY_SLOPE, Act, Pad, Upsample  # noqa: E402
+from dip_core.model.config import BN_EPS, LEAKY_SLOPE, Act, Pad, Upsample  # noqa: E402
 from dip_mlx import cpu_kernels as ck  # noqa: E402
 from dip_mlx import layers as ml  # noqa: E402
 from tests.test_skip import KNOBS, SMALL  # noqa: E402
@@ -144,8 +144,8 @@ def test_leaky_slope_is_the_papers(rng):
 
 def _net_outputs(cfg, size, kernels: str, monkeypatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     from dip_core.backend import get_backend
-    from dip_core.inputs import make_input
-    from dip_core.weights import init_weights
+    from dip_core.model.inputs import make_input
+    from dip_core.model.weights import init_weights
 
     monkeypatch.setenv(ck.ENV_VAR, kernels)
     backend = get_backend("mlx", "cpu")
@@ -178,7 +178,7 @@ def test_kernels_only_on_the_cpu(monkeypatch):
     """A GPU device (Metal, CUDA) runs MLX's own ops: the kernels never leave the CPU, and the choice
     is made once, when the network is built for its backend's device."""
     from dip_core.backend import get_backend
-    from dip_core.weights import init_weights
+    from dip_core.model.weights import init_weights
 
     assert ck.usable(SMALL, mx.cpu) and not ck.usable(SMALL, mx.gpu)
     assert not ck.usable(SMALL, mx.cpu, mx.bfloat16)
@@ -204,7 +204,7 @@ def test_kernels_in_other_thread_setups(env, expect):
     code = (
         "import numpy as np, mlx.core as mx\n"
         "from dip_mlx import cpu_kernels as ck\n"
-        "from dip_core.config import Pad\n"
+        "from dip_core.model.config import Pad\n"
         f"assert {expect!r} in ck.status(), ck.status()\n"
         "x = ck.from_image(mx.array(np.random.default_rng(0).random((1, 9, 11, 5), np.float32)), 1, Pad.REFLECTION)\n"
         "w = mx.array(np.random.default_rng(1).random((4, 3, 3, 5), np.float32))\n"

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.config import NETS
-from dip_core.crosscheck import (
+from dip_core.model.config import NETS
+from dip_core.run.crosscheck import (
     FORWARD_TARGET,
     GRAD_TARGET,
     LOSS_TARGET,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dip_core.degrade import (
+from dip_core.problem.degrade import (
     DegradationError,
     Operator,
     OpKind,

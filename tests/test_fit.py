@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import dip_core.fit
-from dip_core.api import restore
-from dip_core.degrade import add_noise
-from dip_core.fit import FitSettings, fit
-from dip_core.monitors import HostSession
-from dip_core.stopping import WindowVariance
+import dip_core.fit.loop
+from dip_core.fit.loop import fit
+from dip_core.fit.monitors import HostSession
+from dip_core.fit.settings import FitSettings
+from dip_core.fit.stopping import WindowVariance
+from dip_core.problem.degrade import add_noise
+from dip_core.run.api import restore
 from tests.conftest import BACKENDS
 from tests.images import synthetic
 
@@ -98,7 +99,7 @@ def test_nan_rolls_back_and_halves_the_learning_rate():
 def test_interrupt_keeps_the_best_so_far(name, slow, noisy, monkeypatch):
     clean = synthetic(40, 36)
     # Every step counts as slow (0 s), or none does: slow steps are not queued ahead, so Ctrl-C waits for none.
-    monkeypatch.setattr(dip_core.fit, "PIPELINE_UNDER_S", 0.0 if slow else float("inf"))
+    monkeypatch.setattr(dip_core.fit.loop, "PIPELINE_UNDER_S", 0.0 if slow else float("inf"))
 
     def stop(info):
         if info.i == 8:
@@ -188,7 +189,7 @@ def test_auto_stop_with_ema_returns_the_average_centred_on_the_minimum():
 
 @pytest.mark.parametrize("task", ["denoise", "jpeg", "inpaint", "restore", "sr", "deblur"])
 def test_auto_stop_is_the_default_where_it_was_measured_unless_iters_are_given(task):
-    from dip_core.api import default_stop
+    from dip_core.run.prepare import default_stop
 
     assert default_stop(task, None) == ("auto" if task in ("denoise", "jpeg", "restore", "sr") else "fixed")
     assert default_stop(task, 500) == "fixed"
@@ -244,7 +245,7 @@ def test_variance_point_stays_when_it_is_not_overfit():
 
 
 def test_noise_level_estimate():
-    from dip_core.metrics import noise_sigma_estimate
+    from dip_core.problem.metrics import noise_sigma_estimate
 
     rng = np.random.default_rng(0)
     flat = np.full((64, 64, 3), 0.5)
@@ -255,7 +256,7 @@ def test_noise_level_estimate():
 @pytest.mark.parametrize("shape", [(61, 47, 3), (53, 70), (300, 301, 1)])
 def test_noise_level_estimate_on_texture(shape):
     """Fine texture is not read as noise (the wavelet MAD rule reads it as 0.1 too many here)."""
-    from dip_core.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
+    from dip_core.problem.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
 
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -269,14 +270,14 @@ def test_noise_level_estimate_on_texture(shape):
 
 def test_noise_level_estimate_on_hard_edges():
     """Flat discs with hard edges: the patch estimate reads edges as noise, the MAD rule does not."""
-    from dip_core.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
+    from dip_core.problem.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
 
     clean = synthetic(64, 64).astype(np.float64)
     assert _patch_pca_sigma(clean, 5) > 0.02 > noise_sigma_estimate(clean) == _haar_mad_sigma(clean)
 
 
 def test_noise_level_estimate_on_tiny_images():
-    from dip_core.metrics import noise_sigma_estimate
+    from dip_core.problem.metrics import noise_sigma_estimate
 
     assert noise_sigma_estimate(np.zeros((1, 1, 3))) == 0.0
     rng = np.random.default_rng(2)
@@ -332,7 +333,7 @@ def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overri
 def test_a_snapshot_can_be_returned_to_twice(name, noisy):
     """Two rollbacks to one snapshot find it as it was taken (torch's optimizer once adopted its tensors,
     and the steps after the first rollback changed them in place)."""
-    from dip_core.api import prepare
+    from dip_core.run.prepare import prepare
 
     session = prepare("denoise", noisy, backend=name, device="cpu", seed=2, **SMALL).session
     session.read(session.step())
@@ -353,9 +354,9 @@ def test_pipelined_or_not_the_same_run(name, noisy, monkeypatch):
     """Queueing the next step before reading this one changes nothing: the same losses, choices and result,
     here with kept parameters (no EMA, auto-stop) and the discrepancy rule (torch keeps them from its ring
     of two when pipelined)."""
-    from dip_core.api import prepare
+    from dip_core.run.prepare import prepare
 
-    monkeypatch.setattr(dip_core.fit, "PIPELINE_UNDER_S", float("inf"))  # a busy machine must not turn it off
+    monkeypatch.setattr(dip_core.fit.loop, "PIPELINE_UNDER_S", float("inf"))  # a busy machine must not turn it off
 
     def run(flip):
         p = prepare("denoise", noisy, backend=name, device="cpu", iters=150, exp_weight=0.0, stop="auto", window=5,
@@ -389,7 +390,7 @@ def test_ctrl_c_before_any_step_is_booked_has_no_result():
 def test_psnr_auto_is_the_psnr_of_what_a_run_without_a_reference_returns(name, task, noisy):
     """The report's psnr_auto describes exactly the output a user without a reference gets: the automatic
     choice (EMA or net(z)), with the known pixels pasted back where the result has them."""
-    from dip_core.metrics import psnr
+    from dip_core.problem.metrics import psnr
 
     clean = synthetic(40, 36)
     extra: dict = {"window": 5, "patience": 10, "stop": "auto", "seed": 2, **SMALL}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from dip_core.image import ImageError, from_array, load_image, save_image
+from dip_core.problem.image import ImageError, from_array, load_image, save_image
 from tests.images import synthetic, to_u8
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dip_core.config import Act, Downsample, Pad, Upsample
+from dip_core.model.config import Act, Downsample, Pad, Upsample
 
 mx = pytest.importorskip("mlx.core")
 torch = pytest.importorskip("torch")

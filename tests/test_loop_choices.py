@@ -1,6 +1,6 @@
 """The loop's choices on scripted runs are the ones the loop made before its trackers were split out.
 
-tests/scripted_choices.json was written by running tests/scripted.py's scenarios through dip_core.fit at
+tests/scripted_choices.json was written by running tests/scripted.py's scenarios through dip_core.fit.loop at
 commit 916578c (the loop as one `_Loop` with `_accept`); this runs them through today's loop on a
 HostSession (the numpy monitors) and asks for the same numbers.
 """
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from dip_core.fit import FitSettings, fit
-from dip_core.metrics import psnr_from_mse
-from dip_core.monitors import HostSession
+from dip_core.fit.loop import fit
+from dip_core.fit.monitors import HostSession
+from dip_core.fit.settings import FitSettings
+from dip_core.problem.metrics import psnr_from_mse
 from tests import scripted
 
 RECORDED = json.loads((Path(__file__).parent / "scripted_choices.json").read_text())

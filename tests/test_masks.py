@@ -11,9 +11,9 @@ from PIL import ImageDraw
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.api import restore
-from dip_core.image import Image
-from dip_core.tasks import ProblemError, mask_from_image
+from dip_core.problem.image import Image
+from dip_core.problem.tasks import ProblemError, mask_from_image
+from dip_core.run.api import restore
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dip_core.api import restore
 from dip_core.backend import Monitoring, get_backend
-from dip_core.degrade import add_noise
-from dip_core.monitors import HostSession
+from dip_core.fit.monitors import HostSession
+from dip_core.problem.degrade import add_noise
+from dip_core.run.api import restore
 from tests.conftest import BACKENDS
 from tests.images import synthetic
 
@@ -118,7 +118,7 @@ def images():
 def test_images_reach_the_host_a_constant_number_of_times(name, images, monkeypatch):
     """Steps move scalars only: a run's device-to-host image copies do not grow with its length,
     and each save adds one; checkpoints come as their own writes."""
-    import dip_core.fit
+    import dip_core.fit.loop
 
     clean, noisy = images
     cls = type(get_backend(name, "cpu"))
@@ -133,7 +133,7 @@ def test_images_reach_the_host_a_constant_number_of_times(name, images, monkeypa
         counts["checkpoints"] += 1
 
     monkeypatch.setattr(cls, "to_numpy", staticmethod(counting))
-    monkeypatch.setattr(dip_core.fit, "save_checkpoint", checkpoint)
+    monkeypatch.setattr(dip_core.fit.loop, "save_checkpoint", checkpoint)
 
     def transfers(**options):
         counts.update(images=0, checkpoints=0)

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dip_core.config import NETS, SkipConfig
-from dip_core.params import count_params, grad_is_structurally_zero, param_shapes
-from dip_core.weights import init_weights
+from dip_core.model.config import NETS, SkipConfig
+from dip_core.model.params import count_params, grad_is_structurally_zero, param_shapes
+from dip_core.model.weights import init_weights
 
 # The default denoising network of the paper has this many parameters.
 PAPER_DEFAULT_PARAMS = 2_217_831

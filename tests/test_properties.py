@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image as PILImage
 
-from dip_core.api import restore
-from dip_core.image import from_pil, to_pil
+from dip_core.problem.image import from_pil, to_pil
+from dip_core.run.api import restore
 from tests.conftest import BACKENDS
 
 MODES = ["L", "LA", "RGB", "RGBA", "I;16", "P"]

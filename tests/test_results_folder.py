@@ -26,7 +26,7 @@ def user_data(tmp_path, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    from dip_core.paths import bench_report_dir, bench_results_dir
+    from dip_core.system.paths import bench_report_dir, bench_results_dir
 
     results, report = bench_results_dir(), bench_report_dir()
     assert tmp_path in results.parents and tmp_path in report.parents

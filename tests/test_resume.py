@@ -15,9 +15,9 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.api import restore
-from dip_core.checkpoint import CheckpointError
-from dip_core.degrade import add_noise
+from dip_core.fit.checkpoint import CheckpointError
+from dip_core.problem.degrade import add_noise
+from dip_core.run.api import restore
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
@@ -155,7 +155,7 @@ def test_a_resumed_run_takes_over_the_checkpoints_thread_count(images, tmp_path,
 
 def test_an_array_equal_to_another_is_written_once_and_read_back_as_its_own(tmp_path):
     """A checkpoint at a check holds the rollback copy equal to the session's state: written once, not twice."""
-    from dip_core.checkpoint import load_checkpoint, save_checkpoint
+    from dip_core.fit.checkpoint import load_checkpoint, save_checkpoint
 
     rng = np.random.default_rng(0)
     weights = rng.random((256, 256), dtype=np.float32)

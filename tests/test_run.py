@@ -10,8 +10,8 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.degrade import add_noise, blur, drop_mask, parse_kernel, resize, text_mask
-from dip_core.metrics import psnr
+from dip_core.problem.degrade import add_noise, blur, drop_mask, parse_kernel, resize, text_mask
+from dip_core.problem.metrics import psnr
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
@@ -243,9 +243,10 @@ def test_presets_lists_the_papers_settings():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_too_large_for_memory_is_refused_up_front(monkeypatch, scene, backend):
     """The memory estimate is checked before anything runs or is written."""
-    import dip_core.memory
+    import dip_core.run.memory
 
-    monkeypatch.setattr(dip_core.memory, "available_bytes", lambda: 50 * 2**20)  # the host's figure (Linux: refuses)
+    # the host's figure (Linux: refuses)
+    monkeypatch.setattr(dip_core.run.memory, "available_bytes", lambda: 50 * 2**20)
     args = ["run", "denoise", str(scene["denoise"]), "-b", backend, "--iters", "2", "--device", "cpu", "-q"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "needs about" in result.output and "GiB" in result.output
@@ -253,8 +254,8 @@ def test_too_large_for_memory_is_refused_up_front(monkeypatch, scene, backend):
 
 
 def test_memory_estimate_tracks_the_measured_peak():
-    from dip_core.config import NETS
-    from dip_core.memory import estimate_bytes
+    from dip_core.model.config import NETS
+    from dip_core.run.memory import estimate_bytes
 
     cfg = NETS["default"]
     # measured peak RSS growth over three steps at 256x256 on the CPU: torch 0.8 GiB, MLX 1.5 GiB
@@ -264,7 +265,7 @@ def test_memory_estimate_tracks_the_measured_peak():
 
 def test_a_given_mask_never_makes_the_input_the_reference(tmp_path):
     """Only --drop simulates: with a user's mask the (corrupted) input is not a ground truth."""
-    from dip_core.api import restore
+    from dip_core.run.api import restore
 
     x = synthetic(34, 36)
     holes = x.copy()
@@ -313,8 +314,8 @@ def test_mask_from_a_pure_colour_overlay(tmp_path, scene):
 def test_save_to_writes_the_result_in_one_call(tmp_path, backend, tile):
     """`restore(..., save_to=PATH)` writes the result when the run ends (no `save_every` needed), tiled or not;
     `result.save(PATH)` writes the same image afterwards."""
-    from dip_core.api import restore
-    from dip_core.image import load_image
+    from dip_core.problem.image import load_image
+    from dip_core.run.api import restore
 
     target = tmp_path / "photo.denoise.png"
     noisy = add_noise(synthetic(21, 25), 25, 0)

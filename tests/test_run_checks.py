@@ -14,14 +14,14 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 import dip_cli.run as run_module
-import dip_core.estimate
-import dip_core.fit
+import dip_core.fit.loop
+import dip_core.run.estimate
 from cli import app
-from dip_core.config import load_config
-from dip_core.degrade import add_noise
-from dip_core.estimate import Estimate, duration
-from dip_core.presets import Task
-from dip_core.version import dip_version
+from dip_core.model.config import load_config
+from dip_core.problem.degrade import add_noise
+from dip_core.problem.presets import Task
+from dip_core.run.estimate import Estimate, duration
+from dip_core.system.version import dip_version
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
@@ -60,8 +60,8 @@ def no_fit(monkeypatch):
     def fit(*args, **kwargs):
         raise AssertionError("the run started")
 
-    monkeypatch.setattr(dip_core.fit, "fit", fit)
-    monkeypatch.setattr("dip_core.api.fit", fit)
+    monkeypatch.setattr(dip_core.fit.loop, "fit", fit)
+    monkeypatch.setattr("dip_core.run.prepare.fit", fit)
 
 
 def test_an_unwritable_output_is_found_before_the_first_iteration(noisy, read_only, no_fit, tmp_path):
@@ -76,16 +76,16 @@ def test_an_unwritable_output_is_found_before_the_first_iteration(noisy, read_on
 def test_a_write_that_fails_at_the_end_goes_to_a_fallback_and_the_rest_is_written(noisy, tmp_path, monkeypatch):
     target = tmp_path / "out" / "cat.png"
     target.parent.mkdir()
-    import dip_core.image
+    import dip_core.problem.image
 
-    real = dip_core.image.save_image
+    real = dip_core.problem.image.save_image
 
     def save_image(path, image, **kwargs):  # the disk fills up between the check and the end of the run
         if Path(path) == target:
-            raise dip_core.image.ImageError(f"cannot write {path}: No space left on device")
+            raise dip_core.problem.image.ImageError(f"cannot write {path}: No space left on device")
         return real(path, image, **kwargs)
 
-    monkeypatch.setattr(dip_core.image, "save_image", save_image)
+    monkeypatch.setattr(dip_core.problem.image, "save_image", save_image)
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")
     report, plot = tmp_path / "r.json", tmp_path / "p.png"
@@ -195,7 +195,7 @@ def test_estimate_times_the_run_and_its_cheaper_choices_and_writes_nothing(tmp_p
 def test_a_long_run_prints_its_estimate_once_its_first_steps_are_timed(noisy, monkeypatch):
     monkeypatch.setattr(run_module, "ESTIMATE_AFTER_S", 0.0)
     monkeypatch.setattr(run_module, "ESTIMATE_FROM_S", 0.0)
-    monkeypatch.setattr(dip_core.estimate, "LONG_RUN_S", 0.0)
+    monkeypatch.setattr(dip_core.run.estimate, "LONG_RUN_S", 0.0)
     result = runner.invoke(app, ["run", "denoise", str(noisy), "--iters", "6", *FAST])
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
@@ -224,7 +224,7 @@ def test_ctrl_c_before_the_first_step_writes_nothing_and_says_so(noisy, monkeypa
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("dip_core.api.fit", interrupted)
+    monkeypatch.setattr("dip_core.run.prepare.fit", interrupted)
     result = runner.invoke(app, ["run", "denoise", str(noisy), "--iters", "5", *FAST])
     assert result.exit_code == 130 and "nothing was written" in result.output
     assert not (noisy.parent / "cat.denoise.png").exists()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dip_core.config import NETS, ConfigError, SkipConfig
-from dip_core.inputs import make_input
-from dip_core.weights import init_weights
+from dip_core.model.config import NETS, ConfigError, SkipConfig
+from dip_core.model.inputs import make_input
+from dip_core.model.weights import init_weights
 
 SMALL = SkipConfig(in_channels=3, channels_down=(6, 6, 6), channels_up=(6, 6, 6), channels_skip=(2, 0, 2))
 

@@ -10,9 +10,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from dip_core import threads
 from dip_core.backend import available_backends, get_backend
-from dip_core.threads import ThreadChoice, choose_threads, free_threads
+from dip_core.system import threads
+from dip_core.system.threads import ThreadChoice, choose_threads, free_threads
 
 needs_torch = pytest.mark.skipif("torch" not in available_backends(), reason="torch is not installed")
 needs_mlx = pytest.mark.skipif("mlx" not in available_backends(), reason="mlx is not installed")
@@ -172,7 +172,7 @@ def test_backends_shows_the_threads(monkeypatch):
 def test_a_torch_session_runs_its_own_backends_thread_count():
     import torch
 
-    from dip_core.api import prepare
+    from dip_core.run.prepare import prepare
     from tests.images import synthetic
 
     one = prepare("denoise", synthetic(9, 11), backend="torch", device="cpu", threads=1, net="tiny", iters=2)

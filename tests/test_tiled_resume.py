@@ -10,10 +10,10 @@ from PIL import Image as PILImage
 from typer.testing import CliRunner
 
 from cli import app
-from dip_core.checkpoint import CheckpointError
-from dip_core.degrade import add_noise
-from dip_core.tiled import restore_tiled
-from dip_core.tiles import plan
+from dip_core.fit.checkpoint import CheckpointError
+from dip_core.problem.degrade import add_noise
+from dip_core.run.tiled import restore_tiled
+from dip_core.run.tiles import plan
 from tests.conftest import BACKENDS
 from tests.images import synthetic, to_u8
 
@@ -72,7 +72,7 @@ def test_the_cli_names_an_unfinished_tiled_result_and_resumes_it(noisy, tmp_path
     args = ["run", "denoise", str(src), "--tile", "16", "--overlap", "4", "--iters", "5", "--net", "tiny"]
     args += ["--input-channels", "4", "--device", "cpu", "--report", str(tmp_path / "r.json")]
 
-    import dip_core.api as api
+    import dip_core.run.prepare as api
 
     real = api.Prepared.run
     calls = {"n": 0}
@@ -131,13 +131,13 @@ def test_a_tile_without_known_pixels_keeps_its_input_and_the_run_goes_on(tmp_pat
 def test_every_tile_runs_the_first_tiles_thread_count(noisy, monkeypatch):
     import itertools
 
-    import dip_core.threads
+    import dip_core.system.threads
 
     loads = itertools.cycle([0.0, 1.9])  # the machine's load changes between tiles
     monkeypatch.delenv("DIP_THREADS", raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(dip_core.threads, "current_load", lambda: next(loads))
-    monkeypatch.setattr(dip_core.threads, "core_count", lambda: 2)
+    monkeypatch.setattr(dip_core.system.threads, "current_load", lambda: next(loads))
+    monkeypatch.setattr(dip_core.system.threads, "core_count", lambda: 2)
     r = restore_tiled("denoise", noisy, 16, 4, backend="torch", device="cpu", iters=2, **TINY)
     assert {t["threads"] for t in r.report["tiles"]} == {r.report["threads"]}
 
@@ -155,15 +155,15 @@ def test_force_starts_a_tiled_run_over_and_leaves_no_stale_files(noisy, tmp_path
 
 def test_a_result_that_cannot_be_written_anywhere_keeps_the_checkpoint(noisy, tmp_path, monkeypatch):
     import dip_cli.run
-    import dip_core.image
+    import dip_core.problem.image
 
     src = tmp_path / "big.png"
     PILImage.fromarray(to_u8(noisy)).save(src)
 
     def full_disk(path, image, **kwargs):
-        raise dip_core.image.ImageError(f"cannot write {path}: No space left on device")
+        raise dip_core.problem.image.ImageError(f"cannot write {path}: No space left on device")
 
-    monkeypatch.setattr(dip_core.image, "save_image", full_disk)
+    monkeypatch.setattr(dip_core.problem.image, "save_image", full_disk)
     monkeypatch.setattr(dip_cli.run, "rescue", lambda path, write: None)
     args = ["run", "denoise", str(src), "--tile", "16", "--overlap", "4", "--iters", "2", "--net", "tiny", "-q"]
     result = runner.invoke(app, [*args, "--input-channels", "4", "--device", "cpu"])

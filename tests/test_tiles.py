@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from dip_core.tiled import restore_tiled
-from dip_core.tiles import TileError, blend, plan, spans
+from dip_core.run.tiled import restore_tiled
+from dip_core.run.tiles import TileError, blend, plan, spans
 from tests.conftest import BACKENDS
 
 

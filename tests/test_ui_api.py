@@ -518,7 +518,7 @@ def test_a_memory_refusal_in_the_page_gives_the_page_s_choices(pictures, monkeyp
     """Issue 21, cosmetics: the UI's refusal names what the page can change, not command-line flags."""
     from tests.conftest import BACKENDS
 
-    module = __import__("dip_core.memory", fromlist=["available_bytes"])
+    module = __import__("dip_core.run.memory", fromlist=["available_bytes"])
     monkeypatch.setattr(module, "available_bytes", lambda: 50 * 2**20)
     with open_client() as client:
         start_session(client)
@@ -648,16 +648,16 @@ def test_memory_is_reserved_while_a_run_is_queued_or_running(pictures, monkeypat
     """Issue 21, hardening: a run's memory estimate is held from its acceptance to its end, so that a run on
     another device (which would run beside it) is refused when both do not fit, though each alone would."""
     import dip_ui.runs
-    from dip_core.api import prepare
-    from dip_core.image import from_array
-    from dip_core.memory import estimate_bytes
+    from dip_core.problem.image import from_array
+    from dip_core.run.memory import estimate_bytes
+    from dip_core.run.prepare import prepare
     from dip_ui.forms import parse_run
 
     body = {**RUN, "image": "-", "mask": "-", "iters": 100_000}
     image = from_array(pictures[2])
     one_run = prepare("inpaint", image, parse_run(body, 10**6).options(), mask=from_array(pictures[3]))
     one = estimate_bytes(one_run.cfg, one_run.padded.out_height, one_run.padded.out_width, one_run.options.window)
-    module = __import__("dip_core.memory", fromlist=["available_bytes"])
+    module = __import__("dip_core.run.memory", fromlist=["available_bytes"])
     queues = iter(["cpu", "gpu", "gpu"])
     monkeypatch.setattr(dip_ui.runs, "device_queue", lambda prepared: next(queues))  # a second device, as a GPU
     monkeypatch.setattr(module, "available_bytes", lambda: int(1.5 * one))  # one run fits, two do not

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from dip_core.config import NETS
-from dip_core.params import param_shapes
-from dip_core.weights import WeightsError, check_weights, init_weights, load_weights, save_weights
+from dip_core.model.config import NETS
+from dip_core.model.params import param_shapes
+from dip_core.model.weights import WeightsError, check_weights, init_weights, load_weights, save_weights
 
 CFG = NETS["small"]
 

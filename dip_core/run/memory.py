@@ -13,9 +13,9 @@ from __future__ import annotations
 import platform
 from typing import Any
 
-from dip_core.config import SkipConfig
 from dip_core.errors import UserError
-from dip_core.params import count_params, merge_channels
+from dip_core.model.config import SkipConfig
+from dip_core.model.params import count_params, merge_channels
 
 # Bytes kept per activation element over one training step: float32 values of the
 # block's padded input, convolution, BatchNorm and activation outputs, their

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dip_core.degrade import (
+from dip_core.errors import UserError
+from dip_core.problem.degrade import (
     DegradationError,
     Operator,
     OpKind,
@@ -14,9 +15,8 @@ from dip_core.degrade import (
     drop_mask,
     resize,
 )
-from dip_core.errors import UserError
-from dip_core.image import Image
-from dip_core.presets import Task
+from dip_core.problem.image import Image
+from dip_core.problem.presets import Task
 
 # A mask pixel is "known" from this grey level up. Within MASK_TOLERANCE of black or white a pixel is
 # taken as pure; anything between is grey: rounded by default (anti-aliased edges, JPEG ringing), refused

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from dip_core.backend import Backend
-from dip_core.config import SkipConfig, check_size
-from dip_core.inputs import make_input
-from dip_core.params import count_params, grad_is_structurally_zero
-from dip_core.weights import Weights, init_weights
+from dip_core.model.config import SkipConfig, check_size
+from dip_core.model.inputs import make_input
+from dip_core.model.params import count_params, grad_is_structurally_zero
+from dip_core.model.weights import Weights, init_weights
 
 # Targets of the cross-check in fp32 on the CPU.
 FORWARD_TARGET = 1e-4  # max |out_a - out_b|
@@ -79,7 +79,7 @@ class Comparison:
 class CrossCheckReport:
     backends: tuple[str, str]
     devices: tuple[str, str]
-    precision: str  # what both ran as (dip_core.precision)
+    precision: str  # what both ran as (dip_core.system.precision)
     config: dict[str, Any]
     size: tuple[int, int]
     steps: int

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from dip_core.atomic import atomic_write
+from dip_core.system.atomic import atomic_write
 
 
 def show(ax: Any, pixels: np.ndarray, title: str) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dip_core.config import Downsample, SkipConfig
-from dip_core.params import conv_specs
+from dip_core.model.config import Downsample, SkipConfig
+from dip_core.model.params import conv_specs
 
 
 def conv_output_sizes(cfg: SkipConfig, height: int, width: int) -> dict[str, tuple[int, int]]:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from dip_core.atomic import atomic_write
-from dip_core.config import ConfigError, SkipConfig
 from dip_core.errors import UserError
-from dip_core.params import param_shapes
+from dip_core.model.config import ConfigError, SkipConfig
+from dip_core.model.params import param_shapes
+from dip_core.system.atomic import atomic_write
 
 Weights = dict[str, np.ndarray]
 

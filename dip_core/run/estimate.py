@@ -12,16 +12,16 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from dip_core.api import ImageLike, Prepared, prepare
 from dip_core.backend import Monitoring, Session
-from dip_core.config import NETS, SkipConfig
-from dip_core.degrade import resize
-from dip_core.flops import step_flops
-from dip_core.image import Image, from_array
-from dip_core.options import Stop
-from dip_core.presets import Task
-from dip_core.tiled import PreparedTiles, prepare_tiled
-from dip_core.tiles import plan
+from dip_core.fit.settings import Stop
+from dip_core.model.config import NETS, SkipConfig
+from dip_core.model.flops import step_flops
+from dip_core.problem.degrade import resize
+from dip_core.problem.image import Image, from_array
+from dip_core.problem.presets import Task
+from dip_core.run.prepare import ImageLike, Prepared, prepare
+from dip_core.run.tiled import PreparedTiles, prepare_tiled
+from dip_core.run.tiles import plan
 
 # Alternatives are offered when a run is estimated to take longer than this.
 LONG_RUN_S = 600.0

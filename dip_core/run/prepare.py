@@ -1,4 +1,5 @@
-"""The Python API: `restore(task, image, options, **changes) -> Result`."""
+"""One image's run, from the user's files to the result: `prepare` checks everything and builds the session,
+`Prepared.run` fits, `Result` holds what a run returns (its images, report and plot)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,22 @@ import numpy as np
 from PIL import Image as PILImage
 
 from dip_core.backend import Backend, Session, SessionSpec, get_backend
-from dip_core.checkpoint import Checkpointing, digest, load_checkpoint, read_run
-from dip_core.config import SkipConfig, load_config
-from dip_core.degrade import parse_kernel, resize
-from dip_core.fit import FitResult, FitSettings, StepInfo, fit, stopping_rule
-from dip_core.image import Image, from_array, load_image, save_image
-from dip_core.inputs import make_input
-from dip_core.memory import check_memory
-from dip_core.metrics import noise_sigma_estimate, psnr, ssim
-from dip_core.options import RunOptions, Stop
-from dip_core.padding import Crop, pad_problem
-from dip_core.params import count_params
-from dip_core.presets import Preset, Task, preset_for
-from dip_core.task_options import TAKEN_BY, check_options_apply
-from dip_core.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
-from dip_core.weights import init_weights
+from dip_core.fit.checkpoint import Checkpointing, digest, load_checkpoint, read_run
+from dip_core.fit.loop import FitResult, StepInfo, fit, stopping_rule
+from dip_core.fit.settings import FitSettings, Stop
+from dip_core.model.config import SkipConfig, load_config
+from dip_core.model.inputs import make_input
+from dip_core.model.params import count_params
+from dip_core.model.weights import init_weights
+from dip_core.problem.degrade import parse_kernel, resize
+from dip_core.problem.image import Image, from_array, load_image, save_image
+from dip_core.problem.metrics import noise_sigma_estimate, psnr, ssim
+from dip_core.problem.padding import Crop, pad_problem
+from dip_core.problem.presets import Preset, Task, preset_for
+from dip_core.problem.task_options import TAKEN_BY, check_options_apply
+from dip_core.problem.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
+from dip_core.run.memory import check_memory
+from dip_core.run.options import RunOptions
 
 ImageLike = str | Path | np.ndarray | Image
 
@@ -252,55 +254,6 @@ def prepare(
         task, img, opts, settings, problem, ref, cfg, be, spec, fit_settings, padded, crop, noise_source, sources,
         warnings,
     )  # fmt: skip
-
-
-def restore(
-    task: Task | str,
-    image: ImageLike,
-    options: RunOptions | None = None,
-    *,
-    mask: ImageLike | None = None,
-    reference: ImageLike | None = None,
-    checkpoint: str | Path | None = None,
-    resume: bool = False,
-    on_step: Callable[[StepInfo], None] | None = None,
-    on_save: Callable[[int, Image], None] | None = None,
-    save_to: str | Path | None = None,
-    **changes: Any,
-) -> Result:
-    """Restore one image with Deep Image Prior.
-
-    `task` is one of denoise, jpeg, inpaint, restore, sr, deblur. `options` (a
-    RunOptions; keyword arguments change its fields) holds every setting: backend,
-    device, precision, threads, seed, the preset and any of its fields (iters, lr,
-    reg_noise_std, exp_weight, backtrack, net, input, ...), the choice of the result
-    (keep, stop, window, patience, noise_sigma), the mask's handling (strict_mask,
-    keep_known), padding, tiles and outputs on the way.
-    `kernel` may also be a numpy array. `save_to` (a path) gets the result when
-    the run ends, and with `options.save_every` the result so far every that many
-    iterations too, as `on_save(i, image)` does (`result.save(path)` writes it
-    afterwards). With
-    `checkpoint` and `options.checkpoint_every`, the whole run state is written
-    there every that many iterations; `resume` goes on from that file to the same
-    result an uninterrupted run gives. A tiled run keeps its finished tiles in
-    `checkpoint` after every tile and `resume` goes on from the next one.
-    """
-    opts, _ = options_with(options, changes)
-    if opts.tile:
-        if opts.save_every or opts.checkpoint_every:
-            raise ProblemError("--save-every and --checkpoint-every do not work with tiles")
-        from dip_core.tiled import restore_tiled
-
-        rest = {k: v for k, v in changes.items() if k not in ("tile", "overlap")}  # given as arguments
-        tiled = restore_tiled(task, image, opts.tile, opts.overlap, options, mask=mask, reference=reference,
-                              on_step=on_step, checkpoint=checkpoint, resume=resume, **rest)  # fmt: skip
-        if save_to is not None:
-            tiled.save(save_to)
-        return tiled
-    if resume and checkpoint is not None:
-        changes = {"threads": resumed_threads(opts, checkpoint), **changes}
-    p = prepare(task, image, options, mask=mask, reference=reference, **changes)
-    return p.run(checkpoint=checkpoint, resume=resume, on_step=on_step, on_save=on_save, save_to=save_to)
 
 
 def resumed_threads(options: RunOptions, checkpoint: str | Path) -> int | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dip_core.config import Pad, SkipConfig
+from dip_core.model.config import Pad, SkipConfig
 
 
 @dataclass(frozen=True)

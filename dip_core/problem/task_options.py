@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dip_core.presets import Task
-from dip_core.tasks import ProblemError
+from dip_core.problem.presets import Task
+from dip_core.problem.tasks import ProblemError
 
 _MASKED = frozenset({Task.INPAINT, Task.RESTORE})
 

@@ -138,7 +138,7 @@ def motion_kernel(length: float, angle: float) -> np.ndarray:
 
 
 def kernel_from_image(path: Path) -> np.ndarray:
-    from dip_core.image import load_image
+    from dip_core.problem.image import load_image
 
     img = load_image(path)
     k = img.pixels.mean(axis=2).astype(np.float64)
@@ -242,3 +242,12 @@ def text_mask(height: int, width: int, seed: int) -> np.ndarray:
         draw.text((int(rng.integers(0, max(1, width // 8))), y), line, fill=0, font=font)
         y += int(size * 1.6)
     return (np.asarray(im, np.float32) / 255.0 >= 0.5).astype(np.float32)[..., None]
+
+
+def add_photon_noise(x: np.ndarray, peak: float, seed: int | tuple[int, ...]) -> np.ndarray:
+    """Photon (shot) noise: counts drawn from Poisson(peak x), divided by the peak and clipped to [0, 1]. `peak`
+    is the expected count of a white pixel: the lower, the noisier (a low-light or low-dose image)."""
+    if not 0 < peak <= 1e6:
+        raise DegradationError(f"the peak is a photon count in (0, 1e6], got {peak}")
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.poisson(peak * np.clip(x, 0, 1)) / peak, 0, 1).astype(np.float32)

@@ -130,7 +130,7 @@ def _scales(value: int, n: int = 5) -> tuple[int, ...]:
     return (value,) * n
 
 
-# The networks the paper's code uses for each task (see dip_core/presets.py), by name.
+# The networks the paper's code uses for each task (see dip_core/problem/presets.py), by name.
 NETS: dict[str, SkipConfig] = {
     "default": SkipConfig(),
     "jpeg": SkipConfig(

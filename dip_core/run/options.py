@@ -11,23 +11,13 @@ from enum import Enum
 from typing import Any
 
 from dip_core.backend import BackendName, Device
-from dip_core.inputs import InputKind
-from dip_core.padding import PadMode
-from dip_core.precision import Precision
-from dip_core.tasks import ProblemError
+from dip_core.fit.settings import Keep, Stop
+from dip_core.model.inputs import InputKind
+from dip_core.problem.padding import PadMode
+from dip_core.problem.tasks import ProblemError
+from dip_core.system.precision import Precision
 
-
-class Keep(str, Enum):
-    BEST = "best"  # by PSNR with a reference, by the windowed output variance (ES-WMV) without
-    LAST = "last"  # the output after the last step (its EMA when on)
-
-
-class Stop(str, Enum):
-    FIXED = "fixed"  # run every iteration
-    AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit: the default or fixed-patience rule)
-
-
-# Preset fields a run may override (None keeps the preset's value); see dip_core.presets.Preset.
+# Preset fields a run may override (None keeps the preset's value); see dip_core.problem.presets.Preset.
 PRESET_OVERRIDES = (
     "iters", "lr", "reg_noise_std", "exp_weight", "backtrack", "backtrack_db", "check_every", "net", "input",
     "input_channels",
@@ -52,7 +42,7 @@ class RunOptions:
     backtrack: bool | None = None
     backtrack_db: float | None = None
     check_every: int | None = None
-    net: str | None = None  # a name of dip_core.config.NETS or a JSON file
+    net: str | None = None  # a name of dip_core.model.config.NETS or a JSON file
     input: InputKind | None = None
     input_channels: int | None = None
     # The problem, where the task needs it.

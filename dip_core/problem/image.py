@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 
-from dip_core.atomic import atomic_write
 from dip_core.errors import UserError
+from dip_core.system.atomic import atomic_write
 
 # Suffixes we write, and the Pillow format for each.
 FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP"}

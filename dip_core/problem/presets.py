@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any
 
 from dip_core.errors import UserError
-from dip_core.inputs import InputKind
+from dip_core.model.inputs import InputKind
 
 
 class Task(str, Enum):
@@ -28,7 +28,7 @@ class Preset:
     """Everything the loop needs besides the image; every field can be overridden."""
 
     task: Task
-    net: str = "default"  # a name of dip_core.config.NETS or a JSON file
+    net: str = "default"  # a name of dip_core.model.config.NETS or a JSON file
     input: InputKind = InputKind.NOISE  # z: noise or meshgrid
     input_channels: int = 32  # channels of z (2 for meshgrid)
     iters: int = 3000  # optimisation steps

@@ -16,9 +16,9 @@ from enum import Enum
 
 import numpy as np
 
-from dip_core.config import SkipConfig, min_size
-from dip_core.degrade import OpKind
-from dip_core.tasks import Problem
+from dip_core.model.config import SkipConfig, min_size
+from dip_core.problem.degrade import OpKind
+from dip_core.problem.tasks import Problem
 
 
 class PadMode(str, Enum):

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from dip_core.backend import Kept, Monitoring, StepStats
-from dip_core.checkpoint import under
-from dip_core.metrics import mse
-from dip_core.stopping import WindowVariance
+from dip_core.fit.checkpoint import under
+from dip_core.fit.stopping import WindowVariance
+from dip_core.problem.metrics import mse
 
 
 @dataclass

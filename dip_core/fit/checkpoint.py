@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from dip_core.atomic import atomic_write
 from dip_core.errors import UserError
+from dip_core.system.atomic import atomic_write
 
 FORMAT = "dip-checkpoint/4"  # 2: the discrepancy check's state; 3: the trackers' and the monitors' states;
 # 4: an array equal to one written before it is written once (`same` in the meta)

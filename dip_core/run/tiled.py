@@ -1,6 +1,6 @@
 """Images too large for one fit, restored in overlapping tiles: `restore_tiled` and its checked set-up.
 
-Each tile is a run of its own (dip_core.api.prepare) with the same settings, seed and thread count; the
+Each tile is a run of its own (dip_core.run.prepare.prepare) with the same settings, seed and thread count; the
 finished tiles are kept in a checkpoint after each one, so an interrupted run goes on from the next.
 """
 
@@ -14,7 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from dip_core.api import (
+from dip_core.fit.checkpoint import digest, load_checkpoint, save_checkpoint
+from dip_core.fit.loop import StepInfo
+from dip_core.problem.image import Image
+from dip_core.problem.metrics import psnr, ssim
+from dip_core.problem.presets import Preset, Task
+from dip_core.problem.tasks import Problem, ProblemError
+from dip_core.run.options import RunOptions
+from dip_core.run.prepare import (
     ImageLike,
     Prepared,
     Result,
@@ -27,14 +34,7 @@ from dip_core.api import (
     warnings_before,
     worse_than_input,
 )
-from dip_core.checkpoint import digest, load_checkpoint, save_checkpoint
-from dip_core.fit import StepInfo
-from dip_core.image import Image
-from dip_core.metrics import psnr, ssim
-from dip_core.options import RunOptions
-from dip_core.presets import Preset, Task
-from dip_core.tasks import Problem, ProblemError
-from dip_core.tiles import Tile, blend, plan
+from dip_core.run.tiles import Tile, blend, plan
 
 
 @dataclass

@@ -25,50 +25,10 @@ from typing import Any
 import numpy as np
 
 from dip_core.backend import Kept, Monitoring, Session, StepStats
-from dip_core.checkpoint import CheckpointError, Checkpointing, check_arrays, prefixed, save_checkpoint, under
 from dip_core.errors import UserError
-from dip_core.metrics import psnr, psnr_from_mse
-from dip_core.options import Keep, Stop
-
-# The default rule's choice with a noise level: the first loss at this multiple of the noise power. Chosen on the
-# stopping study's test set (bench/report/stopping-test-set.md; README, "When to stop").
-LOSS_RATIO = 1.0
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    iters: int
-    exp_weight: float = 0.0  # EMA of outputs; 0 = off
-    backtrack: bool = False
-    backtrack_db: float = 5.0
-    check_every: int = 100
-    window: int = 100  # ES-WMV window for the no-reference choice
-    lr: float = 0.01
-    keep: Keep = Keep.BEST  # best: by PSNR with a reference, by ES-WMV without; last: the final output
-    stop: Stop = Stop.FIXED  # fixed: run all iters; auto: stop once the automatic choice is settled (see below)
-    # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
-    # run stops once the variance has had no new minimum for this many iterations.
-    patience: int | None = None
-    loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_sigma^2
-    trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
-    rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
-    noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below
-    overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_sigma^2
-    save_every: int = 0  # hand the result so far to `on_save` every this many iterations (0: never)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "keep", Keep(self.keep))
-        object.__setattr__(self, "stop", Stop(self.stop))
-        patience = 1 if self.patience is None else self.patience
-        if self.iters < 1 or self.window < 2 or patience < 1 or self.check_every < 1 or self.save_every < 0:
-            raise ValueError(f"iters, patience, check_every >= 1, window >= 2 and save_every >= 0, got {self}")
-        if not 0 < self.loss_ratio <= 2:
-            raise ValueError(f"the loss ratio is in (0, 2], got {self.loss_ratio}")
-
-    @property
-    def fixed_patience(self) -> bool:
-        """The fixed-patience rule (a patience was given) rather than the default one."""
-        return self.patience is not None
+from dip_core.fit.checkpoint import CheckpointError, Checkpointing, check_arrays, prefixed, save_checkpoint, under
+from dip_core.fit.settings import FitSettings, Keep, Stop
+from dip_core.problem.metrics import psnr, psnr_from_mse
 
 
 @dataclass
