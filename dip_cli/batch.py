@@ -28,7 +28,7 @@ from dip_cli.options import with_run_options
 from dip_cli.run import handle_sigterm
 from dip_cli.shard import Shard
 from dip_core.backend import Device
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.problem.task_options import TAKEN_BY, check_options_apply, takes
 from dip_core.run.options import RunOptions
 from dip_core.system.atomic import why_unwritable

@@ -22,7 +22,7 @@ from dip_cli.batch_progress import BatchProgress
 from dip_cli.batch_work import Job, Outcome, Status, restore_job
 from dip_cli.run import handle_sigterm
 from dip_core.errors import UserError
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.run.options import RunOptions
 
 INSTALL_HINT = 'pip install -e ".[ray]"'

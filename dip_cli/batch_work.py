@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dip_core.errors import UserError
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.run.options import RunOptions
 
 # RunOptions fields that do not change the result: left out of the record a rerun compares. Not `threads`: another

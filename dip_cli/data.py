@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from PIL import Image as PILImage
 
 from dip_cli.app import UsageError, check_outputs, out, user_errors
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import SPECS, Task, spec_of
+from dip_core.problem.simulate import Corruption
 
-# Noise std (0-255 scale) that `dip degrade` adds to each task's corrupted image unless --sigma is given.
-# denoise: the paper's sigma = 25. deblur: a little, sigma = 2, as in the README's deblurring example (blur
-# gaussian:1.5 + noise 2): a blurred photograph carries some noise, and it is what makes plain deconvolution
-# fail and a prior matter. The other tasks' corruption is the one they are named after: no noise unless asked.
-NOISE_DEFAULTS: dict[Task, float] = {Task.DENOISE: 25.0, Task.DEBLUR: 2.0}
-_NOISE_HELP = ", ".join(f"{t.value} {s:g}" for t, s in NOISE_DEFAULTS.items()) + ", none for the other tasks"
+# Noise std (0-255 scale) that `dip degrade` adds to each task's corrupted image unless --sigma is given: the
+# registry's `degrade_sigma` (denoise: the paper's 25; deblur: 2). The other tasks' corruption is the one they are
+# named after: no noise unless asked.
+_NOISE_HELP = ", ".join(f"{s.task.value} {s.degrade_sigma:g}" for s in SPECS if s.degrade_sigma)
+_NOISE_HELP += ", none for the other tasks"
+_DEFAULTS = Corruption()
 
 
 @user_errors
@@ -32,16 +32,18 @@ def degrade(
             help="Std of the Gaussian noise added to the corrupted image, on the 0-255 scale (0: none).",
         ),
     ] = None,
-    drop: Annotated[float, typer.Option(help="restore: fraction of pixels dropped.")] = 0.5,
-    factor: Annotated[int, typer.Option(help="sr: downscaling factor, 2, 4 or 8.")] = 4,
-    kernel: Annotated[str, typer.Option(help="deblur: blur kernel spec or image.")] = "gaussian:2",
-    quality: Annotated[int, typer.Option(help="jpeg: JPEG quality 1-95.")] = 10,
+    drop: Annotated[float, typer.Option(help="restore: fraction of pixels dropped.")] = _DEFAULTS.drop,
+    factor: Annotated[int, typer.Option(help="sr: downscaling factor, 2, 4 or 8.")] = _DEFAULTS.factor,
+    kernel: Annotated[str, typer.Option(help="deblur: blur kernel spec or image.")] = _DEFAULTS.kernel,
+    quality: Annotated[int, typer.Option(help="jpeg: JPEG quality 1-95.")] = _DEFAULTS.quality,
+    peak: Annotated[
+        float, typer.Option(help="poisson: photons of a white pixel (lower: noisier).")
+    ] = _DEFAULTS.peak,
     seed: Annotated[int, typer.Option(help="Seed of the noise / dropped pixels / text.")] = 0,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing files.")] = False,
 ) -> None:
     """Corrupt a clean image, to run experiments with a known ground truth."""
-    from dip_core.problem import degrade as dg
-    from dip_core.problem.image import Image, load_image, save_image
+    from dip_core.problem.image import load_image, save_image
     from dip_core.problem.metrics import psnr
 
     if folder.exists() and not folder.is_dir():
@@ -52,38 +54,10 @@ def degrade(
         raise UsageError(f"cannot create the folder {folder}: {exc.strerror or exc}") from None
     img = load_image(clean)
     x, stem = img.pixels, clean.stem
-    noise = NOISE_DEFAULTS.get(task, 0.0) if sigma is None else sigma
-    # Noise on top of another corruption draws from a stream of its own, apart from the mask's draws.
-    stream = seed if task in (Task.DENOISE, Task.DEBLUR) else (seed, 1)
-
-    def noisy(pixels: Any) -> Any:
-        return dg.add_noise(pixels, noise, stream) if noise else pixels
-
-    files: dict[Path, Image] = {}
-    if task is Task.DENOISE:
-        files[folder / f"{stem}_noisy{noise:g}.png"] = img.with_pixels(noisy(x))
-    elif task is Task.JPEG:  # a noisy picture, then compressed
-        files[folder / f"{stem}_q{quality}.jpg"] = img.with_pixels(dg.jpeg_compress(noisy(x), quality))
-    elif task is Task.INPAINT:
-        mask = dg.text_mask(img.height, img.width, seed)
-        files[folder / f"{stem}_text.png"] = img.with_pixels(noisy(x) * mask + (1 - mask))
-        files[folder / f"{stem}_text_mask.png"] = Image(mask, "L")
-    elif task is Task.RESTORE:
-        mask = dg.drop_mask(img.height, img.width, drop, seed)
-        name = f"{stem}_drop{round(drop * 100)}"
-        files[folder / f"{name}.png"] = img.with_pixels(noisy(x) * mask)
-        files[folder / f"{name}_mask.png"] = Image(mask, "L")
-    elif task is Task.SR:
-        dg.check_factor(factor)
-        h, w = img.height - img.height % factor, img.width - img.width % factor
-        hr = img if (h, w) == (img.height, img.width) else _crop(img, h, w)
-        if hr is not img:
-            files[folder / f"{stem}_gt.png"] = hr
-        lr = noisy(dg.resize(hr.pixels, h // factor, w // factor, PILImage.Resampling.LANCZOS))
-        files[folder / f"{stem}_lr{factor}.png"] = Image(lr, img.mode, img.bit_depth, None, img.source_mode)
-    else:
-        blurred = dg.blur(x, dg.parse_kernel(kernel))
-        files[folder / f"{stem}_blur.png"] = img.with_pixels(noisy(blurred))
+    spec = spec_of(task)
+    noise = spec.degrade_sigma if sigma is None else sigma
+    corruption = Corruption(noise, drop, factor, kernel, quality, peak, seed)
+    files = {folder / f"{stem}{suffix}": image for suffix, image in spec.simulate(img, corruption).items()}
     check_outputs(list(files), [clean], force)
     for target, image in files.items():
         save_image(target, image)
@@ -93,13 +67,6 @@ def degrade(
     if noise:
         why = f": {task.value}'s default, --sigma to change" if sigma is None else ""
         out().print(f"added noise of std {noise:g} (0-255 scale, seed {seed}){why}", highlight=False, soft_wrap=True)
-
-
-def _crop(img: Any, height: int, width: int) -> Any:
-    from dip_core.problem.image import Image
-
-    alpha = None if img.alpha is None else img.alpha[:height, :width]
-    return Image(img.pixels[:height, :width], img.mode, img.bit_depth, alpha, img.source_mode, img.path)
 
 
 @user_errors

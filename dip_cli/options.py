@@ -117,6 +117,15 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
         None,
         "noise_sigma",
     ),
+    "peak": (
+        _opt(
+            float | None,
+            help="poisson: the photon count of a white pixel if known, else estimated from the image; the loss "
+            "is the Poisson deviance and the automatic choice the first output whose deviance reaches 1/peak.",
+        ),
+        None,
+        "peak",
+    ),
     "pad": (
         _opt(PadMode, help="reflect: pad to a multiple of 2^depth and crop back; none: only tiny images."),
         PadMode.REFLECT,

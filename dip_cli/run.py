@@ -19,7 +19,7 @@ from dip_cli.options import with_run_options
 from dip_cli.signals import run_signals
 from dip_core.errors import UserError
 from dip_core.fit.loop import StepInfo
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task, spec_of
 from dip_core.problem.task_options import takes
 from dip_core.run.options import RunOptions
 from dip_core.system.version import dip_version
@@ -88,7 +88,7 @@ def run(
     opts = replace(options, threads=resumed_threads(options, ckpt)) if resume and ckpt.is_file() else options
     partial = target.with_name(f"{target.stem}.partial{target.suffix}")
     outputs = [target] + [p for p in (report, plot) if p is not None]
-    if task is Task.SR:
+    if spec_of(task).baseline:  # a bicubic upscale beside the result
         outputs.append(target.with_name(f"{target.stem}.bicubic{target.suffix}"))
         if opts.tile:
             outputs.append(partial.with_name(f"{partial.stem}.bicubic{partial.suffix}"))
@@ -229,7 +229,7 @@ def _write_outputs(
 
     rep = result.report
     jobs: list[tuple[Path, Callable[[Path], None]]] = [(image_path, lambda p: save_image(p, result.image))]
-    if task is Task.SR:
+    if spec_of(task).baseline:  # a bicubic upscale beside the result
         img = result.image
         baseline = Image(bicubic_baseline(result.problem), img.mode, img.bit_depth, None, img.source_mode)
         bicubic = image_path.with_name(f"{image_path.stem}.bicubic{image_path.suffix}")
@@ -363,11 +363,13 @@ def _chooser(rep: dict[str, Any]) -> str:
     if rep.get("auto_rule") != "discrepancy":
         return "the output variance (ES-WMV)"
     stopping = rep.get("stopping", {})
-    sigma = stopping.get("noise_sigma")
-    if sigma is None:
+    if stopping.get("peak") is not None:
+        level, source = f"peak {stopping['peak']:.3g} photons", stopping.get("peak_source", "")
+    elif stopping.get("noise_sigma") is not None:
+        level, source = f"sigma {stopping['noise_sigma']:.1f}", stopping.get("noise_sigma_source", "")
+    else:
         return "the noise level"
-    source = stopping.get("noise_sigma_source", "")
-    return f"the noise level (sigma {sigma:.1f}{', ' + source if source else ''})"
+    return f"the noise level ({level}{', ' + source if source else ''})"
 
 
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:

@@ -16,6 +16,7 @@ from dip_core.errors import UserError
 from dip_core.model.config import SkipConfig
 from dip_core.model.weights import Weights
 from dip_core.problem.degrade import Operator
+from dip_core.problem.fidelity import SQUARED_ERROR, Fidelity
 from dip_core.system.allocator import tune_allocator
 from dip_core.system.precision import Precision
 
@@ -53,6 +54,7 @@ class SessionSpec:
     seed: int  # seeds the backend's noise stream
     crop: tuple[int, int, int, int] | None = None  # (top, left, height, width) of the output the loop sees
     precision: Precision = Precision.FP32
+    fidelity: Fidelity = SQUARED_ERROR  # the loss's data term: squared error, or the Poisson deviance
 
 
 @dataclass(frozen=True)

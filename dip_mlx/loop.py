@@ -17,6 +17,7 @@ from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stat
 from dip_core.fit.checkpoint import under
 from dip_core.model.weights import Weights
 from dip_core.system.precision import Precision
+from dip_mlx.fidelity import loss_function
 from dip_mlx.monitors import MLXMonitors
 from dip_mlx.ops import MLXOperator
 from dip_mlx.skip import SkipNet
@@ -44,7 +45,7 @@ def _placed(method: Any) -> Any:
 
 
 class MLXSession:
-    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
+    """A network, its Adam state, z and the loss of A(net(z + noise)) against y on one device, with monitors.
 
     The whole step (input noise, forward, loss, backward, Adam) and its monitors
     (dip_mlx/monitors.py) are one `mx.compile`d function; `step` queues it with
@@ -74,7 +75,10 @@ class MLXSession:
         self._shape = (1, ch, cw, spec.cfg.out_channels)
         self.bf16 = spec.precision is Precision.BF16
         op = MLXOperator(spec.op)
-        self._loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, x, self.y, self.bf16))
+        data_term = loss_function(spec.fidelity)
+        self._loss_and_grad = nn.value_and_grad(
+            self.net, lambda net, x: _loss(net, op, data_term, x, self.y, self.bf16)
+        )
         self._std = spec.reg_noise_std
         self._state = [self.net.state, self.opt.state]
         self._compiled: dict[tuple, Any] = {}
@@ -226,6 +230,9 @@ def _forward(net: SkipNet, x: mx.array, bf16: bool) -> mx.array:
     return out
 
 
-def _loss(net: SkipNet, op: MLXOperator, x: mx.array, y: mx.array, bf16: bool) -> tuple[mx.array, mx.array]:
+def _loss(
+    net: SkipNet, op: MLXOperator, data_term: Callable[[mx.array, mx.array], mx.array], x: mx.array, y: mx.array,
+    bf16: bool,
+) -> tuple[mx.array, mx.array]:
     out = _forward(net, x, bf16)
-    return mx.mean(mx.square(op(out) - y)), out
+    return data_term(op(out), y), out

@@ -15,6 +15,7 @@ from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stat
 from dip_core.fit.checkpoint import under
 from dip_core.model.weights import Weights
 from dip_core.system.precision import Precision
+from dip_torch.fidelity import loss_function
 from dip_torch.monitors import TorchMonitors
 from dip_torch.ops import TorchOperator
 from dip_torch.skip import SkipNet
@@ -48,7 +49,7 @@ READBACK: dict[str, tuple[Callable[[], Any], bool]] = {"cuda": (_cuda_event, Tru
 
 
 class TorchSession:
-    """A network, its Adam state, z and the loss MSE(A(net(z + noise)), y) on one device, with monitors.
+    """A network, its Adam state, z and the loss of A(net(z + noise)) against y on one device, with monitors.
 
     On CUDA and MPS the step's scalars are copied to host memory without waiting
     (`pipelined`, READBACK): the loop reads step i while step i+1 runs.
@@ -67,6 +68,7 @@ class TorchSession:
         self.z = backend.to_tensor(spec.z)
         self.y = backend.to_tensor(spec.observed)
         self.op = TorchOperator(spec.op, dev)
+        self.loss = loss_function(spec.fidelity)
         self.reg_noise_std = spec.reg_noise_std
         self.gen = torch.Generator(device=dev).manual_seed(spec.seed)
         h, w = spec.z.shape[:2]
@@ -109,7 +111,7 @@ class TorchSession:
         with self._autocast():
             out = self.net(x)
         out = out.float()  # the degradation and the loss in float32, as MLX computes them
-        loss = torch.mean((self.op(out) - self.y) ** 2)
+        loss = self.loss(self.op(out), self.y)
         loss.backward()
         self.opt.step()
         out = self._crop(out.detach())

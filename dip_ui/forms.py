@@ -15,7 +15,8 @@ from typing import Any
 from dip_core.backend import BackendName, Device
 from dip_core.errors import UserError
 from dip_core.model.config import NETS
-from dip_core.problem.presets import PRESETS, Task
+from dip_core.problem.presets import PRESETS
+from dip_core.problem.registry import Task
 from dip_core.problem.task_options import TAKEN_BY, takes
 from dip_core.run.options import RunOptions
 
@@ -163,7 +164,7 @@ def parse_run(body: Any, max_iters: int) -> RunRequest:
         if body.get(name) not in (None, "") and not takes(task, name):
             raise BadRequest(f"{task.value} does not use {name} (only {' and '.join(_takers(name))} take it)")
     kernel = None
-    if task is Task.DEBLUR:
+    if takes(task, "kernel"):
         kernel = check_kernel(body.get("kernel") or DEFAULT_KERNEL)
     colour = body.get("mask_color") or None
     if colour is not None and (not isinstance(colour, str) or not _COLOUR.match(colour)):

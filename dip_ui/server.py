@@ -60,10 +60,11 @@ from dip_core.backend import available_backends
 from dip_core.errors import UserError, messages
 from dip_core.model.config import NETS
 from dip_core.problem.image import Image
-from dip_core.problem.presets import DEFAULT_PRESET, PRESETS, Task, preset_for
+from dip_core.problem.presets import DEFAULT_PRESET, PRESETS, preset_for
+from dip_core.problem.registry import SPECS, Task, describe
 from dip_core.run.estimate import measure as time_steps
 from dip_core.run.memory import MemoryError_
-from dip_core.run.prepare import AUTO_STOP_TASKS, default_stop, prepare
+from dip_core.run.prepare import default_stop, prepare
 from dip_ui.estimates import Estimates
 from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
 from dip_ui.runs import MemoryBusy, QueueFull, Run, RunManager, device_queue
@@ -411,8 +412,9 @@ class App:
         return JSONResponse(
             {
                 "tasks": [t.value for t in Task],
+                "task_specs": {t.value: describe(t) for t in Task},  # what the page shows per task, from the registry
                 "masked_tasks": sorted(t.value for t in MASKED_TASKS),
-                "auto_stop_tasks": sorted(t.value for t in AUTO_STOP_TASKS),
+                "auto_stop_tasks": sorted(s.task.value for s in SPECS if s.auto_stop),
                 "backends": backends,
                 "default_backend": "mlx" if "mlx" in backends else (backends[0] if backends else None),
                 "devices": ["auto", "cpu", "gpu"],

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from dip_core.errors import UserError
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.problem.task_options import TAKEN_BY, flag, takes
 from dip_core.run.api import restore
 from dip_core.run.tiled import restore_tiled
@@ -185,6 +185,7 @@ FOR_SOME_TASKS = {
     "factor": 4,
     "kernel": "box:3",
     "noise_sigma": 25.0,
+    "peak": 30.0,
 }
 
 

@@ -9,7 +9,7 @@ from dip_core.model.config import NETS, min_size
 from dip_core.problem.degrade import lanczos_downsample
 from dip_core.problem.image import from_array
 from dip_core.problem.padding import PadMode, pad_problem, padded_side
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.problem.tasks import make_problem
 from dip_core.run.api import restore
 from tests.conftest import BACKENDS

@@ -19,7 +19,7 @@ import dip_core.run.estimate
 from cli import app
 from dip_core.model.config import load_config
 from dip_core.problem.degrade import add_noise
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.run.estimate import Estimate, duration
 from dip_core.system.version import dip_version
 from tests.conftest import BACKENDS

@@ -36,11 +36,11 @@ class FitSettings:
     # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
     # run stops once the variance has had no new minimum for this many iterations.
     patience: int | None = None
-    loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_sigma^2
+    loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_power
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
-    noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below
-    overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_sigma^2
+    noise_power: float | None = None  # the loss expected at the truth (sigma^2 for Gaussian noise): the rules' level
+    overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_power
     save_every: int = 0  # hand the result so far to `on_save` every this many iterations (0: never)
 
     def __post_init__(self) -> None:

@@ -1,22 +1,13 @@
-"""The paper's per-task settings (from the authors' code, one notebook per task), as named presets."""
+"""Named presets: every setting of the loop besides the image, per task (their values are in the task registry)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from enum import Enum
 from typing import Any
 
 from dip_core.errors import UserError
 from dip_core.model.inputs import InputKind
-
-
-class Task(str, Enum):
-    DENOISE = "denoise"
-    JPEG = "jpeg"
-    INPAINT = "inpaint"
-    RESTORE = "restore"
-    SR = "sr"
-    DEBLUR = "deblur"
+from dip_core.problem.registry import SPECS, Task, spec_of
 
 
 class PresetError(UserError):
@@ -78,52 +69,15 @@ class Preset:
         return d
 
 
-PRESETS: dict[str, Preset] = {
-    "denoise": Preset(
-        Task.DENOISE, exp_weight=0.99, backtrack=True, note="paper: F16, sigma=25 (1/20 reg-noise for sigma=50)"
-    ),
-    "jpeg": Preset(
-        Task.JPEG, net="jpeg", input_channels=3, iters=2400, exp_weight=0.99, backtrack=True, note="paper: snail.jpg"
-    ),
-    "inpaint": Preset(
-        Task.INPAINT, net="inpaint-text", iters=6001, reg_noise_std=0.03, note="paper: kate, text overlay"
-    ),
-    "inpaint-hole": Preset(
-        Task.INPAINT,
-        net="inpaint-hole",
-        input=InputKind.MESHGRID,
-        input_channels=2,
-        iters=5001,
-        reg_noise_std=0.03,
-        note="paper: vase, large hole",
-    ),
-    "inpaint-region": Preset(
-        Task.INPAINT, net="inpaint-region", input_channels=1, iters=3001, reg_noise_std=0.0, note="paper: library"
-    ),
-    "restore": Preset(
-        Task.RESTORE, iters=11000, lr=0.001, reg_noise_std=0.03, backtrack=True, note="paper: barbara, 50% pixels"
-    ),
-    "sr2": Preset(Task.SR, iters=2000, reg_noise_std=0.03, factor=2, note="x2 is not in the paper; x4 settings"),
-    "sr4": Preset(Task.SR, iters=2000, reg_noise_std=0.03, factor=4, note="paper: zebra x4"),
-    "sr8": Preset(Task.SR, iters=4000, reg_noise_std=0.05, factor=8, note="paper: zebra x8"),
-    "deblur": Preset(Task.DEBLUR, exp_weight=0.99, note="not in the paper's code: the denoising settings"),
-}
-
-DEFAULT_PRESET = {
-    Task.DENOISE: "denoise",
-    Task.JPEG: "jpeg",
-    Task.INPAINT: "inpaint",
-    Task.RESTORE: "restore",
-    Task.SR: "sr4",
-    Task.DEBLUR: "deblur",
-}
+PRESETS: dict[str, Preset] = {name: Preset(s.task, **fields) for s in SPECS for name, fields in s.presets.items()}
+DEFAULT_PRESET: dict[Task, str] = {s.task: s.default_preset() for s in SPECS}
 
 
 def preset_for(task: Task | str, name: str | None = None, factor: int | None = None) -> Preset:
     """The named preset, or the task's default (for sr: the one of the factor)."""
     task = Task(task)
     if name is None:
-        name = f"sr{factor}" if task is Task.SR and factor in (2, 4, 8) else DEFAULT_PRESET[task]
+        name = spec_of(task).default_preset(factor)
     if name not in PRESETS:
         raise PresetError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[name]

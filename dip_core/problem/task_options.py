@@ -2,29 +2,19 @@
 
 A mask of the wrong size given to `denoise`, or `--factor 4` given to `deblur`, used to be read (or not) and
 then ignored, and the run went on as if the user had not asked for anything: a result made from other inputs
-than the user believes. The CLI, the API and the web page all check against this one table.
+than the user believes. The CLI, the API and the web page all check against this one table, made from the task
+registry.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import TASK_OPTIONS, Task, taken_by
 from dip_core.problem.tasks import ProblemError
 
-_MASKED = frozenset({Task.INPAINT, Task.RESTORE})
-
-# option (a RunOptions field, or `mask`): the tasks that use it
-TAKEN_BY: dict[str, frozenset[Task]] = {
-    "mask": _MASKED,
-    "mask_color": _MASKED,
-    "strict_mask": _MASKED,
-    "keep_known": _MASKED,
-    "drop": frozenset({Task.RESTORE}),
-    "factor": frozenset({Task.SR}),
-    "kernel": frozenset({Task.DEBLUR}),
-    "noise_sigma": frozenset({Task.DENOISE}),
-}
+# option (a RunOptions field, or `mask`): the tasks that use it, from the task registry
+TAKEN_BY: dict[str, frozenset[Task]] = {option: taken_by(option) for option in sorted(TASK_OPTIONS)}
 
 
 def takes(task: Task | str, option: str) -> bool:

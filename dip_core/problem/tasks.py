@@ -16,7 +16,7 @@ from dip_core.problem.degrade import (
     resize,
 )
 from dip_core.problem.image import Image
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task, spec_of
 
 # A mask pixel is "known" from this grey level up. Within MASK_TOLERANCE of black or white a pixel is
 # taken as pure; anything between is grey: rounded by default (anti-aliased edges, JPEG ringing), refused
@@ -117,38 +117,38 @@ def make_problem(
     seed: int = 0,
     strict_mask: bool = False,
 ) -> Problem:
-    """Describe the loss for `task` on `image` (the corrupted input, or the clean one with `drop`)."""
-    task = Task(task)
+    """Describe the loss for `task` on `image` (the corrupted input, or the clean one with `drop`): the task's
+    registered operator decides what it needs."""
+    spec = spec_of(task)
+    task, kind = spec.task, spec.operator
     x, h, w = image.pixels, image.height, image.width
-    if task in (Task.DENOISE, Task.JPEG):
+    if kind is OpKind.IDENTITY:
         return Problem(task, image, x, Operator(OpKind.IDENTITY), h, w, x)
-    if task in (Task.INPAINT, Task.RESTORE):
+    if kind is OpKind.MASK:
         if mask is not None and drop is not None:
             raise ProblemError("give either --mask or --drop, not both")
         rounded = 0
         if mask is not None:
             m, rounded = mask_from_image(mask, h, w, strict_mask)
-        elif drop is not None and task is Task.RESTORE:
+        elif drop is not None and "drop" in spec.options:
             try:
                 m = drop_mask(h, w, drop, seed)
             except DegradationError as exc:
                 raise ProblemError(str(exc)) from None
         else:
-            need = "--mask (white = known)" + (" or --drop FRACTION" if task is Task.RESTORE else "")
+            need = "--mask (white = known)" + (" or --drop FRACTION" if "drop" in spec.options else "")
             raise ProblemError(f"{task.value} needs {need}")
         y = x * m
         op = Operator(OpKind.MASK, mask=m)
         return Problem(task, image, y, op, h, w, y, mask=m, mask_rounded=rounded, simulated=mask is None)
-    if task is Task.SR:
+    if kind is OpKind.DOWNSAMPLE:
         if factor is None:
-            raise ProblemError("sr needs --factor 2, 4 or 8")
+            raise ProblemError(f"{task.value} needs --factor 2, 4 or 8")
         check_factor(factor)
         hr_h, hr_w = h * factor, w * factor
         return Problem(task, image, x, Operator(OpKind.DOWNSAMPLE, factor=factor), hr_h, hr_w, resize(x, hr_h, hr_w))
-    if task is Task.DEBLUR:
-        if kernel is None:
-            raise ProblemError("deblur needs --kernel (gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or an image)")
-        if kernel.shape[0] > h or kernel.shape[1] > w:
-            raise ProblemError(f"the blur kernel ({kernel.shape[1]}x{kernel.shape[0]}) is larger than the image")
-        return Problem(task, image, x, Operator(OpKind.BLUR, kernel=kernel), h, w, x)
-    raise ProblemError(f"unknown task {task!r}")
+    if kernel is None:
+        raise ProblemError(f"{task.value} needs --kernel (gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or an image)")
+    if kernel.shape[0] > h or kernel.shape[1] > w:
+        raise ProblemError(f"the blur kernel ({kernel.shape[1]}x{kernel.shape[0]}) is larger than the image")
+    return Problem(task, image, x, Operator(OpKind.BLUR, kernel=kernel), h, w, x)

@@ -8,7 +8,7 @@ from typing import Any
 
 from dip_core.fit.loop import StepInfo
 from dip_core.problem.image import Image
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task
 from dip_core.problem.tasks import ProblemError
 from dip_core.run.options import RunOptions
 from dip_core.run.prepare import ImageLike, Result, options_with, prepare, resumed_threads

@@ -18,7 +18,7 @@ from dip_core.model.config import NETS, SkipConfig
 from dip_core.model.flops import step_flops
 from dip_core.problem.degrade import resize
 from dip_core.problem.image import Image, from_array
-from dip_core.problem.presets import Task
+from dip_core.problem.registry import Task, spec_of
 from dip_core.run.prepare import ImageLike, Prepared, prepare
 from dip_core.run.tiled import PreparedTiles, prepare_tiled
 from dip_core.run.tiles import plan
@@ -139,10 +139,6 @@ def estimate_of(prepared: Prepared | PreparedTiles, ms_per_iter: float) -> Estim
     return Estimate(p.task, p.cfg, h, w, tile, overlap, p.preset.iters, ms_per_iter, auto)
 
 
-# Downscaling averages the corruption away only where it is noise-like.
-DOWNSCALE_TASKS = frozenset({Task.DENOISE, Task.JPEG})
-
-
 def alternatives(
     prepared: Prepared | PreparedTiles, base: Estimate, mask: ImageLike | None = None
 ) -> list[Alternative]:
@@ -164,7 +160,8 @@ def alternatives(
     if step_flops(small, h, w) < step_flops(p.cfg, h, w):
         note = "3 scales of 16 channels: a weaker prior, softer results"
         alts.append(Alternative("--net small", measure(like(task, img, net="small")), note))
-    if task in DOWNSCALE_TASKS and min(img.height, img.width) >= 64:
+    # Downscaling averages the corruption away only where it is noise-like (the registry's estimate_downscaled).
+    if spec_of(task).estimate_downscaled and min(img.height, img.width) >= 64:
         half = from_array(resize(img.pixels, img.height // 2, img.width // 2))
         note = "a quarter of the pixels, the noise averaged down; the result is half the size"
         alts.append(Alternative("the image downscaled 2x, restored at that size", measure(like(task, half)), note))

@@ -54,10 +54,11 @@ class RunOptions:
     keep_known: bool | None = None  # paste the known pixels back into the result; None: on for inpaint and restore
     # Which output is the result, and when to stop.
     keep: Keep = Keep.BEST
-    stop: Stop | None = None  # None: auto for denoise, jpeg, restore and sr unless `iters` is given
+    stop: Stop | None = None  # None: auto for the registry's auto-stop tasks unless `iters` is given
     window: int = 100  # ES-WMV window (outputs)
     patience: int | None = None  # None: the default stopping rule; a number: ES-WMV with this fixed patience
     noise_sigma: float | None = None  # denoise: the noise's std on 0-255 if known (else estimated)
+    peak: float | None = None  # poisson: the photons of a white pixel if known (else estimated)
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward)
     # Size handling and outputs on the way.
     pad: PadMode = PadMode.REFLECT  # reflect-pad to a multiple of 2**depth and crop back
@@ -82,6 +83,8 @@ class RunOptions:
             )
         if self.noise_sigma is not None and not 0 < self.noise_sigma < 255:
             raise ProblemError(f"the noise level is a standard deviation in (0, 255), got {self.noise_sigma}")
+        if self.peak is not None and not 0 < self.peak <= 1e6:
+            raise ProblemError(f"the peak is the photon count of a white pixel, in (0, 1e6], got {self.peak}")
         if self.threads is not None and self.threads < 1:
             raise ProblemError(f"threads must be >= 1, got {self.threads}")
         for name in ("tile", "overlap", "save_every", "checkpoint_every"):

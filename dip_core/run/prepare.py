@@ -20,11 +20,13 @@ from dip_core.model.config import SkipConfig, load_config
 from dip_core.model.inputs import make_input
 from dip_core.model.params import count_params
 from dip_core.model.weights import init_weights
-from dip_core.problem.degrade import parse_kernel, resize
+from dip_core.problem.degrade import OpKind, parse_kernel, resize
+from dip_core.problem.fidelity import SQUARED_ERROR, Fidelity, FidelityKind
 from dip_core.problem.image import Image, from_array, load_image, save_image
-from dip_core.problem.metrics import noise_sigma_estimate, psnr, ssim
+from dip_core.problem.metrics import noise_sigma_estimate, peak_estimate, psnr, ssim
 from dip_core.problem.padding import Crop, pad_problem
-from dip_core.problem.presets import Preset, Task, preset_for
+from dip_core.problem.presets import Preset, preset_for
+from dip_core.problem.registry import NoiseModel, Task, spec_of
 from dip_core.problem.task_options import TAKEN_BY, check_options_apply
 from dip_core.problem.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
 from dip_core.run.memory import check_memory
@@ -70,13 +72,36 @@ def resolve_preset(task: Task | str, preset: str | None = None, factor: int | No
     return base.override(**overrides)
 
 
-def _noise_level(task: Task, problem: Any, given: float | None) -> tuple[float | None, str | None]:
-    """Denoising: the noise's standard deviation (image units) for the overfitting check, and its source."""
-    if task is not Task.DENOISE:
-        return None, None
-    if given is not None:
-        return given / 255, "given"
-    return noise_sigma_estimate(problem.observed), "estimated"
+@dataclass(frozen=True)
+class NoiseLevel:
+    """The task's data term and its noise level: what the stopping rule's discrepancy level comes from."""
+
+    fidelity: Fidelity
+    power: float | None = None  # the loss expected at the truth (None: no level; the variance rule chooses)
+    sigma: float | None = None  # Gaussian noise: its standard deviation (image units)
+    source: str | None = None  # "given" or "estimated"
+
+    def report(self) -> dict[str, Any]:
+        """The level as the report's `stopping` records it."""
+        if self.fidelity.kind is FidelityKind.POISSON:
+            return {"peak": self.fidelity.peak, "peak_source": self.source, "fidelity": self.fidelity.kind.value}
+        if self.sigma is not None:
+            return {"noise_sigma": 255 * self.sigma, "noise_sigma_source": self.source}
+        return {}
+
+
+def noise_level(task: Task, observed: np.ndarray, sigma: float | None, peak: float | None) -> NoiseLevel:
+    """The task's data term and noise level, from the noise's std on 0-255 (`sigma`) or photons of a white pixel
+    (`peak`) when given, else estimated from the observation."""
+    spec = spec_of(task)
+    if spec.noise is NoiseModel.GAUSSIAN:
+        std, source = (sigma / 255, "given") if sigma is not None else (noise_sigma_estimate(observed), "estimated")
+        return NoiseLevel(SQUARED_ERROR, std**2, std, source)
+    if spec.noise is NoiseModel.POISSON:
+        photons, source = (peak, "given") if peak is not None else (peak_estimate(observed), "estimated")
+        fidelity = Fidelity(spec.fidelity, photons)
+        return NoiseLevel(fidelity, fidelity.level(), None, source)
+    return NoiseLevel(Fidelity(spec.fidelity))
 
 
 @dataclass
@@ -96,7 +121,7 @@ class Prepared:
     fit_settings: FitSettings
     padded: Problem  # the problem at the size the network runs at
     crop: Crop
-    noise_source: str | None  # denoising: where fit_settings.noise_sigma came from
+    noise: NoiseLevel  # the data term and the noise level the stopping rule's level comes from
     sources: dict[str, Any]  # where the inputs came from (paths, kernel spec), for the report
     warnings: list[str]  # what the user should know before the run (a rounded mask, too few iterations)
     _session: Session | None = None
@@ -126,7 +151,7 @@ class Prepared:
         task, opts, settings, be, ref = self.task, self.options, self.preset, self.backend, self.reference
         saving = on_save is not None or save_to is not None
         fit_settings = self.fit_settings if saving else replace(self.fit_settings, save_every=0)
-        stop, noise = fit_settings.stop, fit_settings.noise_sigma
+        stop = fit_settings.stop
         ckpt = None
         if checkpoint is not None:
             run = self.identity()
@@ -155,8 +180,7 @@ class Prepared:
         report["keep_known"] = self.keep_known
         report["sources"] = self.sources
         report["stopping"] = {"stop": stop.value, "window": opts.window, **stopping_rule(fit_settings)}
-        if noise is not None:
-            report["stopping"].update({"noise_sigma": 255 * noise, "noise_sigma_source": self.noise_source})
+        report["stopping"].update(self.noise.report())
         size = [self.padded.out_height, self.padded.out_width]
         report["padding"] = {"mode": opts.pad.value, "size": size, "offset": [self.crop.top, self.crop.left]}
         if ckpt is not None:
@@ -185,8 +209,9 @@ class Prepared:
                 "window": opts.window,
                 "patience": opts.patience,
                 "trace": opts.trace_output,
-                "noise_sigma": fs.noise_sigma,
-            },
+                "noise_sigma": self.noise.sigma,
+            }
+            | ({"peak": self.noise.fidelity.peak} if self.noise.fidelity.kind is FidelityKind.POISSON else {}),
             "pad": opts.pad.value,
             "inputs": digest(self.padded.observed, self.padded.op.mask, self.padded.op.kernel, self.reference),
         }
@@ -228,11 +253,11 @@ def prepare(
     memory_warnings = check_memory(cfg, h, w, be, window=opts.window, image=(problem.out_width, problem.out_height))
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
+    noise = noise_level(task, problem.observed, opts.noise_sigma, opts.peak)
     spec = SessionSpec(
         cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, opts.seed,
-        crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision,
+        crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision, fidelity=noise.fidelity,
     )  # fmt: skip
-    noise, noise_source = _noise_level(task, problem, opts.noise_sigma)
     fit_settings = FitSettings(
         iters=settings.iters,
         exp_weight=settings.exp_weight,
@@ -245,13 +270,13 @@ def prepare(
         patience=opts.patience,
         window=opts.window,
         trace_output=opts.trace_output,
-        noise_sigma=noise,
+        noise_power=noise.power,
         save_every=opts.save_every,
     )
     sources = sources_of(img, mask, reference, opts, blur)
     warnings = memory_warnings + warnings_before(task, opts, problem)
     return Prepared(
-        task, img, opts, settings, problem, ref, cfg, be, spec, fit_settings, padded, crop, noise_source, sources,
+        task, img, opts, settings, problem, ref, cfg, be, spec, fit_settings, padded, crop, noise, sources,
         warnings,
     )  # fmt: skip
 
@@ -294,9 +319,8 @@ def sources_of(
 # A run this far below its preset's iterations rarely gets past its input (measured on 2026-11-26: sr at 200 of
 # 2000 iterations 25.92 -> 25.26 dB, jpeg at 300 of 2400 23.78 -> 22.16 dB).
 FEW_ITERS_SHARE = 0.25
-# The tasks whose short runs were seen to end below their input; a short denoising run (the demo's 300 of 3000)
-# is rarely worse than its input. With a reference every task is warned after the run when it is.
-FEW_ITERS_TASKS = frozenset({Task.SR, Task.DEBLUR, Task.JPEG})
+# Only tasks whose registry spec says `warn_short_runs` are warned before (a short denoising run, the demo's 300 of
+# 3000, is rarely worse than its input); with a reference every task is warned after the run when it is.
 
 
 def warnings_before(task: Task, opts: RunOptions, problem: Problem) -> list[str]:
@@ -308,7 +332,7 @@ def warnings_before(task: Task, opts: RunOptions, problem: Problem) -> list[str]
             f"the mask has {problem.mask_rounded} grey pixels ({share} of it): rounded at 50 % "
             "(lighter = known); --strict-mask refuses such a mask"
         )
-    if opts.iters is not None and task in FEW_ITERS_TASKS:
+    if opts.iters is not None and spec_of(task).warn_short_runs:
         planned = preset_for(task, opts.preset, opts.factor).iters
         if opts.iters < FEW_ITERS_SHARE * planned:
             warnings.append(
@@ -362,15 +386,11 @@ def options_with(options: RunOptions | None, changes: dict[str, Any]) -> tuple[R
     return RunOptions.of(options, **changes), None
 
 
-AUTO_STOP_TASKS = frozenset({Task.DENOISE, Task.JPEG, Task.RESTORE, Task.SR})
-
-
 def default_stop(task: Task | str, iters: int | None) -> Stop:
-    """ES-WMV auto-stop where it was measured to help (denoise, jpeg, restore, sr) unless an iteration count is given.
-
-    The preset's count is then the most the run may take.
+    """Auto-stop where it was measured to help (the registry's `auto_stop`: denoise, jpeg, restore, sr, poisson)
+    unless an iteration count is given. The preset's count is then the most the run may take.
     """
-    return Stop.AUTO if Task(task) in AUTO_STOP_TASKS and iters is None else Stop.FIXED
+    return Stop.AUTO if spec_of(task).auto_stop and iters is None else Stop.FIXED
 
 
 def _task(task: Task | str) -> Task:
@@ -389,7 +409,7 @@ def _problem(
     if opts.mask_color is not None:
         mask_img = mask_from_color(img, opts.mask_color)
     kernel = blur if blur is not None else (parse_kernel(opts.kernel) if opts.kernel is not None else None)
-    factor = settings.factor if task is Task.SR else None
+    factor = settings.factor if spec_of(task).operator is OpKind.DOWNSAMPLE else None
     return make_problem(
         task, img, mask=mask_img, factor=factor, kernel=kernel, drop=opts.drop, seed=opts.seed,
         strict_mask=opts.strict_mask,
@@ -487,6 +507,6 @@ def _report(
         )
         if result.psnr_output_curve:
             report["psnr_output_curve"] = result.psnr_output_curve
-        if task is Task.SR:
+        if spec_of(task).baseline:
             report["psnr_bicubic"] = psnr(bicubic_baseline(problem), ref)
     return report

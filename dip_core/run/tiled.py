@@ -16,9 +16,11 @@ import numpy as np
 
 from dip_core.fit.checkpoint import digest, load_checkpoint, save_checkpoint
 from dip_core.fit.loop import StepInfo
+from dip_core.problem.degrade import OpKind
 from dip_core.problem.image import Image
 from dip_core.problem.metrics import psnr, ssim
-from dip_core.problem.presets import Preset, Task
+from dip_core.problem.presets import Preset
+from dip_core.problem.registry import Task, spec_of
 from dip_core.problem.tasks import Problem, ProblemError
 from dip_core.run.options import RunOptions
 from dip_core.run.prepare import (
@@ -205,7 +207,7 @@ def prepare_tiled(
     changes = {**changes, "tile": tile, "overlap": overlap}
     task, img, opts, blur, settings, problem, ref = set_up(task, image, options, changes, mask, reference)
     tiles = plan(img.height, img.width, tile, overlap)
-    f = settings.factor if task is Task.SR else 1
+    f = settings.factor if spec_of(task).operator is OpKind.DOWNSAMPLE else 1
     m = problem.mask
     empty = frozenset(k for k, t in enumerate(tiles) if m is not None and not t(m).any())
     first_index = min(set(range(len(tiles))) - empty)  # the whole mask has known pixels: some tile does
