@@ -12,7 +12,7 @@ from dip_cli.app import UsageError, check_outputs, out, user_errors
 from dip_core.presets import Task
 
 # Noise std (0-255 scale) that `dip degrade` adds to each task's corrupted image unless --sigma is given.
-# denoise: the paper's sigma = 25. deblur: a little, sigma = 2, as in the README's deblurring example (blur
+# denoise: the paper's sigma = 25. deblur: a little, sigma = 2, as in the user guide's deblurring example (blur
 # gaussian:1.5 + noise 2): a blurred photograph carries some noise, and it is what makes plain deconvolution
 # fail and a prior matter. The other tasks' corruption is the one they are named after: no noise unless asked.
 NOISE_DEFAULTS: dict[Task, float] = {Task.DENOISE: 25.0, Task.DEBLUR: 2.0}
