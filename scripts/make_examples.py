@@ -1,4 +1,4 @@
-"""Make the README's example images: every task on the paper's images, downscaled.
+"""Make the user guide's example images (docs/examples/): every task on the paper's images, downscaled.
 
     .venv/bin/python scripts/make_examples.py --data DIR_OF_THE_PAPERS_IMAGES [--backend torch] [--iters-scale 1.0]
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Install, lint, run the test suite.
+# Install, lint, build the docs site, run the test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check .
+# The docs site (mkdocs.yml, docs/): --strict fails on a broken link, anchor or a page missing from the nav
+.venv/bin/mkdocs build --strict --site-dir build/site
 .venv/bin/python -m pytest -q

@@ -512,22 +512,28 @@ def test_doctor_says_how_a_mac_counts_its_cores(tmp_path, monkeypatch, capsys):
     assert "the 1-minute load average (no /proc/stat here)" in shown
 
 
-# --- 7. the README's Mac section ---
+# --- 7. the docs' Mac section (docs/backends.md), and the README's paragraph that points to it ---
 
 
 STEP_GFLOP = (29, 116, 466)  # the default denoising step at 128², 256², 512² (x4 per doubling of the side)
 
 
-def test_the_readme_mac_section_states_the_requirements_and_estimates_from_bench_peaks():
+def test_the_mac_section_states_the_requirements_and_estimates_from_bench_peaks():
     """The section is there, says what a Mac needs, marks its ms/iter as estimates, and every figure in its
-    table is the step's FLOPs over bench/peaks.py's FP32 peak (at 100 % and at 30 % of it)."""
+    table is the step's FLOPs over bench/peaks.py's FP32 peak (at 100 % and at 30 % of it). The README's
+    paragraph says what a Mac needs too, and points to the section."""
     import re
     from pathlib import Path
 
     from bench.peaks import APPLE
 
-    text = (Path(__file__).parents[1] / "README.md").read_text()
-    section = text.split("### On a Mac\n", 1)[1].split("\n## ", 1)[0]
+    root = Path(__file__).parents[1]
+    readme = (root / "README.md").read_text().split("### On a Mac\n", 1)[1].split("\n## ", 1)[0]
+    for needed in ("macOS 14 or newer", "native arm64 Python 3.10 or newer", "estimates",
+                   "(docs/backends.md#on-a-mac)"):  # fmt: skip
+        assert needed in " ".join(readme.split()), needed
+    text = (root / "docs" / "backends.md").read_text()
+    section = text.split("## On a Mac\n", 1)[1].split("\n## ", 1)[0]
     for needed in ("macOS 14 or newer", "native arm64 Python 3.10 or newer", "estimates until a measured row",
                    "bench/peaks.py", "dip bench all --out", "bash scripts/demo.sh"):  # fmt: skip
         assert needed in " ".join(section.split()), needed

@@ -44,7 +44,7 @@ def noise_std(clean, task, tmp_path, *args):
 @pytest.mark.parametrize("task, sigma", [("denoise", 25), ("deblur", 2), ("jpeg", 0), ("inpaint", 0),
                                          ("restore", 0), ("sr", 0)])  # fmt: skip
 def test_each_task_has_its_own_noise_default(clean, tmp_path, task, sigma):
-    """Denoising gets the paper's sigma = 25; deblurring a little (2, the README's example), not denoising's 25;
+    """Denoising gets the paper's sigma = 25; deblurring a little (2, the user guide's example), not denoising's 25;
     the other tasks only the corruption they are named after."""
     std = noise_std(clean, task, tmp_path)
     if sigma:

@@ -93,7 +93,7 @@ def _crash_at(n):
 
 def _dip(*args: str) -> list[str]:
     # Every part runs in a fresh process: a process that has loaded MLX's BLAS computes
-    # torch's last bits differently (see the README), so all parts need the same start.
+    # torch's last bits differently (see docs/guide.md, Reproducibility), so all parts need the same start.
     return [sys.executable, "-c", "from cli import main; main()", *args]
 
 

@@ -18,7 +18,7 @@ class Stop(str, Enum):
 
 
 # The default rule's choice with a noise level: the first loss at this multiple of the noise power. Chosen on the
-# stopping study's test set (bench/report/stopping-test-set.md; README, "When to stop").
+# stopping study's test set (bench/report/stopping-test-set.md; docs/stopping.md).
 LOSS_RATIO = 1.0
 
 

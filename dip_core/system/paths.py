@@ -1,7 +1,7 @@
 """Per-user folders: where benchmark results and reports go unless a command is told otherwise.
 
 Not the repository's bench/results and bench/report: those hold the measurements the
-README quotes, and change only when a command is pointed at them (`--out bench/results`).
+docs quote, and change only when a command is pointed at them (`--out bench/results`).
 """
 
 from __future__ import annotations
