@@ -211,7 +211,8 @@ def replay(
     *after* counts the iterations run after the chosen one.
     """
     settings = FitSettings(
-        iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma, window=window,
+        iters=len(row["loss_curve"]), patience=patience, stop="auto", window=window,
+        noise_power=None if noise_sigma is None else noise_sigma**2,
         exp_weight=row["exp_weight"] if row["ema"] else 0.0, **changes,
     )  # fmt: skip
     stop_at, loop = replay_decisions(settings, row["loss_curve"], row["variance_curve"])

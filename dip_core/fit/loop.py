@@ -83,7 +83,7 @@ def mean_recent_loss(losses: list[float]) -> float:
 
 def is_overfit(settings: FitSettings, loss: float) -> bool:
     """A loss this far below the noise power means the output reproduces the noise."""
-    return bool(settings.noise_sigma) and loss < settings.overfit_ratio * settings.noise_sigma**2
+    return bool(settings.noise_power) and loss < settings.overfit_ratio * settings.noise_power
 
 
 # The default rule's patience without a noise level: this many iterations, or this fraction of the minimum's
@@ -102,10 +102,10 @@ def patience_at(settings: FitSettings, minimum_iter: int) -> int:
 
 
 def discrepancy_level(settings: FitSettings) -> float:
-    """The loss at which the discrepancy point is reached: noise_sigma^2 for the fixed-patience rule (a fallback
-    there), `loss_ratio` x noise_sigma^2 for the default rule (the choice itself)."""
+    """The loss at which the discrepancy point is reached: the noise power for the fixed-patience rule (a fallback
+    there), `loss_ratio` x the noise power for the default rule (the choice itself)."""
     ratio = 1.0 if settings.fixed_patience else settings.loss_ratio
-    return ratio * (settings.noise_sigma or 0.0) ** 2
+    return ratio * (settings.noise_power or 0.0)
 
 
 def stopping_rule(settings: FitSettings) -> dict[str, Any]:
@@ -113,7 +113,7 @@ def stopping_rule(settings: FitSettings) -> dict[str, Any]:
     if settings.fixed_patience:
         return {"rule": "fixed patience", "patience": settings.patience}
     rule: dict[str, Any] = {"rule": "default", "patience": None}
-    if settings.noise_sigma:
+    if settings.noise_power:
         rule["loss_ratio"] = settings.loss_ratio
     else:
         rule["patience_min"], rule["patience_fraction"] = PATIENCE_MIN, PATIENCE_FRACTION
@@ -210,7 +210,7 @@ class VarianceRule(_Scalars):
         """Has the patience run out at step i? Known before step i's variance is (only a new minimum would keep
         the run going), so it also says whether step i could end the run. Under the default rule with a noise
         level, the variance never ends the run: the discrepancy point does (or the iteration count)."""
-        if not settings.fixed_patience and settings.noise_sigma:
+        if not settings.fixed_patience and settings.noise_power:
             return False
         return self.iter > 0 and i - self.iter >= patience_at(settings, self.iter)
 
@@ -219,8 +219,8 @@ class VarianceRule(_Scalars):
 class DiscrepancyRule(_Scalars):
     """Morozov's discrepancy principle: the first point where the loss reaches the noise power, slot "disc".
 
-    Under the default rule its level is `loss_ratio` x noise_sigma^2 and it is the choice: the run ends as soon
-    as its output is in hand. Under the fixed-patience rule its level is noise_sigma^2, and it only replaces a
+    Under the default rule its level is `loss_ratio` x the noise power and it is the choice: the run ends as soon
+    as its output is in hand. Under the fixed-patience rule its level is the noise power, and it only replaces a
     variance point that lies deep in noise fitting."""
 
     lag: int = -1
@@ -299,7 +299,7 @@ class _Loop:
         self.curves = Curves()
         self.rollback = Rollback(settings.lr)
         self.wmv = VarianceRule(lag) if track else None
-        self.disc = DiscrepancyRule(lag) if track and settings.noise_sigma else None
+        self.disc = DiscrepancyRule(lag) if track and settings.noise_power else None
         self.best = BestByReference() if reference is not None else None
         self.done = 0
         self.seconds = 0.0  # spent in earlier processes of a resumed run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -36,11 +37,13 @@ class FitSettings:
     # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
     # run stops once the variance has had no new minimum for this many iterations.
     patience: int | None = None
-    loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_sigma^2
+    loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_power
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
-    noise_sigma: float | None = None  # denoising: the noise level (image units), for the overfitting check below
-    overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_sigma^2
+    # The loss expected at the truth, known or estimated (the mean squared error: the noise's sigma^2, image units);
+    # None: unknown. The discrepancy point and the overfitting check below are measured against it.
+    noise_power: float | None = None
+    overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_power
     save_every: int = 0  # hand the result so far to `on_save` every this many iterations (0: never)
 
     def __post_init__(self) -> None:
@@ -51,6 +54,12 @@ class FitSettings:
             raise ValueError(f"iters, patience, check_every >= 1, window >= 2 and save_every >= 0, got {self}")
         if not 0 < self.loss_ratio <= 2:
             raise ValueError(f"the loss ratio is in (0, 2], got {self.loss_ratio}")
+
+    @property
+    def noise_sigma(self) -> float | None:
+        """The noise's standard deviation (image units) that `noise_power` is the square of; read by
+        dip_core.run.prepare's report and checkpoint identity (sqrt(x**2) == x in floating point: no bit lost)."""
+        return None if self.noise_power is None else math.sqrt(self.noise_power)
 
     @property
     def fixed_patience(self) -> bool:

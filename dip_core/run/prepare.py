@@ -245,7 +245,7 @@ def prepare(
         patience=opts.patience,
         window=opts.window,
         trace_output=opts.trace_output,
-        noise_sigma=noise,
+        noise_power=None if noise is None else noise**2,
         save_every=opts.save_every,
     )
     sources = sources_of(img, mask, reference, opts, blur)
