@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from dip_core.fit.loop import LOSS_WINDOW, PATIENCE_FRACTION, PATIENCE_MIN, fit, patience_at
+from dip_core.fit.loop import fit
+from dip_core.fit.rules import LOSS_WINDOW, PATIENCE_FRACTION, PATIENCE_MIN, patience_at
 from dip_core.fit.settings import FitSettings
 from dip_core.problem.degrade import add_noise
 from dip_core.run.api import restore
@@ -108,7 +109,7 @@ def test_the_report_names_the_rule(patience, rule):
 def test_a_step_rolled_back_where_the_choice_is_kept_does_not_lose_it():
     """With an average lagging 3 steps, the discrepancy output is kept 3 steps after the point; a divergent step
     there (rolled back, not booked) moves the keeping to the next step instead of losing the choice."""
-    from dip_core.fit.loop import replay
+    from bench.replay import replay
 
     losses = overfit_losses()
     settings = FitSettings(iters=STEPS, window=5, stop="auto", noise_power=SIGMA**2, exp_weight=0.75)

@@ -14,7 +14,7 @@ class Keep(str, Enum):
 
 class Stop(str, Enum):
     FIXED = "fixed"  # run every iteration
-    AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit.loop: the default or fixed-patience rule)
+    AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit.rules: the default or fixed-patience rule)
 
 
 
@@ -34,8 +34,8 @@ class FitSettings:
     lr: float = 0.01
     keep: Keep = Keep.BEST  # best: by PSNR with a reference, by ES-WMV without; last: the final output
     stop: Stop = Stop.FIXED  # fixed: run all iters; auto: stop once the automatic choice is settled (see below)
-    # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
-    # run stops once the variance has had no new minimum for this many iterations.
+    # None: the default rule (dip_core.fit.rules.DefaultRule); a number: the fixed-patience rule, where the run
+    # stops once the variance has had no new minimum for this many iterations.
     patience: int | None = None
     loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_power
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
