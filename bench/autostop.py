@@ -47,8 +47,8 @@ from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
 from bench.photos import case_by_name, photo_cases
 from bench.quality import CASES, prepare
-from dip_core.fit.loop import automatic_choice, ema_lag
-from dip_core.fit.loop import replay as replay_decisions
+from bench.replay import replay as replay_decisions
+from dip_core.fit.rules import ema_lag
 from dip_core.fit.settings import FitSettings
 from dip_core.problem.degrade import add_noise
 from dip_core.problem.examples import synthetic_scene
@@ -204,18 +204,19 @@ def replay(
 ) -> dict[str, Any]:
     """Where `fit`'s auto stop would have ended this run, and the PSNR of the output it would have returned.
 
-    The decisions are `dip_core.fit.loop`'s own, made on the run's recorded losses and variances: with a
+    The decisions are the stopping rules' own (bench.replay), made on the run's recorded losses and variances: with a
     `patience`, the fixed-patience rule (ES-WMV, and with a noise level the discrepancy point that replaces a
     variance point deep in noise fitting); with None, the default rule. *gap* is measured against the best
     PSNR at any step of the whole recording, so a rule that stops before the best loses what it missed;
     *after* counts the iterations run after the chosen one.
     """
     settings = FitSettings(
-        iters=len(row["loss_curve"]), patience=patience, stop="auto", noise_sigma=noise_sigma, window=window,
+        iters=len(row["loss_curve"]), patience=patience, stop="auto", window=window,
+        noise_power=None if noise_sigma is None else noise_sigma**2,
         exp_weight=row["exp_weight"] if row["ema"] else 0.0, **changes,
     )  # fmt: skip
-    stop_at, loop = replay_decisions(settings, row["loss_curve"], row["variance_curve"])
-    chosen_at, rule = automatic_choice(settings, loop.wmv, loop.disc)
+    stop_at, stopping = replay_decisions(settings, row["loss_curve"], row["variance_curve"])
+    chosen_at, rule = stopping.choice()
     lag = ema_lag(row["exp_weight"]) if row["ema"] else 0
     psnrs = row["candidate_psnr"]
     # The PSNR curves skip rolled-back (non-finite) steps like the variance does; the best

@@ -74,12 +74,14 @@ SCENARIOS = [
     Scenario("wmv-state-auto", "drift", {"iters": 400, "window": 10, "stop": "auto", "patience": 40}),
     Scenario("wmv-state-fixed", "drift", {"iters": 150, "window": 10}),
     Scenario(
-        "discrepancy-state", "overfit", {"iters": 400, "window": 5, "stop": "auto", "patience": 50, "noise_sigma": 0.1}
+        "discrepancy-state",
+        "overfit",
+        {"iters": 400, "window": 5, "stop": "auto", "patience": 50, "noise_power": 0.1**2},
     ),
     Scenario(
         "discrepancy-ema",
         "overfit",
-        {"iters": 400, "window": 5, "stop": "auto", "patience": 50, "noise_sigma": 0.1, "exp_weight": 0.75},
+        {"iters": 400, "window": 5, "stop": "auto", "patience": 50, "noise_power": 0.1**2, "exp_weight": 0.75},
     ),
     Scenario("reference-ema", "approach", {"iters": 90, "exp_weight": 0.8}, reference=True),
     Scenario("reference-plain", "approach", {"iters": 90}, reference=True),

@@ -217,7 +217,7 @@ class Overfitting(FakeSession):
 
 def test_discrepancy_point_replaces_an_overfit_variance_point():
     sigma, steps = 0.1, 400
-    settings = FitSettings(iters=steps, window=5, stop="auto", patience=50, noise_sigma=sigma)
+    settings = FitSettings(iters=steps, window=5, stop="auto", patience=50, noise_power=sigma**2)
     result = fit(Overfitting(sigma, steps), settings)
     # the first step at which the mean of the last 20 losses is at most sigma^2
     expected = next(
@@ -240,7 +240,7 @@ def test_variance_point_stays_when_it_is_not_overfit():
             out = (0.5 + spread * np.random.default_rng(self.t).standard_normal((4, 4, 1))).astype(np.float32)
             return 0.02, out  # above sigma^2 = 0.01 throughout
 
-    result = fit(Drift([]), FitSettings(iters=500, window=5, stop="auto", patience=20, noise_sigma=0.1))
+    result = fit(Drift([]), FitSettings(iters=500, window=5, stop="auto", patience=20, noise_power=0.1**2))
     assert result.auto_rule == "wmv" and 25 <= result.stop_iter <= 40 and result.discrepancy_iter is None
 
 

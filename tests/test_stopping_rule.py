@@ -8,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from dip_core.fit.loop import LOSS_WINDOW, PATIENCE_FRACTION, PATIENCE_MIN, fit, patience_at
+from dip_core.fit.loop import fit
+from dip_core.fit.rules import LOSS_WINDOW, PATIENCE_FRACTION, PATIENCE_MIN, patience_at
 from dip_core.fit.settings import FitSettings
 from dip_core.problem.degrade import add_noise
 from dip_core.run.api import restore
@@ -36,7 +37,7 @@ def overfit_losses() -> list[float]:
 def test_with_a_noise_level_the_choice_is_the_first_loss_at_the_ratio(session_type, exp_weight):
     scenario = scripted.Scenario("default", "overfit", {})
     session = session_type(scenario)
-    settings = FitSettings(iters=STEPS, window=5, stop="auto", noise_sigma=SIGMA, exp_weight=exp_weight)
+    settings = FitSettings(iters=STEPS, window=5, stop="auto", noise_power=SIGMA**2, exp_weight=exp_weight)
     result = fit(session, settings)
     expected = first_mean_loss_at_most(settings.loss_ratio * SIGMA**2, overfit_losses())
     lag = 3 if exp_weight else 0  # 0.75 / (1 - 0.75)
@@ -54,9 +55,9 @@ def test_a_given_patience_keeps_the_old_choice_and_stop():
     """With --patience the discrepancy point is the one at sigma^2, used only against an overfit variance point,
     and the run waits the patience: as dip 0.1 did (tests/scripted_choices.json holds its recorded choices)."""
     old = fit(Scripted(scripted.Scenario("p", "overfit", {})), FitSettings(
-        iters=STEPS, window=5, stop="auto", patience=50, noise_sigma=SIGMA))  # fmt: skip
+        iters=STEPS, window=5, stop="auto", patience=50, noise_power=SIGMA**2))  # fmt: skip
     new = fit(Scripted(scripted.Scenario("d", "overfit", {})), FitSettings(
-        iters=STEPS, window=5, stop="auto", noise_sigma=SIGMA))  # fmt: skip
+        iters=STEPS, window=5, stop="auto", noise_power=SIGMA**2))  # fmt: skip
     assert old.stop_iter == first_mean_loss_at_most(SIGMA**2, overfit_losses())
     assert new.stop_iter == first_mean_loss_at_most(FitSettings(iters=1).loss_ratio * SIGMA**2, overfit_losses())
     assert old.iters_done >= old.stop_iter + 50 and new.iters_done == new.stop_iter
@@ -85,7 +86,7 @@ def test_with_a_noise_level_the_variance_does_not_end_the_run():
     here the variance's minimum is at 60 and the loss never reaches the level, so the run goes to the end and
     the variance point is the choice."""
     scenario = scripted.Scenario("drift", "drift", {}, kwargs={"centre": 60})  # losses about 0.01 throughout
-    result = fit(Scripted(scenario), FitSettings(iters=500, window=10, stop="auto", noise_sigma=0.05))
+    result = fit(Scripted(scenario), FitSettings(iters=500, window=10, stop="auto", noise_power=0.05**2))
     assert result.iters_done == 500 and not result.stopped_early
     assert result.auto_rule == "wmv" and abs(result.stop_iter - 60) <= 15 and result.discrepancy_iter is None
 
@@ -108,10 +109,10 @@ def test_the_report_names_the_rule(patience, rule):
 def test_a_step_rolled_back_where_the_choice_is_kept_does_not_lose_it():
     """With an average lagging 3 steps, the discrepancy output is kept 3 steps after the point; a divergent step
     there (rolled back, not booked) moves the keeping to the next step instead of losing the choice."""
-    from dip_core.fit.loop import replay
+    from bench.replay import replay
 
     losses = overfit_losses()
-    settings = FitSettings(iters=STEPS, window=5, stop="auto", noise_sigma=SIGMA, exp_weight=0.75)
+    settings = FitSettings(iters=STEPS, window=5, stop="auto", noise_power=SIGMA**2, exp_weight=0.75)
     variances = [1.0 / k for k in range(1, STEPS)]  # falling throughout: the variance never chooses
     clean_stop, clean = replay(settings, losses, variances)
     point = clean.disc.iter

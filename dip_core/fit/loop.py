@@ -7,9 +7,9 @@ reads back a few scalars per step and decides, once for every backend:
 backtracking, the automatic stop, the discrepancy rule, which output to keep.
 Images cross to the host at the end, on a save and on a checkpoint only.
 
-One small tracker per concern, each with its own state for checkpoints:
-`Rollback` (backtracking and divergence), `VarianceRule` (ES-WMV),
-`DiscrepancyRule`, `BestByReference`, `Curves`; `choose` picks the result.
+The stopping rule (dip_core.fit.rules, its family chosen once from the settings) answers each step's scalars
+with what to keep and whether to stop; `_Loop` applies that to the session. Beside it, `Rollback` (backtracking
+and divergence: it says when, the loop restores), `BestByReference` and `Curves`; `choose` picks the result.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ import numpy as np
 from dip_core.backend import Kept, Monitoring, Session, StepStats
 from dip_core.errors import UserError
 from dip_core.fit.checkpoint import CheckpointError, Checkpointing, check_arrays, prefixed, save_checkpoint, under
+from dip_core.fit.rules import ScalarState, StoppingRule, mean_recent_loss, rule_for
+from dip_core.fit.rules import stopping_rule as stopping_rule  # the report's record of the rule (run/prepare.py)
 from dip_core.fit.settings import FitSettings, Keep, Stop
 from dip_core.problem.metrics import psnr, psnr_from_mse
 
@@ -72,71 +74,6 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)  # writes on the way that failed (the run went on)
 
 
-LOSS_WINDOW = 20  # losses averaged for the discrepancy check (single losses are noisy: z gets fresh noise)
-
-
-def mean_recent_loss(losses: list[float]) -> float:
-    """Mean of the last LOSS_WINDOW finite losses (inf until there are that many)."""
-    recent = [x for x in losses[-2 * LOSS_WINDOW :] if math.isfinite(x)][-LOSS_WINDOW:]
-    return sum(recent) / len(recent) if len(recent) == LOSS_WINDOW else math.inf
-
-
-def is_overfit(settings: FitSettings, loss: float) -> bool:
-    """A loss this far below the noise power means the output reproduces the noise."""
-    return bool(settings.noise_power) and loss < settings.overfit_ratio * settings.noise_power
-
-
-# The default rule's patience without a noise level: this many iterations, or this fraction of the minimum's
-# iteration when that is more (a late minimum comes on a slower curve). 300: replayed on the recorded denoising
-# curves (`bench.autostop`), a fixed patience of 300 chose as 1000 did; the fraction keeps a late choice's wait
-# under a third of its iteration. No recorded sr/restore/inpaint curve reached a stop under either rule.
-PATIENCE_MIN = 300
-PATIENCE_FRACTION = 0.25
-
-
-def patience_at(settings: FitSettings, minimum_iter: int) -> int:
-    """Iterations without a new variance minimum that end a run whose minimum is at `minimum_iter`."""
-    if settings.patience is not None:
-        return settings.patience
-    return max(PATIENCE_MIN, math.ceil(PATIENCE_FRACTION * minimum_iter))
-
-
-def discrepancy_level(settings: FitSettings) -> float:
-    """The loss at which the discrepancy point is reached: noise_power for the fixed-patience rule (a fallback
-    there), `loss_ratio` x noise_power for the default rule (the choice itself)."""
-    ratio = 1.0 if settings.fixed_patience else settings.loss_ratio
-    return ratio * (settings.noise_power or 0.0)
-
-
-def stopping_rule(settings: FitSettings) -> dict[str, Any]:
-    """The stopping rule's settings, as a report records them."""
-    if settings.fixed_patience:
-        return {"rule": "fixed patience", "patience": settings.patience}
-    rule: dict[str, Any] = {"rule": "default", "patience": None}
-    if settings.noise_power:
-        rule["loss_ratio"] = settings.loss_ratio
-    else:
-        rule["patience_min"], rule["patience_fraction"] = PATIENCE_MIN, PATIENCE_FRACTION
-    return rule
-
-
-def ema_lag(weight: float) -> int:
-    """How many steps an EMA of this weight lags the outputs it averages."""
-    return round(weight / (1 - weight))
-
-
-class _Scalars:
-    """Trackers whose state is their scalar dataclass fields (checkpoints)."""
-
-    def state(self) -> dict[str, float]:
-        return {f.name: float(getattr(self, f.name)) for f in fields(self) if f.init}  # type: ignore[arg-type]
-
-    def load(self, values: dict[str, float]) -> None:
-        for f in fields(self):  # type: ignore[arg-type]
-            if f.init and f.name in values:
-                setattr(self, f.name, type(getattr(self, f.name))(values[f.name]))
-
-
 @dataclass
 class Curves:
     """Per-step scalars for the report and the plots."""
@@ -156,129 +93,44 @@ class Curves:
 
 
 @dataclass
-class Rollback(_Scalars):
-    """Backtracking and divergence: the state to come back to, the learning rate and the count."""
+class Rollback(ScalarState):
+    """Backtracking and divergence: when to go back to the last good state, the learning rate and the count.
+
+    The loop holds that state (a session snapshot) and restores it when told."""
 
     lr: float
     rollbacks: int = 0
     last_check: float = -math.inf  # PSNR against the input at the last check
-    snap: Any = field(default=None, init=False)  # the session state to return to (with its EMA)
 
-    def check(self, settings: FitSettings, session: Session, psnr_in: float) -> None:
-        """At a check: a drop of more than backtrack_db against the input means the fit collapsed;
-        otherwise this state becomes the one to come back to."""
+    def collapsed(self, settings: FitSettings, psnr_in: float) -> bool:
+        """At a check: a drop of more than backtrack_db against the input means the fit collapsed (True: roll
+        back); otherwise this state becomes the one to come back to (the loop snapshots it)."""
         if settings.backtrack and psnr_in < self.last_check - settings.backtrack_db:
-            self.roll_back(settings, session)
-        else:
-            self.snap, self.last_check = session.snapshot(), psnr_in
+            return True
+        self.last_check = psnr_in
+        return False
 
-    def roll_back(self, settings: FitSettings, session: Session) -> None:
-        """Back to the last good parameters, Adam state and EMA, with a lower learning rate."""
-        session.restore(self.snap)
+    def roll_back(self, settings: FitSettings) -> float:
+        """One more rollback: the lower learning rate to go on with."""
         self.lr *= settings.rollback_lr_factor
-        session.set_lr(self.lr)
         self.rollbacks += 1
+        return self.lr
 
 
 @dataclass
-class VarianceRule(_Scalars):
-    """ES-WMV: the output where the windowed variance of outputs is least, kept in slot "wmv"."""
-
-    lag: int = -1  # steps the EMA lags the outputs; -1: no EMA (the output there is net(z), from its state)
-    minimum: float = math.inf
-    iter: int = 0  # iteration of the minimum (0: none yet)
-    loss: float = math.inf  # the loss (mean of the last LOSS_WINDOW) there
-
-    def capture(self, i: int, handle: Any, session: Session) -> None:
-        """With EMA, the average centred on the minimum is the one `lag` steps after it."""
-        if self.lag >= 0 and self.iter and i == self.iter + self.lag:
-            session.keep("wmv", handle, Kept.EMA)
-
-    def update(
-        self, settings: FitSettings, i: int, handle: Any, variance: float, recent: float, session: Session
-    ) -> bool:
-        """Take in this step's variance; True when the patience has run out since the minimum."""
-        if variance < self.minimum:
-            self.minimum, self.iter, self.loss = variance, i, recent
-            session.keep("wmv", handle, Kept.EMA if self.lag >= 0 else Kept.OUT)
-            if self.lag < 0:
-                session.keep("wmv", handle, Kept.STATE)
-            return False
-        return settings.stop is Stop.AUTO and self.stops(settings, i)
-
-    def stops(self, settings: FitSettings, i: int) -> bool:
-        """Has the patience run out at step i? Known before step i's variance is (only a new minimum would keep
-        the run going), so it also says whether step i could end the run. Under the default rule with a noise
-        level, the variance never ends the run: the discrepancy point does (or the iteration count)."""
-        if not settings.fixed_patience and settings.noise_power:
-            return False
-        return self.iter > 0 and i - self.iter >= patience_at(settings, self.iter)
-
-
-@dataclass
-class DiscrepancyRule(_Scalars):
-    """Morozov's discrepancy principle: the first point where the loss reaches the noise power, slot "disc".
-
-    Under the default rule its level is `loss_ratio` x noise_power and it is the choice: the run ends as soon
-    as its output is in hand. Under the fixed-patience rule its level is noise_power, and it only replaces a
-    variance point that lies deep in noise fitting."""
-
-    lag: int = -1
-    iter: int = 0  # first iteration whose mean loss reached the level (0: not yet)
-    ready: bool = False  # its output is in hand (with EMA: once the average centred on it exists)
-
-    def update(self, settings: FitSettings, i: int, handle: Any, recent: float, session: Session) -> None:
-        if not self.iter and recent <= discrepancy_level(settings):
-            self.iter = i
-            if self.lag < 0:
-                session.keep("disc", handle, Kept.STATE)
-                self.ready = True
-        # `>=`: a step rolled back at iter + lag is not booked here, and the next one takes its place.
-        if self.lag >= 0 and self.iter and not self.ready and i >= self.iter + self.lag:
-            session.keep("disc", handle, Kept.EMA)
-            self.ready = True
-
-    def settled(self, settings: FitSettings, i: int, recent: float, wmv: VarianceRule) -> bool:
-        """Auto-stop when the choice can only be this point. Default rule: once its output is in hand.
-        Fixed patience: the variance's minimum and the current loss are both overfit, and the patience has
-        passed since it."""
-        if not settings.fixed_patience:
-            return self.ready
-        return (
-            self.ready
-            and i - self.iter >= settings.patience
-            and is_overfit(settings, wmv.loss)
-            and is_overfit(settings, recent)
-        )
-
-    def may_settle(self, settings: FitSettings, i: int, losses: list[float]) -> bool:
-        """Could step i settle it? Losses are >= 0, so the mean with step i's is at least that of the others."""
-        before = [x for x in losses[-(2 * LOSS_WINDOW - 1) :] if math.isfinite(x)][-(LOSS_WINDOW - 1) :]
-        mean_at_least = sum(before) / LOSS_WINDOW if len(before) == LOSS_WINDOW - 1 else math.inf
-        if not settings.fixed_patience:
-            if self.iter:
-                return self.ready or i >= self.iter + max(self.lag, 0)
-            return self.lag <= 0 and mean_at_least <= discrepancy_level(settings)
-        if not self.iter or i - self.iter < settings.patience:
-            return False
-        if not self.ready and i < self.iter + self.lag:
-            return False
-        return is_overfit(settings, mean_at_least)
-
-
-@dataclass
-class BestByReference(_Scalars):
+class BestByReference(ScalarState):
     """With a reference: the best of the outputs and their averages by PSNR, slot "best"."""
 
     score: float = -math.inf
     iter: int = 0
 
-    def update(self, settings: FitSettings, i: int, handle: Any, p_out: float, p_ema: float, session: Session) -> float:
+    def update(self, settings: FitSettings, i: int, p_out: float, p_ema: float) -> tuple[float, Kept | None]:
+        """Step i's score, and what to keep of it in slot "best" when it is the best yet (else None)."""
         score, what = (p_ema, Kept.EMA) if settings.exp_weight > 0 and p_ema >= p_out else (p_out, Kept.OUT)
         if settings.keep is Keep.BEST and score > self.score:
             self.score, self.iter = score, i
-            session.keep("best", handle, what)
-        return score
+            return score, what
+        return score, None
 
 
 class _Outcome(Enum):
@@ -295,11 +147,9 @@ class _Loop:
         self.use_ema = settings.exp_weight > 0
         self.by_variance = reference is None and settings.keep is Keep.BEST
         track = settings.stop is Stop.AUTO or self.by_variance
-        lag = ema_lag(settings.exp_weight) if self.use_ema else -1
         self.curves = Curves()
         self.rollback = Rollback(settings.lr)
-        self.wmv = VarianceRule(lag) if track else None
-        self.disc = DiscrepancyRule(lag) if track and settings.noise_power else None
+        self.rule: StoppingRule | None = rule_for(settings) if track else None
         self.best = BestByReference() if reference is not None else None
         self.done = 0
         self.seconds = 0.0  # spent in earlier processes of a resumed run
@@ -312,7 +162,7 @@ class _Loop:
                 keep_states=track and not self.use_ema,
             )
         )
-        self.rollback.snap = session.snapshot()
+        self.snap = session.snapshot()  # the state to come back to (with its EMA)
 
     def must_wait(self, i: int, checkpoint_every: int) -> bool:
         """Step i needs the session as it stands after it: nothing may be queued behind it."""
@@ -320,11 +170,7 @@ class _Loop:
         every = [s.check_every, checkpoint_every, s.save_every]
         if any(k and i % k == 0 for k in every):
             return True
-        if s.stop is not Stop.AUTO:
-            return False
-        return (self.wmv is not None and self.wmv.stops(s, i)) or (
-            self.disc is not None and self.disc.may_settle(s, i, self.curves.losses)
-        )
+        return self.rule is not None and self.rule.may_stop(i, self.curves.losses)
 
     def process(
         self, i: int, handle: Any, stats: StepStats, session: Session, on_step: Callable[[StepInfo], None] | None
@@ -334,23 +180,23 @@ class _Loop:
         self.done = i
         if not stats.finite:
             # Divergence: back to the last good state with a lower learning rate.
-            self.rollback.roll_back(s, session)
+            self.roll_back(session)
             c.losses.append(float("nan"))
             return _Outcome.ROLLED_BACK
         c.losses.append(stats.loss)
         psnr_in = psnr_from_mse(stats.loss)
         if i % s.check_every == 0:
-            self.rollback.check(s, session, psnr_in)
-        recent = mean_recent_loss(c.losses)
-        if self.wmv is not None:
-            self.wmv.capture(i, handle, session)
-            if self.disc is not None:
-                self.disc.update(s, i, handle, recent, session)
+            if self.rollback.collapsed(s, psnr_in):
+                self.roll_back(session)
+            else:
+                self.snap = session.snapshot()
+        if self.rule is not None:
             if stats.variance is not None:
                 c.variances.append(stats.variance)
-                if self.wmv.update(s, i, handle, stats.variance, recent, session):
-                    return _Outcome.STOP
-            if s.stop is Stop.AUTO and self.disc is not None and self.disc.settled(s, i, recent, self.wmv):
+            decision = self.rule.step(i, stats.variance, mean_recent_loss(c.losses))
+            for slot, what in decision.keep:
+                session.keep(slot, handle, what)
+            if decision.stop:
                 return _Outcome.STOP
         score = None
         if self.best is not None:
@@ -360,28 +206,41 @@ class _Loop:
             c.psnrs_ema.append(p_ema)
             if stats.mse_output is not None:
                 c.psnrs_output.append(psnr_from_mse(stats.mse_output))
-            score = self.best.update(s, i, handle, p_out, p_ema, session)
+            score, what = self.best.update(s, i, p_out, p_ema)
+            if what is not None:
+                session.keep("best", handle, what)
         if on_step is not None:
             on_step(StepInfo(i, s.iters, stats.loss, psnr_in, score, self.rollback.rollbacks))
         return _Outcome.NEXT
 
+    def roll_back(self, session: Session) -> None:
+        """Back to the last good parameters, Adam state and EMA, with a lower learning rate."""
+        session.restore(self.snap)
+        session.set_lr(self.rollback.roll_back(self.settings))
+
+    def choice(self) -> tuple[int, str]:
+        """The automatic choice: the iteration (0: none yet) and the rule that made it."""
+        return self.rule.choice() if self.rule is not None else (0, "wmv")
+
     def current(self, handle: Any, session: Session) -> np.ndarray:
         """The result as it stands (for periodic saving)."""
-        if self.by_variance and self.wmv is not None and self.wmv.iter:
+        if self.by_variance and self.rule is not None and self.rule.wmv.iter:
             return session.fetch("wmv")
         if self.best is not None and self.best.iter:
             return session.fetch("best")
         session.keep("current", handle, Kept.EMA if self.use_ema else Kept.OUT)
         return session.fetch("current")
 
-    def trackers(self) -> dict[str, _Scalars]:
-        named = {"rollback": self.rollback, "wmv": self.wmv, "disc": self.disc, "best": self.best}
+    def trackers(self) -> dict[str, ScalarState]:
+        """The state to checkpoint, by name (`loop/<name>/<field>`)."""
+        rule = self.rule.trackers() if self.rule is not None else {}
+        named = {"rollback": self.rollback, **rule, "best": self.best}
         return {k: v for k, v in named.items() if v is not None}
 
     def to_arrays(self, session: Session, seconds: float) -> dict[str, np.ndarray]:
         """This state and the session's, exactly, as named numpy arrays."""
         arrays = prefixed("session/", session.state_arrays())
-        arrays.update(prefixed("snap/", session.to_arrays(self.rollback.snap)))
+        arrays.update(prefixed("snap/", session.to_arrays(self.snap)))
         arrays["loop/progress"] = np.array([self.done, self.seconds + seconds], np.float64)
         for name, tracker in self.trackers().items():
             arrays.update({f"loop/{name}/{k}": np.array(v, np.float64) for k, v in tracker.state().items()})
@@ -391,7 +250,7 @@ class _Loop:
     def load(self, session: Session, arrays: dict[str, np.ndarray]) -> None:
         """Go on from `to_arrays`'s output: the session is put back in that state too."""
         session.load_state(under("session/", arrays))
-        self.rollback.snap = session.from_arrays(under("snap/", arrays))
+        self.snap = session.from_arrays(under("snap/", arrays))
         done, self.seconds = arrays["loop/progress"]
         self.done = int(done)
         for name, tracker in self.trackers().items():
@@ -473,7 +332,7 @@ def fit(
     slow = False  # the last step took longer than PIPELINE_UNDER_S
 
     def queue(i: int) -> None:
-        refresh = loop.wmv is not None and i % settings.window == 0
+        refresh = loop.rule is not None and i % settings.window == 0
         queued.append((i, session.step(refresh)))
 
     try:
@@ -519,67 +378,16 @@ def fit(
     return result
 
 
-def automatic_choice(settings: FitSettings, wmv: VarianceRule | None, disc: DiscrepancyRule | None) -> tuple[int, str]:
-    """The iteration the automatic rules choose (0: none yet) and which rule chose it."""
-    if wmv is None:
-        return 0, "wmv"
-    if disc is not None and disc.iter and disc.ready:
-        if not settings.fixed_patience:
-            return disc.iter, "discrepancy"  # the default rule's choice whenever the loss reached its level
-        if is_overfit(settings, wmv.loss) and disc.iter < wmv.iter:
-            # The variance's point lies deep in noise fitting: take the discrepancy point instead.
-            return disc.iter, "discrepancy"
-    return wmv.iter, "wmv"
-
-
-class _Recorded:
-    """A session that is only a record of scalars: the loop's decisions replay on it, and nothing is kept."""
-
-    pipelined = False
-
-    def start(self, monitoring: Monitoring) -> None:
-        pass
-
-    def snapshot(self) -> None:
-        return None
-
-    def restore(self, snap: Any) -> None:
-        pass
-
-    def keep(self, slot: str, handle: Any, what: Kept) -> None:
-        pass
-
-    def set_lr(self, lr: float) -> None:
-        pass
-
-
-def replay(settings: FitSettings, losses: list[float], variances: list[float]) -> tuple[int | None, _Loop]:
-    """The loop's own decisions on a run's recorded losses and window variances (as a run without a reference
-    makes them): the iteration it stops at (None: it runs to the end), and the loop with its trackers."""
-    session = _Recorded()
-    loop = _Loop(settings, session, None)  # type: ignore[arg-type]
-    pending = iter(variances)
-    finite = 0
-    for i, loss in enumerate(losses, start=1):
-        variance = None
-        if math.isfinite(loss):
-            finite += 1
-            variance = next(pending) if loop.wmv is not None and finite >= settings.window else None
-        stats = StepStats(loss, math.isfinite(loss), variance)
-        if loop.process(i, None, stats, session, None) is _Outcome.STOP:  # type: ignore[arg-type]
-            return i, loop
-    return None, loop
-
-
 def choose(
     loop: _Loop, session: Session, reference: np.ndarray | None, seconds: float, interrupted: bool, stopped: bool
 ) -> FitResult:
     """The result the settings ask for, from what the trackers kept (a constant number of images to the host)."""
-    s, c, wmv, disc, best = loop.settings, loop.curves, loop.wmv, loop.disc, loop.best
+    s, c, best = loop.settings, loop.curves, loop.best
+    disc = loop.rule.disc if loop.rule is not None else None
     done = len(c.losses)
     final = session.output()
     ema = session.ema() if loop.use_ema else None
-    auto, (auto_iter, auto_rule) = None, automatic_choice(s, wmv, disc)
+    auto, (auto_iter, auto_rule) = None, loop.choice()
     states = not loop.use_ema  # without EMA the output at a chosen point is net(z) there, from its parameters
     if auto_iter:
         slot = "disc" if auto_rule == "discrepancy" else "wmv"

@@ -13,12 +13,12 @@ class Keep(str, Enum):
 
 class Stop(str, Enum):
     FIXED = "fixed"  # run every iteration
-    AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit.loop: the default or fixed-patience rule)
+    AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit.rules: the default or fixed-patience rule)
 
 
 
 # The default rule's choice with a noise level: the first loss at this multiple of the noise power. Chosen on the
-# stopping study's test set (bench/report/stopping-test-set.md; docs/stopping.md).
+# stopping study's test set (bench/report/stopping-test-set.md; README, "When to stop").
 LOSS_RATIO = 1.0
 
 
@@ -33,13 +33,15 @@ class FitSettings:
     lr: float = 0.01
     keep: Keep = Keep.BEST  # best: by PSNR with a reference, by ES-WMV without; last: the final output
     stop: Stop = Stop.FIXED  # fixed: run all iters; auto: stop once the automatic choice is settled (see below)
-    # None: the default rule (see `patience_at` and `DiscrepancyRule`); a number: the fixed-patience rule, where the
-    # run stops once the variance has had no new minimum for this many iterations.
+    # None: the default rule (dip_core.fit.rules.DefaultRule); a number: the fixed-patience rule, where the run
+    # stops once the variance has had no new minimum for this many iterations.
     patience: int | None = None
     loss_ratio: float = LOSS_RATIO  # the default rule with a noise level: the first loss <= this x noise_power
     trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward; benchmarks)
     rollback_lr_factor: float = 0.5  # the learning rate after a rollback (divergence or collapse), relative
-    noise_power: float | None = None  # the loss expected at the truth (sigma^2 for Gaussian noise): the rules' level
+    # The loss expected at the truth, known or estimated (its fidelity term's level: sigma^2 for the squared error,
+    # 1/peak for the Poisson deviance); None: unknown. The discrepancy point and the overfitting check use it.
+    noise_power: float | None = None
     overfit_ratio: float = 0.5  # the variance rule's point counts as overfit when its loss < this x noise_power
     save_every: int = 0  # hand the result so far to `on_save` every this many iterations (0: never)
 
