@@ -22,10 +22,11 @@ origin, by its Origin or Sec-Fetch-Site header; JSON bodies are `application/jso
                                           (an upload's body is streamed to disk, under a cap on the bytes being
                                           received at once; it is decoded once to check it, then again only
                                           when a run or a timing needs it, one decoding at a time)
-    GET    /api/estimate?image=&task=&backend=&device=&preset=&net=&kernel=  ms per step, once ready
+    GET    /api/estimate?image=&task=&backend=&device=&preset=&net=&kernel=&peak=  ms per step, once ready
     GET    /api/runs                      this session's runs
     POST   /api/runs                      JSON {image, mask | mask_color, reference, task, backend, device, preset,
-                                          net, iters, kernel, seed} -> the run, queued on its device
+                                          net, iters, kernel, peak, seed} -> the run, queued on its device
+                                          (kernel, mask, mask_color, peak: only for the tasks that take them)
     GET    /api/runs/{id}?since=N         state, queue position, progress, ETA, the curves' points from N
     POST   /api/runs/{id}/stop            stop it (a queued run never starts; a running one keeps its best result)
     DELETE /api/runs/{id}                 stop it and remove its folder
