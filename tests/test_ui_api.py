@@ -263,6 +263,24 @@ def test_a_poisson_run_takes_a_peak_and_another_task_refuses_it(served):
     assert client.get("/api/estimate", params=query).status_code == 400
 
 
+def test_the_page_names_no_task_it_reads_them_all_from_the_registry():
+    """The page's script holds no task name: what differs per task (the kernel, mask and peak fields, auto-stop,
+    the summary in the picker) comes from /api/info's task_specs, so that a task added to the registry needs no
+    change in the page."""
+    import re
+    from importlib import resources
+
+    from dip_core.problem.registry import Task
+
+    static = resources.files("dip_ui") / "static"
+    for name in ("app.js", "index.html"):
+        text = (static / name).read_text()
+        quoted = [t.value for t in Task if re.search(rf"[\"'`]{t.value}[\"'`]", text)]
+        assert quoted == [], f"{name} names tasks: {quoted}"
+    script = (static / "app.js").read_text()
+    assert "task_specs" in script and "masked_tasks" not in script and "auto_stop_tasks" not in script
+
+
 def test_an_idle_session_ends_only_when_it_holds_no_result(pictures):
     """Issue 21, 2: a finished result outlives any idle time; a session holding no run ends, with its uploads."""
     with open_client(UiConfig(limits=Limits(session_idle_s=0.5))) as client:
