@@ -2,12 +2,13 @@
 
 The client names no file on disk: a network is one of NETS by name (never a JSON file), a blur kernel is a
 `gaussian:`, `box:` or `motion:` spec with bounded numbers (never a kernel image's path), the images are ids of
-this session's uploads.
+this session's uploads. Which task takes which option is the task registry's (`takes`), never a list here.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,9 @@ _KERNEL = re.compile(r"^(gaussian|box|motion):(\d+(?:\.\d+)?)(?:,(-?\d+(?:\.\d+)
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MASKED_TASKS = TAKEN_BY["mask"]
 DEFAULT_KERNEL = "gaussian:1.5"
+MAX_PEAK = 1e6  # photons at white: RunOptions' bound
+# The task-specific options the page may send: one a task does not take is refused, not dropped.
+PAGE_TASK_OPTIONS = ("kernel", "mask", "mask_color", "peak")
 
 
 class BadRequest(UserError):
@@ -47,13 +51,14 @@ class RunRequest:
     iters: int | None = None  # None: the preset's (auto-stop where the task has it)
     kernel: str | None = None  # deblur
     mask_color: str | None = None  # inpaint/restore: the overlay's colour is the mask
+    peak: float | None = None  # poisson: photons at white (None: estimated from the input)
     seed: int = 0
 
     def options(self, **more: Any) -> RunOptions:
         """The run's RunOptions (plus `more`, e.g. save_every)."""
         return RunOptions(
             backend=self.backend, device=self.device, preset=self.preset, net=self.net, iters=self.iters,
-            kernel=self.kernel, mask_color=self.mask_color, seed=self.seed, **more,
+            kernel=self.kernel, mask_color=self.mask_color, peak=self.peak, seed=self.seed, **more,
         )  # fmt: skip
 
 
@@ -78,6 +83,22 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None
         raise BadRequest(f"{name} must be a whole number, got {value!r}")
     if not low <= number <= high:
         raise BadRequest(f"{name} must be between {low:,} and {high:,}, got {number:,}")
+    return number
+
+
+def _positive(body: dict[str, Any], name: str, high: float) -> float | None:
+    """A number in (0, high] (None when not given)."""
+    value = body.get(name)
+    if value in (None, ""):
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number) or not 0 < number <= high:
+        raise BadRequest(f"{name} must be above 0 and at most {high:,g}, got {value!r}")
     return number
 
 
@@ -107,8 +128,10 @@ def check_kernel(spec: Any) -> str:
     return spec.strip()
 
 
-def _takers(option: str) -> list[str]:
-    return [t.value for t in Task if t in TAKEN_BY[option]]
+def _takers(option: str) -> str:
+    """The tasks that take a task-specific option, in words: "deblur takes", "inpaint and restore take"."""
+    names = [t.value for t in Task if t in TAKEN_BY[option]]
+    return f"{' and '.join(names)} take{'s' * (len(names) == 1)}"
 
 
 def task_presets(task: Task) -> list[str]:
@@ -160,17 +183,17 @@ def parse_run(body: Any, max_iters: int) -> RunRequest:
     if not isinstance(body, dict):
         raise BadRequest("the request must be a JSON object")
     task = Task(_choice(body, "task", [t.value for t in Task], "denoise"))
-    for name in ("kernel", "mask", "mask_color"):  # an option the task does not use is refused, not dropped
+    for name in PAGE_TASK_OPTIONS:  # an option the task does not use is refused, not dropped
         if body.get(name) not in (None, "") and not takes(task, name):
-            raise BadRequest(f"{task.value} does not use {name} (only {' and '.join(_takers(name))} take it)")
+            raise BadRequest(f"{task.value} does not use {name} (only {_takers(name)} it)")
     kernel = None
     if takes(task, "kernel"):
         kernel = check_kernel(body.get("kernel") or DEFAULT_KERNEL)
     colour = body.get("mask_color") or None
     if colour is not None and (not isinstance(colour, str) or not _COLOUR.match(colour)):
-        raise BadRequest("mask_color is a #rrggbb colour, for inpaint and restore only")
+        raise BadRequest(f"mask_color is a #rrggbb colour, got {colour!r}")
     mask = _id(body, "mask")
-    if task in MASKED_TASKS and (mask is None) == (colour is None):
+    if takes(task, "mask") and (mask is None) == (colour is None):
         raise BadRequest(f"{task.value} needs a mask: paint one, load one, or choose the overlay colour (one only)")
     return RunRequest(
         task=task,
@@ -184,5 +207,6 @@ def parse_run(body: Any, max_iters: int) -> RunRequest:
         iters=_integer(body, "iters", 1, max_iters),
         kernel=kernel,
         mask_color=colour,
+        peak=_positive(body, "peak", MAX_PEAK),
         seed=_integer(body, "seed", 0, 2**31 - 1) or 0,
     )

@@ -22,10 +22,11 @@ origin, by its Origin or Sec-Fetch-Site header; JSON bodies are `application/jso
                                           (an upload's body is streamed to disk, under a cap on the bytes being
                                           received at once; it is decoded once to check it, then again only
                                           when a run or a timing needs it, one decoding at a time)
-    GET    /api/estimate?image=&task=&backend=&device=&preset=&net=&kernel=  ms per step, once ready
+    GET    /api/estimate?image=&task=&backend=&device=&preset=&net=&kernel=&peak=  ms per step, once ready
     GET    /api/runs                      this session's runs
     POST   /api/runs                      JSON {image, mask | mask_color, reference, task, backend, device, preset,
-                                          net, iters, kernel, seed} -> the run, queued on its device
+                                          net, iters, kernel, peak, seed} -> the run, queued on its device
+                                          (kernel, mask, mask_color, peak: only for the tasks that take them)
     GET    /api/runs/{id}?since=N         state, queue position, progress, ETA, the curves' points from N
     POST   /api/runs/{id}/stop            stop it (a queued run never starts; a running one keeps its best result)
     DELETE /api/runs/{id}                 stop it and remove its folder
@@ -64,7 +65,7 @@ from dip_core.problem.presets import DEFAULT_PRESET, PRESETS, preset_for
 from dip_core.problem.registry import SPECS, Task, describe
 from dip_core.run.estimate import measure as time_steps
 from dip_core.run.memory import MemoryError_
-from dip_core.run.prepare import default_stop, prepare
+from dip_core.run.prepare import FEW_ITERS_SHARE, default_stop, prepare
 from dip_ui.estimates import Estimates
 from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
 from dip_ui.runs import MemoryBusy, QueueFull, Run, RunManager, device_queue
@@ -422,6 +423,7 @@ class App:
                 "default_presets": {t.value: name for t, name in DEFAULT_PRESET.items()},
                 "nets": list(NETS),
                 "default_kernel": DEFAULT_KERNEL,
+                "few_iters_share": FEW_ITERS_SHARE,  # fewer iterations than this share of the preset's: warned
                 "limits": {
                     "max_bytes": self.limits.max_bytes,
                     "max_pixels": self.limits.max_pixels,

@@ -21,6 +21,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dip_core.problem.registry import Task  # noqa: E402
 from dip_ui.serve import Served  # noqa: E402
 from tests.browser import Missing, browser_and_driver, chrome, full_page_png  # noqa: E402
 
@@ -56,7 +57,7 @@ def main() -> None:
         try:
             wait = WebDriverWait(driver, 3600)
             driver.get(url)
-            wait.until(lambda d: len(Select(d.find_element(By.ID, "task")).options) == 6)
+            wait.until(lambda d: len(Select(d.find_element(By.ID, "task")).options) == len(Task))
             driver.find_element(By.ID, "file").send_keys(str(picture))
             wait.until(lambda d: "96x96" in d.find_element(By.ID, "image-info").text)
             Select(driver.find_element(By.ID, "task")).select_by_value("inpaint")

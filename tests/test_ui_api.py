@@ -213,7 +213,7 @@ def test_bad_choices_are_refused_with_the_reason(served):
         ({"task": "deblur", "mask": None, "kernel": "/tmp/kernel.png"}, "unknown kernel"),
         ({"task": "deblur", "mask": None, "kernel": "gaussian:1e9"}, "unknown kernel"),
         ({"task": "deblur"}, "deblur does not use mask (only inpaint and restore take it)"),
-        ({"task": "denoise", "mask": None, "kernel": "gaussian:2"}, "denoise does not use kernel (only deblur"),
+        ({"task": "denoise", "mask": None, "kernel": "gaussian:2"}, "use kernel (only deblur takes it)"),
         ({"mask": None, "task": "sr", "mask_color": "#ff0000"}, "sr does not use mask_color"),
         ({"iters": 10**9}, "iters must be between"),
         ({"preset": "denoise"}, "unknown preset"),
@@ -233,6 +233,52 @@ def test_bad_choices_are_refused_with_the_reason(served):
     assert other_port.status_code == 403 and "another origin" in other_port.json()["error"]
     assert client.get("/static/../server.py").status_code == 404
     assert client.get("/api/runs/x/../../../etc/passwd").status_code == 404
+
+
+def test_a_poisson_run_takes_a_peak_and_another_task_refuses_it(served):
+    """A photon count at white (`peak`) is a poisson option: its run request carries it into RunOptions (and the
+    run's report); on a task that does not take it, it is refused with the tasks that do, as kernel and mask are."""
+    from dip_core.problem.registry import taken_by
+    from dip_ui.forms import parse_run
+
+    assert parse_run({"task": "poisson", "image": "x", "peak": 40}, 10).options().peak == 40.0
+    assert parse_run({"task": "poisson", "image": "x", "peak": "12.5"}, 10).options().peak == 12.5
+    assert parse_run({"task": "poisson", "image": "x", "peak": ""}, 10).options().peak is None  # blank: estimated
+    client, image_id, _ = served
+    body = {**RUN, "task": "poisson", "image": image_id, "iters": 2, "peak": 40}
+    answer = client.post("/api/runs", json=body)
+    assert answer.status_code == 200, answer.text
+    run = wait(client, answer.json()["id"], {"done", "failed", "stopped"})
+    assert run["state"] == "done", run["message"]
+    assert client.get(f"/api/runs/{run['id']}/report.json").json()["ui"]["request"]["peak"] == 40.0
+    takers = " and ".join(sorted(t.value for t in taken_by("peak")))
+    refused = client.post("/api/runs", json={**body, "task": "denoise"})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == f"denoise does not use peak (only {takers} takes it)"
+    for bad in (0, -3, 2e6, "many", True, float("nan")):
+        answer = client.post("/api/runs", content=json.dumps({**body, "peak": bad}),
+                             headers={"content-type": "application/json"})  # fmt: skip
+        assert answer.status_code == 400 and "peak must be" in answer.json()["error"], (bad, answer.text)
+    query = {"image": image_id, **RUN, "task": "denoise", "peak": 40}  # the estimate checks it as a run does
+    assert client.get("/api/estimate", params=query).status_code == 400
+
+
+def test_the_page_names_no_task_it_reads_them_all_from_the_registry():
+    """The page's script holds no task name: what differs per task (the kernel, mask and peak fields, auto-stop,
+    the summary in the picker) comes from /api/info's task_specs, so that a task added to the registry needs no
+    change in the page."""
+    import re
+    from importlib import resources
+
+    from dip_core.problem.registry import Task
+
+    static = resources.files("dip_ui") / "static"
+    for name in ("app.js", "index.html"):
+        text = (static / name).read_text()
+        quoted = [t.value for t in Task if re.search(rf"[\"'`]{t.value}[\"'`]", text)]
+        assert quoted == [], f"{name} names tasks: {quoted}"
+    script = (static / "app.js").read_text()
+    assert "task_specs" in script and "masked_tasks" not in script and "auto_stop_tasks" not in script
 
 
 def test_an_idle_session_ends_only_when_it_holds_no_result(pictures):

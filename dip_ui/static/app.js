@@ -30,7 +30,8 @@
     resultVersion: 0,
     pollTimer: null,
     listTimer: null,
-    busy: false,
+    busy: "", // what the page is doing that Start waits for (uploading, starting), in words
+    going: false, // a run of this page (this session) is queued or running
   };
 
   // --- talking to the server ---
@@ -99,11 +100,15 @@
     el.value = value;
     el.textContent = text;
     select.appendChild(el);
+    return el;
   }
 
   function fillSettings() {
     const info = state.info;
-    for (const task of info.tasks) option($("task"), task, task);
+    for (const task of info.tasks) {
+      const summary = info.task_specs[task].summary;
+      option($("task"), task, `${task}: ${summary}`).title = summary;
+    }
     for (const backend of info.backends) option($("backend"), backend, backend);
     if (info.default_backend) $("backend").value = info.default_backend;
     for (const device of info.devices) option($("device"), device, device);
@@ -132,10 +137,51 @@
     for (const net of state.info.nets) if (net !== preset.net) option(select, net, net);
     if ([...select.options].some((o) => o.value === before)) select.value = before;
     $("iters").placeholder = `${preset.iters} (the preset's)`;
+    checkIters();
+  }
+
+  // A run far shorter than its preset's rarely gets past its input (the CLI warns too, from the same share).
+  function checkIters() {
+    const name = $("preset").value;
+    const planned = state.info.presets[name].iters;
+    const share = state.info.few_iters_share;
+    const typed = parseInt($("iters").value, 10);
+    const short = typed > 0 && typed < share * planned;
+    const warning = $("iters-warning");
+    const percent = `${Math.round(100 * share)}\u00a0%`;
+    warning.hidden = !short;
+    warning.textContent = short
+      ? `${typed} iterations is far below the ${planned} of the ${name} preset (under ${percent}): the network ` +
+        "may be far from done, and the result worse than the input."
+      : "";
+  }
+
+  // --- the task: everything that differs between tasks is the registry's (info.task_specs), never named here ---
+
+  function spec() {
+    return state.info.task_specs[$("task").value];
+  }
+
+  function takes(name) {
+    return spec().options.includes(name);
   }
 
   function masked() {
-    return state.info.masked_tasks.includes($("task").value);
+    return takes("mask");
+  }
+
+  // The fields of task-specific options (data-option="kernel", "peak"...): shown, timed and sent only for a task
+  // that takes the option (the server refuses it from another).
+  function optionFields() {
+    return [...document.querySelectorAll("input[data-option]")].filter((el) => takes(el.dataset.option));
+  }
+
+  function optionValues() {
+    const values = {};
+    for (const el of optionFields()) {
+      if (el.value !== "") values[el.dataset.option] = el.type === "number" ? Number(el.value) : el.value;
+    }
+    return values;
   }
 
   function colourMode() {
@@ -143,8 +189,7 @@
   }
 
   function settingsChanged() {
-    const deblur = $("task").value === "deblur";
-    for (const el of document.querySelectorAll(".kernel-row")) el.hidden = !deblur;
+    for (const el of document.querySelectorAll("[data-option]")) el.hidden = !takes(el.dataset.option);
     $("mask-tools").hidden = !masked();
     $("mask-canvas").hidden = !masked();
     askEstimate();
@@ -155,7 +200,7 @@
     const typed = parseInt($("iters").value, 10);
     if (typed > 0) return { iters: typed, auto: false };
     const preset = state.info.presets[$("preset").value];
-    return { iters: preset.iters, auto: state.info.auto_stop_tasks.includes($("task").value) };
+    return { iters: preset.iters, auto: spec().auto_stop };
   }
 
   // --- the estimate ---
@@ -171,7 +216,7 @@
       preset: $("preset").value,
       net: $("net").value,
     });
-    if ($("task").value === "deblur") params.set("kernel", $("kernel").value); // the only task that takes one
+    for (const [name, value] of Object.entries(optionValues())) params.set(name, value);
     state.estimate = null;
     $("estimate").textContent = "Timing a few steps on this machine…";
     for (;;) {
@@ -212,9 +257,9 @@
   async function chooseImage(file) {
     if (!file) return;
     notice("");
-    state.busy = true;
+    state.busy = `Uploading ${file.name}…`;
     updateStart();
-    $("image-info").textContent = `Uploading ${file.name}…`;
+    $("image-info").textContent = state.busy;
     try {
       const up = await upload(file, "image", file.name);
       const bitmap = await createImageBitmap(await fetchBlob(`api/uploads/${up.id}/preview.png`));
@@ -227,7 +272,7 @@
       $("image-info").textContent = "";
       notice(`That image was refused: ${e.message}`);
     } finally {
-      state.busy = false;
+      state.busy = "";
       updateStart();
     }
   }
@@ -457,25 +502,37 @@
 
   // --- runs ---
 
+  // Start, and the status line's word on what is ready and what is missing: Start waits for an image (and a mask
+  // where the task takes one), and for the end of a run of this page that is queued or running.
   function updateStart() {
-    let ready = Boolean(state.image) && !state.busy;
-    let why = state.image ? "" : "Choose an image first.";
-    if (ready && masked()) {
-      if (colourMode() && state.colourCount === 0) {
-        ready = false;
-        why = "No pixel has the overlay colour.";
-      } else if (!colourMode() && state.painted === 0) {
-        ready = false;
-        why = "Paint over what to fill in (or load a mask).";
-      }
+    let missing = "";
+    let ready = "image loaded";
+    if (state.busy) {
+      missing = state.busy;
+    } else if (!state.image) {
+      missing = "Choose an image, a task and its settings, then press Start.";
+    } else if (masked() && colourMode()) {
+      const colour = $("mask-color").value;
+      if (state.colourCount === 0) missing = `Image loaded; no pixel has the colour ${colour}: choose the overlay's.`;
+      ready += `, mask: the pixels of ${colour}`;
+    } else if (masked()) {
+      if (state.painted === 0) missing = "Image loaded; paint the mask (or load one, or choose its colour).";
+      ready += ", mask painted";
     }
-    $("start").disabled = !ready;
-    $("start").title = why;
+    if (!missing && state.going) missing = "A run of yours is going: Start comes back when it ends (or is stopped).";
+    $("start").disabled = Boolean(missing);
+    $("start").title = missing;
+    $("readiness").textContent = missing || `Ready (${ready}): press Start.`;
+    $("readiness").hidden = going(state.runData); // the shown run's progress says it
+  }
+
+  function going(run) {
+    return Boolean(run) && (run.state === "queued" || run.state === "running");
   }
 
   async function start() {
     notice("");
-    state.busy = true;
+    state.busy = "Starting the run…";
     updateStart();
     try {
       const body = {
@@ -487,8 +544,8 @@
         preset: $("preset").value,
         net: $("net").value,
         iters: $("iters").value,
+        ...optionValues(), // another task refuses these
       };
-      if (body.task === "deblur") body.kernel = $("kernel").value; // another task refuses a kernel
       if (masked()) {
         if (colourMode()) {
           body.mask_color = $("mask-color").value;
@@ -502,6 +559,7 @@
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify(body),
       });
+      state.going = true; // until the list of runs says it ended
       show(run.id);
       listRuns();
       if (run.forgotten && run.forgotten.length) {
@@ -512,7 +570,7 @@
     } catch (e) {
       notice(`The run was not started: ${e.message}`);
     } finally {
-      state.busy = false;
+      state.busy = "";
       updateStart();
     }
   }
@@ -548,9 +606,11 @@
       data = await api(`api/runs/${runId}?since=${state.points.length}`);
     } catch (e) {
       if (runId === state.run) {
-        $("status").textContent = `This run is gone: ${e.message}`;
+        $("run-state").textContent = `This run is gone: ${e.message}`;
         $("status").dataset.state = "failed";
         state.run = null;
+        state.runData = null;
+        updateStart();
       }
       return;
     }
@@ -581,8 +641,9 @@
     } else {
       text = run.message || run.state;
     }
-    status.textContent = text;
-    $("stop").disabled = !(run.state === "queued" || run.state === "running");
+    $("run-state").textContent = text;
+    $("stop").disabled = !going(run);
+    updateStart();
     const warnings = $("warnings");
     warnings.textContent = "";
     for (const w of run.warnings) {
@@ -621,9 +682,9 @@
     } catch (e) {
       return;
     }
-    if (data.runs.some((r) => r.state === "queued" || r.state === "running")) {
-      state.listTimer = setTimeout(listRuns, 3 * POLL_MS);
-    }
+    state.going = data.runs.some(going);
+    if (state.going) state.listTimer = setTimeout(listRuns, 3 * POLL_MS);
+    updateStart();
     const list = $("runs");
     list.textContent = "";
     for (const run of data.runs.slice().reverse()) {
@@ -650,7 +711,10 @@
         }
         if (run.id === state.run) {
           state.run = null;
+          state.runData = null;
           clearTimeout(state.pollTimer);
+          $("run-state").textContent = "";
+          $("status").dataset.state = "idle";
         }
         listRuns();
       });
@@ -659,7 +723,22 @@
     }
   }
 
-  // --- the curves: loss (log scale, left) and PSNR (right), drawn on a canvas ---
+  // --- the curves: loss (log scale, left) and PSNR (right), drawn on a canvas; their legend is the page's, above
+  // it, where it covers no curve ---
+
+  function showLegend(series) {
+    const legend = $("curves-legend");
+    legend.textContent = "";
+    legend.hidden = !series.length;
+    for (const s of series) {
+      const item = document.createElement("span");
+      const swatch = document.createElement("span");
+      swatch.className = "swatch";
+      swatch.style.backgroundColor = s.colour;
+      item.append(swatch, s.label);
+      legend.appendChild(item);
+    }
+  }
 
   function drawCurves() {
     const canvas = $("curves");
@@ -678,6 +757,7 @@
     const points = state.points;
     const run = state.runData;
     if (!points.length) {
+      showLegend([]);
       ctx.fillStyle = "#6a7284";
       ctx.fillText("The curves appear here once the run has started.", box.left + 12, box.top + 24);
       return;
@@ -707,6 +787,7 @@
       { data: psnr, colour: "#d9480f", range: range(psnr), side: "right",
         label: withReference ? "PSNR vs reference (dB)" : "PSNR of the fit vs input (dB)" },
     ];
+    showLegend(series);
     for (const s of series) {
       const [lo, hi] = s.range;
       const y = (v) => box.bottom - ((v - lo) / (hi - lo)) * (box.bottom - box.top);
@@ -733,7 +814,7 @@
       }
       ctx.stroke();
     }
-    // x axis and legend
+    // x axis
     ctx.fillStyle = "#6a7284";
     ctx.textAlign = "center";
     for (let k = 0; k <= 5; k += 1) {
@@ -741,14 +822,6 @@
       ctx.fillText(String(i), x(i), box.bottom + 14);
     }
     ctx.fillText("iteration", (box.left + box.right) / 2, box.bottom + 27);
-    ctx.textAlign = "left";
-    let lx = box.left + 10;
-    for (const s of series) {
-      ctx.fillStyle = s.colour;
-      ctx.fillRect(lx, box.top + 8, 14, 3);
-      ctx.fillText(s.label, lx + 18, box.top + 13);
-      lx += ctx.measureText(s.label).width + 40;
-    }
   }
 
   // --- wiring ---
@@ -775,8 +848,12 @@
       fillNets();
       settingsChanged();
     });
-    for (const id of ["backend", "device", "net", "kernel"]) $(id).addEventListener("change", settingsChanged);
-    $("iters").addEventListener("input", showEstimate);
+    for (const id of ["backend", "device", "net"]) $(id).addEventListener("change", settingsChanged);
+    for (const el of document.querySelectorAll("input[data-option]")) el.addEventListener("change", settingsChanged);
+    $("iters").addEventListener("input", () => {
+      showEstimate();
+      checkIters();
+    });
     const canvas = $("mask-canvas");
     canvas.addEventListener("pointerdown", onPointerDown);
     canvas.addEventListener("pointermove", onPointerMove);
