@@ -192,6 +192,8 @@ class Backend(Protocol):
     name: str
     device: str  # resolved device, e.g. "cpu", "cuda", "mps", "gpu"
     precision: Precision  # what fp32 work runs as on that device (dip_core.system.precision)
+    threads: int  # CPU threads its work runs on (dip_core.system.threads chooses them)
+    threads_reason: str  # why that many, for `dip doctor` and the report
 
     def build(self, cfg: SkipConfig, weights: Weights) -> Any:
         """A network with exactly these weights (checked strictly)."""

@@ -90,7 +90,7 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], run: dict[s
     meta = json.dumps({"format": FORMAT, "run": run, "same": same}).encode()
     kept = {k: v for k, v in arrays.items() if k not in same}
     with atomic_write(path) as fh:
-        np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **kept)
+        np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **kept)  # type: ignore[arg-type]  # (numpy's stub)
 
 
 def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, np.ndarray]) -> None:

@@ -200,15 +200,15 @@ class _Loop:
                 return _Outcome.STOP
         score = None
         if self.best is not None:
-            p_out = psnr_from_mse(stats.mse)
-            p_ema = psnr_from_mse(stats.mse_ema) if self.use_ema else p_out
+            p_out = psnr_from_mse(stats.mse if stats.mse is not None else math.nan)  # with a reference: never None
+            p_ema = psnr_from_mse(stats.mse_ema) if self.use_ema and stats.mse_ema is not None else p_out
             c.psnrs.append(p_out)
             c.psnrs_ema.append(p_ema)
             if stats.mse_output is not None:
                 c.psnrs_output.append(psnr_from_mse(stats.mse_output))
-            score, what = self.best.update(s, i, p_out, p_ema)
-            if what is not None:
-                session.keep("best", handle, what)
+            score, best = self.best.update(s, i, p_out, p_ema)
+            if best is not None:
+                session.keep("best", handle, best)
         if on_step is not None:
             on_step(StepInfo(i, s.iters, stats.loss, psnr_in, score, self.rollback.rollbacks))
         return _Outcome.NEXT
@@ -356,10 +356,10 @@ def fit(
             if outcome is _Outcome.STOP:
                 stopped_early = True
                 break
-            saving = on_save is not None and settings.save_every and i % settings.save_every == 0
-            if saving and outcome is _Outcome.NEXT:  # not the output of a step that diverged
+            saving = settings.save_every and i % settings.save_every == 0
+            if on_save is not None and saving and outcome is _Outcome.NEXT:  # not the output of a diverged step
                 writes.attempt("result so far", i, on_save, i, loop.current(handle, session))
-            if every and i % every == 0:
+            if checkpoint is not None and every and i % every == 0:
                 arrays = loop.to_arrays(session, time.perf_counter() - start)
                 arrays["checkpoint/every"] = np.array(every)
                 writes.attempt("checkpoint", i, save_checkpoint, checkpoint.path, arrays, checkpoint.run)

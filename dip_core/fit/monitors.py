@@ -82,7 +82,7 @@ class HostSession:
             finite=True,
             variance=variance,
             mse=mse(out, ref) if ref is not None else None,
-            mse_ema=mse(self._ema, ref) if ref is not None and w else None,
+            mse_ema=mse(self._ema, ref) if ref is not None and w and self._ema is not None else None,
             mse_output=mse(self.net_output(), ref) if ref is not None and m.trace_output else None,
         )
         state = self.model_snapshot() if m.keep_states else None
@@ -96,7 +96,10 @@ class HostSession:
         if what is Kept.STATE:
             self._states[slot] = handle.state
         else:
-            self._slots[slot] = (handle.out if what is Kept.OUT else handle.ema).copy()
+            kept = handle.out if what is Kept.OUT else handle.ema
+            if kept is None:
+                raise ValueError(f"step {handle.index} has no {what.value} to keep (it was not finite, or no EMA runs)")
+            self._slots[slot] = kept.copy()
 
     def fetch(self, slot: str) -> np.ndarray:
         return self._slots[slot]

@@ -46,7 +46,7 @@ def least_mean_with_next(losses: list[float]) -> float:
 
 def is_overfit(settings: FitSettings, loss: float) -> bool:
     """A loss this far below the noise power means the output reproduces the noise."""
-    return bool(settings.noise_power) and loss < settings.overfit_ratio * settings.noise_power
+    return settings.noise_power is not None and loss < settings.overfit_ratio * settings.noise_power
 
 
 def patience_at(settings: FitSettings, minimum_iter: int) -> int:

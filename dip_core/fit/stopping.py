@@ -25,7 +25,7 @@ class WindowVariance:
     def push(self, x: np.ndarray) -> float | None:
         """Add an output; the window's variance once it is full, else None."""
         flat = np.asarray(x, np.float32).ravel()
-        if self._ring is None:
+        if self._ring is None or self._sum is None:
             self._ring = np.empty((self.window, flat.size), np.float32)
             self._sum = np.zeros(flat.size, np.float64)
         slot = self._count % self.window
@@ -48,7 +48,9 @@ class WindowVariance:
 
     def state(self) -> tuple[dict[str, np.ndarray], tuple[float, int]]:
         """The window's contents and sums, exactly (checkpoints)."""
-        arrays = {} if self._ring is None else {"ring": self._ring.copy(), "sum": self._sum.copy()}
+        if self._ring is None or self._sum is None:
+            return {}, (self._sumsq, self._count)
+        arrays = {"ring": self._ring.copy(), "sum": self._sum.copy()}
         return arrays, (self._sumsq, self._count)
 
     def load_state(self, arrays: dict[str, np.ndarray], scalars: tuple[float, int]) -> None:

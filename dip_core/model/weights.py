@@ -80,7 +80,7 @@ def save_weights(path: str | Path, cfg: SkipConfig, weights: Weights) -> None:
     arrays = {name: np.asarray(w, dtype=np.float32) for name, w in weights.items()}
     arrays[_CONFIG_KEY] = np.array(json.dumps(cfg.to_dict()))
     with atomic_write(path) as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as its flags
 
 
 def load_weights(path: str | Path, cfg: SkipConfig | None = None) -> tuple[SkipConfig, Weights]:

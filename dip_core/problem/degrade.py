@@ -47,11 +47,13 @@ class Operator:
         """A(x) for x (H, W, C) in numpy: the reference for the backends' versions."""
         if self.kind is OpKind.IDENTITY:
             return x
-        if self.kind is OpKind.MASK:
+        if self.kind is OpKind.MASK and self.mask is not None:
             return x * self.mask
         if self.kind is OpKind.DOWNSAMPLE:
             return lanczos_downsample(x, self.factor)
-        return blur(x, self.kernel)
+        if self.kind is OpKind.BLUR and self.kernel is not None:
+            return blur(x, self.kernel)
+        raise ValueError(f"a {self.kind.value} operator without its {'mask' if self.kind is OpKind.MASK else 'kernel'}")
 
 
 # --- Lanczos2 downsampler (super-resolution) ---------------------------------

@@ -71,10 +71,9 @@ def load_image(path: str | Path) -> Image:
     path = Path(path)
     _check_readable(path)
     try:
-        with PILImage.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return from_pil(im, path)
+        with PILImage.open(path) as opened:
+            opened.load()
+            return from_pil(ImageOps.exif_transpose(opened), path)
     except UnidentifiedImageError:
         raise ImageError(f"{path} is not an image Pillow can read") from None
     except (OSError, SyntaxError, ValueError) as exc:

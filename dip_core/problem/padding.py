@@ -68,7 +68,7 @@ def pad_problem(problem: Problem, cfg: SkipConfig, mode: PadMode | str = PadMode
     top, left = dy // 2, dx // 2
     sides = (top, dy - top, left, dx - left)
     op = problem.op
-    if op.kind is OpKind.MASK:
+    if op.kind is OpKind.MASK and op.mask is not None:
         op = replace(op, mask=_pad(op.mask, *sides))
     padded = replace(problem, observed=_pad(problem.observed, *sides), op=op, out_height=ph, out_width=pw)
     return padded, Crop(top * f, left * f, h, w)

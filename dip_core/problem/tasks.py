@@ -92,7 +92,8 @@ def parse_color(spec: str) -> tuple[float, float, float]:
             rgb = ImageColor.getrgb(text)[:3]
     except ValueError:
         raise ProblemError(f"unknown colour {spec!r}: use a name, #rrggbb or R,G,B") from None
-    return tuple(v / 255.0 for v in rgb)
+    r, g, b = (v / 255.0 for v in rgb)
+    return r, g, b
 
 
 def mask_from_color(image: Image, color: str, tolerance: float = 2 / 255) -> Image:

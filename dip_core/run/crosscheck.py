@@ -281,7 +281,7 @@ def _run(
 def compare(cfg: SkipConfig, a: dict[str, Any], b: dict[str, Any]) -> Comparison:
     """Differences of run `a` from reference run `b`."""
     rel = grad_rel_diffs(cfg, a["grads"], b["grads"])
-    worst = max(rel, key=rel.get)
+    worst = max(rel, key=lambda name: rel[name])
     la, lb = np.asarray(a["losses"], np.float64), np.asarray(b["losses"], np.float64)
     loss_rel = (np.abs(la - lb) / np.maximum(np.abs(lb), 1e-30)).tolist()
     return Comparison(

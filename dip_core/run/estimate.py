@@ -130,10 +130,12 @@ def measure(prepared: Prepared | PreparedTiles) -> Estimate:
 
 def estimate_of(prepared: Prepared | PreparedTiles, ms_per_iter: float) -> Estimate:
     """The estimate of a prepared run from the measured ms per step of its first fit."""
-    tiled = isinstance(prepared, PreparedTiles)
-    p = prepared.first if tiled else prepared
-    f = prepared.factor if tiled else 1
-    tile, overlap = (f * prepared.options.tile, f * prepared.options.overlap) if tiled else (0, 0)
+    tile = overlap = 0
+    if isinstance(prepared, PreparedTiles):
+        p, f = prepared.first, prepared.factor
+        tile, overlap = f * prepared.options.tile, f * prepared.options.overlap
+    else:
+        p = prepared
     h, w = prepared.problem.out_height, prepared.problem.out_width
     auto = p.fit_settings.stop is Stop.AUTO
     return Estimate(p.task, p.cfg, h, w, tile, overlap, p.preset.iters, ms_per_iter, auto)

@@ -227,8 +227,8 @@ class Prepared:
 
     def output(self, pixels: np.ndarray) -> Image:
         """The network's output as the result image: the known pixels pasted back when asked."""
-        if self.keep_known:
-            m = self.problem.mask
+        m = self.problem.mask
+        if self.keep_known and m is not None:
             pixels = m * self.problem.image.pixels + (1 - m) * pixels
         return output_image(self.image, pixels, self.problem)
 

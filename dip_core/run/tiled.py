@@ -254,8 +254,8 @@ def restore_tiled(
 
 
 def _tile_summary(rep: dict[str, Any]) -> dict[str, Any]:
-    keys = ("backend", "device", "precision", "threads", "iters", "seconds", "interrupted", "rollbacks")
-    keys += ("result_iter", "selection")
+    keys: tuple[str, ...] = ("backend", "device", "precision", "threads", "iters", "seconds", "interrupted")
+    keys += ("rollbacks", "result_iter", "selection")
     out = {k: rep[k] for k in keys}
     for k in ("psnr_input", "psnr_result"):
         if k in rep:
