@@ -61,6 +61,7 @@ class Outcome:
     node_id: str | None = None  # Ray's node
     hostname: str | None = None  # the machine that ran it
     warnings: tuple[str, ...] = field(default=())
+    summary: str | None = None  # the run's one line, as `dip run` prints it (dip_core.run.summary)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values."""
@@ -69,7 +70,7 @@ class Outcome:
             "image": self.image, "output": self.output, "status": self.status.value, "error": self.error,
             "seconds": seconds, "iters": self.iters, "psnr_input": self.psnr_input, "psnr": self.psnr,
             "attempts": self.attempts, "node_id": self.node_id, "hostname": self.hostname,
-            "warnings": list(self.warnings),
+            "warnings": list(self.warnings), "summary": self.summary,
         }  # fmt: skip
 
 
@@ -123,6 +124,7 @@ def restore_job(job: Job, task: Task, options: RunOptions, command: str) -> Outc
     from dip_cli.run import rescue
     from dip_core.problem.image import load_image, save_image
     from dip_core.run.api import restore
+    from dip_core.run.summary import summary_line
     from dip_core.system.atomic import write_json
     from dip_core.system.version import dip_version
 
@@ -137,7 +139,7 @@ def restore_job(job: Job, task: Task, options: RunOptions, command: str) -> Outc
             record = record_of(task, options, job.image, job.mask, job.reference)
         report = {**result.report, "output": str(job.target), "batch": record}
         report.update(dip_version=dip_version(), command=command)
-        ran = replace(base, warnings=tuple(report["warnings"]), **numbers(report))
+        ran = replace(base, warnings=tuple(report["warnings"]), summary=summary_line(report), **numbers(report))
         # The report goes first: a result on disk always has its own record beside it.
         job.target.unlink(missing_ok=True)
         write_json(job.target.with_suffix(".json"), report)

@@ -358,46 +358,10 @@ def _save_so_far(path: Path, image: Any) -> None:
     save_image(path, image)
 
 
-def _chooser(rep: dict[str, Any]) -> str:
-    """Which automatic rule chose the output, with the noise level it compared the loss with."""
-    if rep.get("auto_rule") != "discrepancy":
-        return "the output variance (ES-WMV)"
-    stopping = rep.get("stopping", {})
-    if stopping.get("peak") is not None:
-        level, source = f"peak {stopping['peak']:.3g} photons", stopping.get("peak_source", "")
-    elif stopping.get("noise_sigma") is not None:
-        level, source = f"sigma {stopping['noise_sigma']:.1f}", stopping.get("noise_sigma_source", "")
-    else:
-        return "the noise level"
-    return f"the noise level ({level}{', ' + source if source else ''})"
-
-
 def _summary(rep: dict[str, Any], written: list[Path]) -> None:
-    n = rep["iters"]
-    line = f"{rep['task']} on {rep['backend']} ({rep['device']}, {rep['precision']}): {n} iteration{'s' * (n != 1)}"
-    line += f", {rep['ms_per_iter']:.1f} ms/iter"
-    if "tiles" in rep:
-        done, total = len(rep["tiles"]), rep["tiles_total"]
-        count = f"{done} tile{'s' * (done != 1)}" if done == total else f"{done} of {total} tiles"
-        line += f" over {count} of {rep['tile']} px (overlap {rep['overlap']})"
-        if rep.get("psnr_result") is not None:
-            line += f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB"
-    elif rep.get("psnr") is not None:
-        pasted = " (known pixels pasted back)" if rep.get("keep_known") else ""
-        line += (
-            f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB{pasted}: the best output "
-            f"against the reference, iteration {rep['result_iter']}; SSIM {rep['ssim']:.3f}"
-        )
-        if rep.get("psnr_auto") is not None:
-            line += (
-                f"; without a reference: {rep['psnr_auto']:.2f} dB, iteration {rep['stop_iter']} "
-                f"chosen by {_chooser(rep)}"
-            )
-    else:
-        chosen = f"chosen by {_chooser(rep)}" if rep["selection"] == "wmv" and rep.get("stop_iter") else "the last"
-        line += f"; result from iteration {rep['result_iter']} ({chosen})"
-    if rep.get("stopped_early"):
-        line += f"; auto-stop ended the run at {rep['iters']} of {rep['iters_planned']}"
+    from dip_core.run.summary import summary_line
+
+    line = summary_line(rep)
     out().print(line, highlight=False)
     for path in written:
         out().print(f"  wrote {path}", highlight=False)

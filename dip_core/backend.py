@@ -176,8 +176,29 @@ class Session(Protocol):
     def weights(self) -> Weights: ...
 
     def describe(self) -> dict[str, Any]:
-        """How the step runs (precision, kernels, fused optimizer, ...), for reports."""
+        """How the step runs, for reports: `step_description`'s keys (precision, kernels, fused optimizer, ...)."""
         ...
+
+
+# How a session runs its step (Session.describe), the same keys from every backend; None where one does not apply.
+STEP_KEYS = (
+    "precision",  # what fp32 work runs as (Precision's value)
+    "pipelined",  # the next step is queued while the loop books this one (a GPU)
+    "compiled",  # the whole step is one compiled graph (MLX)
+    "fused_adam",  # Adam in one kernel over every parameter (torch)
+    "cpu_kernels",  # MLX's own CPU kernels for the network's hot ops: "on", "off" and why
+    "channels_last",  # torch's NHWC memory layout
+    "cudnn_benchmark",  # torch on CUDA: cuDNN picks its algorithms by timing them
+    "monitors",  # where the monitors run, when not beside the step on its device
+)
+
+
+def step_description(**values: Any) -> dict[str, Any]:
+    """A session's `describe()`: every key of STEP_KEYS, None for those not given; an unknown key is a bug."""
+    unknown = sorted(set(values) - set(STEP_KEYS))
+    if unknown:
+        raise ValueError(f"not step description keys (dip_core.backend.STEP_KEYS): {unknown}")
+    return {key: values.get(key) for key in STEP_KEYS}
 
 
 @runtime_checkable

@@ -11,18 +11,19 @@ from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.model.config import SkipConfig, check_size
 from dip_core.model.weights import Weights, check_weights
+from dip_core.problem.fidelity import SQUARED_ERROR
 from dip_core.run.memory import available_bytes, host_free
 from dip_core.system.precision import Precision, default_precision, effective
 from dip_core.system.threads import choose_threads
 from dip_mlx import cpu_kernels as ck
-from dip_mlx.loop import MLXSession
+from dip_mlx.fidelity import loss_function
+from dip_mlx.loop import MLXSession, adam
 from dip_mlx.skip import SkipNet
 
 
@@ -46,8 +47,7 @@ def to_canonical_layout(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 3, 1, 2)) if w.ndim == 4 else w
 
 
-def mse(out: mx.array, target: mx.array) -> mx.array:
-    return mx.mean(mx.square(out - target))
+squared_error = loss_function(SQUARED_ERROR)  # the cross-check's loss: the loop's data term for Gaussian noise
 
 
 # MLX's default device is one for the whole process, and `mx.stream(...)` sets it too while it is entered:
@@ -194,7 +194,7 @@ class MLXBackend:
 
     def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
         check_size(net.cfg, x.shape[0], x.shape[1])
-        loss_fn = nn.value_and_grad(net, lambda model, z, y: mse(model(z), y))
+        loss_fn = nn.value_and_grad(net, lambda model, z, y: squared_error(model(z), y))
         with self.placed():
             loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
             mx.eval(loss, grads)
@@ -222,8 +222,8 @@ class MLXBackend:
         self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
     ) -> tuple[list[float], np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
-        opt = optim.Adam(learning_rate=lr, bias_correction=True)  # torch's Adam always corrects
-        loss_fn = nn.value_and_grad(net, lambda model, z, y: mse(model(z), y))
+        opt = adam(lr)
+        loss_fn = nn.value_and_grad(net, lambda model, z, y: squared_error(model(z), y))
         z, y = self.to_array(x), self.to_array(target)
         losses = []
         for noise in noises:

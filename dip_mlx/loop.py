@@ -13,7 +13,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stats
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_description, step_stats
 from dip_core.fit.checkpoint import under
 from dip_core.model.weights import Weights
 from dip_core.system.precision import Precision
@@ -65,7 +65,7 @@ class MLXSession:
         self.backend = backend
         self.key = mx.random.key(spec.seed)
         self.net: SkipNet = backend.build(spec.cfg, spec.weights)
-        self.opt = optim.Adam(learning_rate=spec.lr, bias_correction=True)  # torch's Adam always corrects
+        self.opt = adam(spec.lr)
         self.opt.init(self.net.trainable_parameters())
         self.z = backend.to_array(spec.z)
         self.y = backend.to_array(spec.observed)
@@ -207,12 +207,15 @@ class MLXSession:
         return self.backend.get_weights(self.net)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "precision": self.backend.precision.value,
-            "cpu_kernels": self.net.kernels,
-            "compiled": True,
-            "pipelined": self.pipelined,
-        }
+        return step_description(
+            precision=self.backend.precision.value, cpu_kernels=self.net.kernels, compiled=True,
+            fused_adam=False, pipelined=self.pipelined,
+        )  # fmt: skip
+
+
+def adam(lr: float) -> optim.Adam:
+    """Adam as both the sessions and the cross-check run it: with bias correction, as torch's Adam always has."""
+    return optim.Adam(learning_rate=lr, bias_correction=True)
 
 
 def _tree(arrays: dict[str, np.ndarray], prefix: str) -> Any:

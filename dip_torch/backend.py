@@ -6,16 +6,19 @@ import os
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.model.config import SkipConfig, check_size
 from dip_core.model.weights import Weights, check_weights
+from dip_core.problem.fidelity import SQUARED_ERROR
 from dip_core.run.memory import host_free
 from dip_core.system.precision import Precision, default_precision, effective
 from dip_core.system.threads import choose_threads
+from dip_torch.fidelity import loss_function
 from dip_torch.loop import TorchSession, adam
 from dip_torch.skip import SkipNet
+
+squared_error = loss_function(SQUARED_ERROR)  # the cross-check's loss: the loop's data term for Gaussian noise
 
 
 def _resolve(device: Device) -> torch.device:
@@ -115,7 +118,7 @@ class TorchBackend:
         check_size(net.cfg, x.shape[0], x.shape[1])
         self.use_precision()
         net.zero_grad(set_to_none=True)
-        loss = F.mse_loss(net(self.to_tensor(x)), self.to_tensor(target))
+        loss = squared_error(net(self.to_tensor(x)), self.to_tensor(target))
         loss.backward()
         grads = {name: p.grad.detach().cpu().numpy().copy() for name, p in net.named_parameters()}
         return float(loss.detach()), grads
@@ -148,7 +151,7 @@ class TorchBackend:
         losses = []
         for noise in noises:
             opt.zero_grad(set_to_none=True)
-            loss = F.mse_loss(net(z + self.to_tensor(noise)), y)
+            loss = squared_error(net(z + self.to_tensor(noise)), y)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_stats
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_description, step_stats
 from dip_core.fit.checkpoint import under
 from dip_core.model.weights import Weights
 from dip_core.system.precision import Precision
@@ -243,13 +243,14 @@ class TorchSession:
         return self.backend.get_weights(self.net)
 
     def describe(self) -> dict[str, Any]:
-        return {
-            "precision": self.backend.precision.value,
-            "fused_adam": bool(self.opt.defaults.get("fused")),
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark) if self.device.type == "cuda" else None,
-            "channels_last": self.backend.channels_last,
-            "pipelined": self.pipelined,
-        }
+        return step_description(
+            precision=self.backend.precision.value,
+            fused_adam=bool(self.opt.defaults.get("fused")),
+            cudnn_benchmark=bool(torch.backends.cudnn.benchmark) if self.device.type == "cuda" else None,
+            channels_last=self.backend.channels_last,
+            compiled=False,
+            pipelined=self.pipelined,
+        )
 
 
 def adam(params: Any, lr: float) -> torch.optim.Adam:

@@ -414,9 +414,6 @@ def _request_json(request: RunRequest) -> dict[str, Any]:
 
 
 def _summary(report: dict[str, Any]) -> str:
-    line = f"done: {report['iters']} iterations, {report['ms_per_iter']:.1f} ms/iter"
-    if report.get("psnr_result") is not None:
-        line += f"; PSNR {report['psnr_input']:.2f} -> {report['psnr_result']:.2f} dB against the reference"
-    if report.get("stopped_early"):
-        line += f"; auto-stop ended it at {report['stop_iter']} of {report['iters_planned']}"
-    return line
+    from dip_core.run.summary import summary_line
+
+    return f"done: {summary_line(report)}"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dip_core.backend import Kept, Monitoring, StepStats
+from dip_core.backend import Kept, Monitoring, StepStats, step_description
 from dip_core.fit.checkpoint import under
 from dip_core.fit.stopping import WindowVariance
 from dip_core.problem.metrics import mse
@@ -157,4 +157,4 @@ class HostSession:
             self._window.load_state(window, (sumsq, count))
 
     def describe(self) -> dict[str, Any]:
-        return {"monitors": "numpy (host)"}
+        return step_description(monitors="numpy (host)")
