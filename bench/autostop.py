@@ -19,7 +19,7 @@ Denoising's noise level is estimated from the input as a run does (or, with
 Two sets. The tuning set, on which rules were fitted: the cases below, on the paper's images (`--data`) and the
 project's synthetic scene. The test set (`--set photos`, bench/photos.py): 20 photos that scikit-image and
 matplotlib ship, never used to fit anything; `table --rows test` reports on it alone, and `--save PATH` writes the
-table and its figures (tests/test_stopping_study.py replays the committed curves against them). `pictures` reruns
+table and its figures (tests/fit/test_stopping_study.py replays the committed curves against them). `pictures` reruns
 the test set's worst cases under the default rule and shows its choice beside the best output.
 
 Cases (`--set first`): every reference case of `dip bench quality --profile quick` (denoise,

@@ -1,5 +1,6 @@
 """Headless Chromium through Selenium, with the system's chromedriver (nothing downloaded): shared by the browser
-tests and scripts/ui_screenshot.py."""
+tests (marked `browser`: tests/bench/test_report_browser.py, tests/ui/test_ui_browser.py) and
+scripts/ui_screenshot.py."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ def browser_and_driver() -> tuple[str, str]:
     if driver is None:
         raise Missing(f"no chromedriver found ({', '.join(DRIVERS)} or on PATH): apt-get install chromium-driver")
     return browser, driver
+
+
+def browser_and_driver_or_skip() -> tuple[str, str]:
+    """browser_and_driver() in a test: where something is missing, the test skips and says what."""
+    import pytest
+
+    try:
+        return browser_and_driver()
+    except Missing as exc:
+        pytest.skip(str(exc))
 
 
 def chrome(browser: str, driver_path: str, width: int, height: int) -> Any:

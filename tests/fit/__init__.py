@@ -1,0 +1,1 @@
+"""The loop: reproducibility, monitors, stopping rules (scripted runs, the study's replay) and checkpoints."""

@@ -1,0 +1,1 @@
+"""The restore API around the loop: tiles and tiled resumption, and any size and mode in and out."""

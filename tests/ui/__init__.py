@@ -1,0 +1,1 @@
+"""`dip ui`: the HTTP API and the page in headless Chromium."""
