@@ -13,6 +13,7 @@ from dip_core.problem import degrade as dg
 from dip_core.problem.examples import synthetic_scene
 from dip_core.problem.image import Image, from_array, load_image
 from dip_core.run.api import restore
+from dip_core.run.summary import summary_line
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def run_case(
         "ms_per_iter": rep["ms_per_iter"],
         "paper_psnr": case.paper_psnr,
         "paper_note": case.paper_note,
+        "summary": summary_line(rep),  # the line `dip run` prints for the same run
     }
     for key in ("psnr_input", "psnr", "psnr_ema", "best_psnr", "best_iter", "psnr_result", "ssim"):
         row[key] = rep.get(key)

@@ -22,6 +22,7 @@ from typer.core import TyperGroup
 from dip_core.backend import BackendName, Device
 from dip_core.errors import UserError, UserErrors, messages
 from dip_core.model.config import NETS
+from dip_core.run.options import option_help
 from dip_core.system.atomic import why_unwritable
 from dip_core.system.precision import Precision
 
@@ -136,15 +137,9 @@ class UsageError(UserError):
 ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help=f"Network: one of {', '.join(NETS)}, or a JSON file of SkipConfig fields.")
 ]
-DeviceOpt = Annotated[Device, typer.Option("--device", help="auto: Metal/CUDA/MPS when present, else the CPU.")]
-BackendOpt = Annotated[BackendName, typer.Option("--backend", "-b", help="Framework to run on.")]
-PrecisionOpt = Annotated[
-    Precision | None,
-    typer.Option(
-        help="fp32, tf32 (reduced-precision products: NVIDIA GPUs, Metal on M5 and later; elsewhere it runs and is "
-        "recorded as fp32) or bf16; default: fp32 on a CPU, tf32 on a GPU."
-    ),
-]
+DeviceOpt = Annotated[Device, typer.Option("--device", help=option_help("device"))]
+BackendOpt = Annotated[BackendName, typer.Option("--backend", "-b", help=option_help("backend"))]
+PrecisionOpt = Annotated[Precision | None, typer.Option(help=option_help("precision"))]
 
 
 def _same_file(a: Path, b: Path) -> bool:

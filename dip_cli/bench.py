@@ -181,11 +181,7 @@ def bench_quality(
     names = [b.value for b in backends] if backends else available_backends()
 
     def show(row: dict[str, Any]) -> None:
-        result = f"{row['psnr_result']:.2f} dB (input {row['psnr_input']:.2f})" if row.get("psnr_result") else "visual"
-        err().print(
-            f"{row['case']:>20} {row['backend']:>5} seed {row['seed']}: {result}, {row['seconds']:.0f} s",
-            highlight=False,
-        )
+        err().print(f"{row['case']} seed {row['seed']}: {row['summary']}", highlight=False, soft_wrap=True)
 
     chosen = precision.value if precision else None
     result = _envelope(

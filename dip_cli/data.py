@@ -36,9 +36,7 @@ def degrade(
     factor: Annotated[int, typer.Option(help="sr: downscaling factor, 2, 4 or 8.")] = _DEFAULTS.factor,
     kernel: Annotated[str, typer.Option(help="deblur: blur kernel spec or image.")] = _DEFAULTS.kernel,
     quality: Annotated[int, typer.Option(help="jpeg: JPEG quality 1-95.")] = _DEFAULTS.quality,
-    peak: Annotated[
-        float, typer.Option(help="poisson: photons of a white pixel (lower: noisier).")
-    ] = _DEFAULTS.peak,
+    peak: Annotated[float, typer.Option(help="poisson: photons of a white pixel (lower: noisier).")] = _DEFAULTS.peak,
     seed: Annotated[int, typer.Option(help="Seed of the noise / dropped pixels / text.")] = 0,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing files.")] = False,
 ) -> None:

@@ -15,15 +15,21 @@ import typer
 
 from dip_cli.app import BackendOpt, DeviceOpt, PrecisionOpt
 from dip_core.backend import BackendName, Device
-from dip_core.fit.settings import LOSS_RATIO, Keep, Stop
-from dip_core.model.config import NETS
+from dip_core.fit.settings import Keep, Stop
 from dip_core.model.inputs import InputKind
 from dip_core.problem.padding import PadMode
-from dip_core.run.options import RunOptions
+from dip_core.run.options import RunOptions, option_help
 
 
-def _opt(kind: Any, *decls: str, **kwargs: Any) -> Any:
-    return Annotated[kind, typer.Option(*decls, **kwargs)]
+def _opt(kind: Any, field: str, *decls: str) -> Any:
+    """A run option as Typer reads it. Its help is RunOptions' (dip_core.run.options), written once for the CLI, the
+    web page and the docs; so are its bounds, which RunOptions checks with its own one-line message."""
+    metavar = {int: "<int>", float: "<float>"}.get(next((t for t in (int, float) if t in _args(kind)), None))
+    return Annotated[kind, typer.Option(*decls, help=option_help(field), metavar=metavar)]
+
+
+def _args(kind: Any) -> tuple[Any, ...]:
+    return getattr(kind, "__args__", (kind,))
 
 
 # name: (annotation, default, RunOptions field). In the order `--help` lists them.
@@ -31,118 +37,34 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "backend": (BackendOpt, BackendName.MLX, "backend"),
     "device": (DeviceOpt, Device.AUTO, "device"),
     "precision": (PrecisionOpt, None, "precision"),
-    "preset": (_opt(str | None, help="Named preset (see `dip presets`); default: the task's."), None, "preset"),
-    "iters": (_opt(int | None, help="Iterations (preset's by default)."), None, "iters"),
-    "lr": (_opt(float | None, help="Adam learning rate."), None, "lr"),
-    "reg_noise": (_opt(float | None, help="Std of the noise added to z at every step."), None, "reg_noise_std"),
-    "ema": (_opt(float | None, help="EMA weight of outputs in [0, 1); 0 turns it off."), None, "exp_weight"),
-    "backtrack": (
-        _opt(bool | None, "--backtrack/--no-backtrack", help="Roll back on collapse."),
-        None,
-        "backtrack",
-    ),
-    "net": (_opt(str | None, help=f"Network: {', '.join(NETS)} or a JSON file."), None, "net"),
-    "input_kind": (_opt(InputKind | None, "--input", help="Network input z."), None, "input"),
-    "input_channels": (_opt(int | None, help="Channels of z."), None, "input_channels"),
-    "seed": (_opt(int, help="Seed of weights, z and the input noise."), 0, "seed"),
-    "threads": (
-        _opt(
-            int | None,
-            min=1,
-            help="CPU threads of the backend; default: the cores free when it starts (dip batch: one per fit, Ray: "
-            "--cpus-per-run, the same on both engines).",
-        ),
-        None,
-        "threads",
-    ),
-    "factor": (_opt(int | None, help="sr: upscaling factor, 2, 4 or 8."), None, "factor"),
-    "kernel": (
-        _opt(str | None, help="deblur: gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or a kernel image."),
-        None,
-        "kernel",
-    ),
-    "drop": (_opt(float | None, help="restore: drop this fraction of a clean image's pixels first."), None, "drop"),
-    "mask_color": (
-        _opt(str | None, help="inpaint/restore: the overlay's pure colour (white, #ff0000, 255,0,0) is the mask."),
-        None,
-        "mask_color",
-    ),
-    "strict_mask": (
-        _opt(bool, "--strict-mask", help="Refuse a mask with grey pixels instead of rounding it at 50 %."),
-        False,
-        "strict_mask",
-    ),
-    "keep_known": (
-        _opt(
-            bool | None,
-            "--keep-known/--no-keep-known",
-            help="inpaint/restore: paste the known pixels back into the result (default: on).",
-        ),
-        None,
-        "keep_known",
-    ),
-    "keep": (
-        _opt(Keep, help="best: by PSNR with --reference, by output variance without; last."),
-        Keep.BEST,
-        "keep",
-    ),
-    "stop": (
-        _opt(
-            Stop | None,
-            help="auto: stop once the automatic choice is settled (see --patience); "
-            "default: auto for denoise, jpeg, restore and sr unless --iters is given, else fixed.",
-        ),
-        None,
-        "stop",
-    ),
-    "window": (_opt(int, min=2, help="ES-WMV window (outputs)."), 100, "window"),
-    "patience": (
-        _opt(
-            int | None,
-            min=1,
-            help="Use the fixed-patience rule: stop when the output variance (ES-WMV) has had no new minimum for "
-            "this many iterations (1000, the default before dip 0.2). Default: the variance's patience grows with "
-            "its minimum (300 iterations or a quarter of it), and with a noise level the choice is the first "
-            f"loss at {LOSS_RATIO:g} x its power, the run ending there.",
-        ),
-        None,
-        "patience",
-    ),
-    "noise_sigma": (
-        _opt(
-            float | None,
-            help="denoise: the noise's standard deviation (0-255) if known, else estimated from the image; "
-            f"the automatic choice is the first output whose residual reaches {LOSS_RATIO:g} x its power.",
-        ),
-        None,
-        "noise_sigma",
-    ),
-    "peak": (
-        _opt(
-            float | None,
-            help="poisson: the photon count of a white pixel if known, else estimated from the image; the loss "
-            "is the Poisson deviance and the automatic choice the first output whose deviance reaches 1/peak.",
-        ),
-        None,
-        "peak",
-    ),
-    "pad": (
-        _opt(PadMode, help="reflect: pad to a multiple of 2^depth and crop back; none: only tiny images."),
-        PadMode.REFLECT,
-        "pad",
-    ),
-    "tile": (
-        _opt(int, min=0, help="Restore in overlapping tiles of this many input pixels; 0: whole image."),
-        0,
-        "tile",
-    ),
-    "overlap": (_opt(int, min=0, help="Overlap of neighbouring tiles (pixels), blended."), 32, "overlap"),
-    "save_every": (_opt(int, min=0, help="Also write the result so far every K iterations."), 0, "save_every"),
-    "checkpoint_every": (
-        _opt(int, min=0, help="Write a checkpoint (OUT_stem.ckpt.npz) every K iterations; 0: none."),
-        0,
-        "checkpoint_every",
-    ),
+    "preset": (_opt(str | None, "preset"), None, "preset"),
+    "iters": (_opt(int | None, "iters"), None, "iters"),
+    "lr": (_opt(float | None, "lr"), None, "lr"),
+    "reg_noise": (_opt(float | None, "reg_noise_std", "--reg-noise"), None, "reg_noise_std"),
+    "ema": (_opt(float | None, "exp_weight", "--ema"), None, "exp_weight"),
+    "backtrack": (_opt(bool | None, "backtrack", "--backtrack/--no-backtrack"), None, "backtrack"),
+    "net": (_opt(str | None, "net"), None, "net"),
+    "input_kind": (_opt(InputKind | None, "input", "--input"), None, "input"),
+    "input_channels": (_opt(int | None, "input_channels"), None, "input_channels"),
+    "seed": (_opt(int, "seed"), 0, "seed"),
+    "threads": (_opt(int | None, "threads"), None, "threads"),
+    "factor": (_opt(int | None, "factor"), None, "factor"),
+    "kernel": (_opt(str | None, "kernel"), None, "kernel"),
+    "drop": (_opt(float | None, "drop"), None, "drop"),
+    "mask_color": (_opt(str | None, "mask_color"), None, "mask_color"),
+    "strict_mask": (_opt(bool, "strict_mask", "--strict-mask"), False, "strict_mask"),
+    "keep_known": (_opt(bool | None, "keep_known", "--keep-known/--no-keep-known"), None, "keep_known"),
+    "keep": (_opt(Keep, "keep"), Keep.BEST, "keep"),
+    "stop": (_opt(Stop | None, "stop"), None, "stop"),
+    "window": (_opt(int, "window"), 100, "window"),
+    "patience": (_opt(int | None, "patience"), None, "patience"),
+    "noise_sigma": (_opt(float | None, "noise_sigma"), None, "noise_sigma"),
+    "peak": (_opt(float | None, "peak"), None, "peak"),
+    "pad": (_opt(PadMode, "pad"), PadMode.REFLECT, "pad"),
+    "tile": (_opt(int, "tile"), 0, "tile"),
+    "overlap": (_opt(int, "overlap"), 32, "overlap"),
+    "save_every": (_opt(int, "save_every"), 0, "save_every"),
+    "checkpoint_every": (_opt(int, "checkpoint_every"), 0, "checkpoint_every"),
 }
 
 

@@ -109,6 +109,40 @@ class Kept(str, Enum):
     STATE = "state"  # the parameters after the step (`output(slot)` evaluates net(z) with them)
 
 
+class Monitors(Protocol):
+    """The monitors beside a session's step, on its device (dip_mlx/monitors.py, dip_torch/monitors.py): the EMA
+    of outputs, the windowed variance of the outputs, the MSE against a reference. Both backends' classes offer
+    exactly this API (tests/backends/test_monitors_api.py); arrays are the backend's own, `to_arrays` and `load`
+    speak numpy with the same names and shapes on both (a checkpoint's monitor state)."""
+
+    monitoring: Monitoring
+
+    def update(self, loss: Any, out: Any, traced: Any | None, refresh: bool) -> Any:
+        """Take in one step's loss and output (and net(z), when traced); returns its scalars (STAT_FIELDS) on the
+        device. `refresh`: recompute the window's sums exactly after this step."""
+        ...
+
+    @property
+    def ema(self) -> Any:
+        """The EMA of outputs so far."""
+        ...
+
+    def keep_ema(self) -> tuple[Any, Any]:
+        """The EMA and whether it has started: what a snapshot keeps."""
+        ...
+
+    def restore(self, ema: tuple[Any, Any]) -> None:
+        """Back to a snapshot's EMA after a rollback; the steps after it are monitored again."""
+        ...
+
+    def to_arrays(self) -> dict[str, np.ndarray]: ...
+
+    def load(self, arrays: dict[str, np.ndarray]) -> None: ...
+
+
+MONITOR_API = ("monitoring", "update", "ema", "keep_ema", "restore", "to_arrays", "load")
+
+
 @runtime_checkable
 class Session(Protocol):
     """One network being fitted: Adam steps on MSE(A(net(z + noise)), y), with monitors beside it.

@@ -19,7 +19,7 @@ from dip_core.model.config import NETS
 from dip_core.problem.presets import PRESETS
 from dip_core.problem.registry import Task
 from dip_core.problem.task_options import TAKEN_BY, takes
-from dip_core.run.options import RunOptions
+from dip_core.run.options import RunOptions, bounds_text, option_bounds, within
 
 # Blur kernels the page may ask for, and the largest value of each (a larger one would make a huge kernel).
 KERNEL_LIMITS = {"gaussian": 20.0, "box": 63.0, "motion": 63.0}
@@ -27,7 +27,6 @@ _KERNEL = re.compile(r"^(gaussian|box|motion):(\d+(?:\.\d+)?)(?:,(-?\d+(?:\.\d+)
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 MASKED_TASKS = TAKEN_BY["mask"]
 DEFAULT_KERNEL = "gaussian:1.5"
-MAX_PEAK = 1e6  # photons at white: RunOptions' bound
 # The task-specific options the page may send: one a task does not take is refused, not dropped.
 PAGE_TASK_OPTIONS = ("kernel", "mask", "mask_color", "peak")
 
@@ -86,8 +85,8 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None
     return number
 
 
-def _positive(body: dict[str, Any], name: str, high: float) -> float | None:
-    """A number in (0, high] (None when not given)."""
+def _number(body: dict[str, Any], name: str) -> float | None:
+    """A number within the run option's own bounds (RunOptions'), None when not given."""
     value = body.get(name)
     if value in (None, ""):
         return None
@@ -97,9 +96,15 @@ def _positive(body: dict[str, Any], name: str, high: float) -> float | None:
         number = float(value)
     except (TypeError, ValueError):
         raise BadRequest(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(number) or not 0 < number <= high:
-        raise BadRequest(f"{name} must be above 0 and at most {high:,g}, got {value!r}")
+    if not math.isfinite(number) or not within(name, number):
+        raise BadRequest(f"{name} {bounds_text(name)}, got {value!r}")
     return number
+
+
+def _int_bounds(name: str) -> tuple[int, int]:
+    """A whole-number run option's bounds, as RunOptions states them."""
+    low, high = option_bounds(name)
+    return int(low or 0), int(high if high is not None else 2**63 - 1)
 
 
 def _id(body: dict[str, Any], name: str, required: bool = False) -> str | None:
@@ -204,9 +209,9 @@ def parse_run(body: Any, max_iters: int) -> RunRequest:
         device=Device(_choice(body, "device", [d.value for d in Device], Device.AUTO.value)),
         preset=_choice(body, "preset", task_presets(task)),
         net=_choice(body, "net", list(NETS)),
-        iters=_integer(body, "iters", 1, max_iters),
+        iters=_integer(body, "iters", _int_bounds("iters")[0], max_iters),
         kernel=kernel,
         mask_color=colour,
-        peak=_positive(body, "peak", MAX_PEAK),
-        seed=_integer(body, "seed", 0, 2**31 - 1) or 0,
+        peak=_number(body, "peak"),
+        seed=_integer(body, "seed", *_int_bounds("seed")) or 0,
     )

@@ -65,6 +65,7 @@ from dip_core.problem.presets import DEFAULT_PRESET, PRESETS, preset_for
 from dip_core.problem.registry import SPECS, Task, describe
 from dip_core.run.estimate import measure as time_steps
 from dip_core.run.memory import MemoryError_
+from dip_core.run.options import option_table
 from dip_core.run.prepare import FEW_ITERS_SHARE, default_stop, prepare
 from dip_ui.estimates import Estimates
 from dip_ui.forms import DEFAULT_KERNEL, MASKED_TASKS, BadRequest, RunRequest, parse_json, parse_run
@@ -423,6 +424,7 @@ class App:
                 "default_presets": {t.value: name for t, name in DEFAULT_PRESET.items()},
                 "nets": list(NETS),
                 "default_kernel": DEFAULT_KERNEL,
+                "options": option_table(),  # each run option's help and bounds, as the CLI shows them
                 "few_iters_share": FEW_ITERS_SHARE,  # fewer iterations than this share of the preset's: warned
                 "limits": {
                     "max_bytes": self.limits.max_bytes,

@@ -16,7 +16,6 @@ class Stop(str, Enum):
     AUTO = "auto"  # stop once the automatic choice is settled (dip_core.fit.rules: the default or fixed-patience rule)
 
 
-
 # The default rule's choice with a noise level: the first loss at this multiple of the noise power. Chosen on the
 # stopping study's test set (bench/report/stopping-test-set.md; README, "When to stop").
 LOSS_RATIO = 1.0
@@ -58,5 +57,3 @@ class FitSettings:
     def fixed_patience(self) -> bool:
         """The fixed-patience rule (a patience was given) rather than the default one."""
         return self.patience is not None
-
-

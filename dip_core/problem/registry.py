@@ -105,7 +105,11 @@ SPECS: tuple[TaskSpec, ...] = (
         _presets(
             inpaint={"net": "inpaint-text", "iters": 6001, "reg_noise_std": 0.03, "note": "paper: kate, text overlay"},
             inpaint_hole=dict(
-                net="inpaint-hole", input="meshgrid", input_channels=2, iters=5001, reg_noise_std=0.03,
+                net="inpaint-hole",
+                input="meshgrid",
+                input_channels=2,
+                iters=5001,
+                reg_noise_std=0.03,
                 note="paper: vase, large hole",
             ),
             inpaint_region=dict(
@@ -120,9 +124,7 @@ SPECS: tuple[TaskSpec, ...] = (
         "restore dropped pixels (a mask, or --drop to simulate)",
         OpKind.MASK,
         _presets(
-            restore=dict(
-                iters=11000, lr=0.001, reg_noise_std=0.03, backtrack=True, note="paper: barbara, 50% pixels"
-            )
+            restore=dict(iters=11000, lr=0.001, reg_noise_std=0.03, backtrack=True, note="paper: barbara, 50% pixels")
         ),
         options=MASK_OPTIONS | {"drop"},
         auto_stop=True,

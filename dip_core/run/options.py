@@ -6,14 +6,17 @@ keyword arguments of the Python API are folded into one with `RunOptions.of`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
 from dip_core.backend import BackendName, Device
-from dip_core.fit.settings import Keep, Stop
+from dip_core.fit.settings import LOSS_RATIO, Keep, Stop
+from dip_core.model.config import NETS
 from dip_core.model.inputs import InputKind
 from dip_core.problem.padding import PadMode
+from dip_core.problem.registry import Task
+from dip_core.problem.task_options import TAKEN_BY
 from dip_core.problem.tasks import ProblemError
 from dip_core.system.precision import Precision
 
@@ -24,48 +27,90 @@ PRESET_OVERRIDES = (
 )  # fmt: skip
 
 
+def opt(
+    default: Any, help: str, low: float | None = None, high: float | None = None, above: float | None = None
+) -> Any:
+    """A RunOptions field with its help (the one text the CLI, the web page and the docs show) and its bounds
+    (`low` and `high` inclusive, `above` exclusive; checked here, by the CLI's parser and by the page's form)."""
+    return field(default=default, metadata={"help": help, "low": low, "high": high, "above": above})
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: backend, precision, preset and its overrides, the choice of the result, outputs on the way."""
+    """How to run: backend, precision, preset and its overrides, the choice of the result, outputs on the way.
+    Task-specific options (factor, kernel, drop, mask_color, noise_sigma, peak, ...) are refused by a task that
+    does not take them (dip_core.problem.task_options); their help is prefixed with those tasks' names."""
 
-    backend: BackendName = BackendName.MLX
-    device: Device = Device.AUTO  # auto: Metal / CUDA / MPS when present, else the CPU
-    precision: Precision | None = None  # None: the device's default (fp32 on a CPU, tf32 on a GPU)
-    seed: int = 0  # seeds the weights, z and the per-step input noise
-    threads: int | None = None  # CPU threads of the backend; None: the cores that are free when it starts
-    preset: str | None = None  # None: the task's preset (sr: the one of `factor`)
+    backend: BackendName = opt(BackendName.MLX, "Framework to run on.")
+    device: Device = opt(Device.AUTO, "auto: Metal/CUDA/MPS when present, else the CPU.")
+    precision: Precision | None = opt(
+        None,
+        "fp32, tf32 (reduced-precision products: NVIDIA GPUs, Metal on M5 and later; elsewhere it runs and is "
+        "recorded as fp32) or bf16; default: fp32 on a CPU, tf32 on a GPU.",
+    )
+    seed: int = opt(0, "Seed of weights, z and the input noise.", 0, 2**31 - 1)
+    threads: int | None = opt(
+        None,
+        "CPU threads of the backend; default: the cores free when it starts (dip batch: one per fit, Ray: "
+        "--cpus-per-run, the same on both engines).",
+        1,
+    )
+    preset: str | None = opt(None, "Named preset (see `dip presets`); default: the task's.")
     # Preset overrides; None keeps the preset's value.
-    iters: int | None = None
-    lr: float | None = None
-    reg_noise_std: float | None = None
-    exp_weight: float | None = None  # EMA of outputs; 0 turns it off
-    backtrack: bool | None = None
-    backtrack_db: float | None = None
-    check_every: int | None = None
-    net: str | None = None  # a name of dip_core.model.config.NETS or a JSON file
-    input: InputKind | None = None
-    input_channels: int | None = None
+    iters: int | None = opt(None, "Iterations (preset's by default).", 1)
+    lr: float | None = opt(None, "Adam learning rate.")
+    reg_noise_std: float | None = opt(None, "Std of the noise added to z at every step.", 0)
+    exp_weight: float | None = opt(None, "EMA weight of outputs in [0, 1); 0 turns it off.", 0)
+    backtrack: bool | None = opt(None, "Roll back on collapse.")
+    backtrack_db: float | None = opt(None, "PSNR drop (dB) between checks that counts as a collapse.")
+    check_every: int | None = opt(None, "Iterations between collapse checks.", 1)
+    net: str | None = opt(None, f"Network: {', '.join(NETS)} or a JSON file.")
+    input: InputKind | None = opt(None, "Network input z.")
+    input_channels: int | None = opt(None, "Channels of z.", 1)
     # The problem, where the task needs it.
-    factor: int | None = None  # sr: 2, 4 or 8
-    kernel: str | None = None  # deblur: gaussian:S, box:K, motion:L,A or a kernel image's path
-    drop: float | None = None  # restore: drop this fraction of a clean image's pixels first
-    mask_color: str | None = None  # inpaint: the overlay's pure colour is the mask
-    strict_mask: bool = False  # refuse a mask with grey pixels instead of rounding it at 50 %
-    keep_known: bool | None = None  # paste the known pixels back into the result; None: on for inpaint and restore
+    factor: int | None = opt(None, "Upscaling factor, 2, 4 or 8.")
+    kernel: str | None = opt(None, "gaussian:SIGMA, box:SIZE, motion:LENGTH,ANGLE or a kernel image.")
+    drop: float | None = opt(None, "Drop this fraction of a clean image's pixels first.", 0, 1)
+    mask_color: str | None = opt(None, "The overlay's pure colour (white, #ff0000, 255,0,0) is the mask.")
+    strict_mask: bool = opt(False, "Refuse a mask with grey pixels instead of rounding it at 50 %.")
+    keep_known: bool | None = opt(None, "Paste the known pixels back into the result (default: on).")
     # Which output is the result, and when to stop.
-    keep: Keep = Keep.BEST
-    stop: Stop | None = None  # None: auto for the registry's auto-stop tasks unless `iters` is given
-    window: int = 100  # ES-WMV window (outputs)
-    patience: int | None = None  # None: the default stopping rule; a number: ES-WMV with this fixed patience
-    noise_sigma: float | None = None  # denoise: the noise's std on 0-255 if known (else estimated)
-    peak: float | None = None  # poisson: the photons of a white pixel if known (else estimated)
-    trace_output: bool = False  # with a reference: PSNR of net(z) at every step too (one more forward)
+    keep: Keep = opt(Keep.BEST, "best: by PSNR with --reference, by output variance without; last.")
+    stop: Stop | None = opt(
+        None,
+        "auto: stop once the automatic choice is settled (see --patience); default: auto for the tasks that have "
+        "it unless --iters is given, else fixed.",
+    )
+    window: int = opt(100, "ES-WMV window (outputs).", 2)
+    patience: int | None = opt(
+        None,
+        "Use the fixed-patience rule: stop when the output variance (ES-WMV) has had no new minimum for this many "
+        "iterations (1000, the default before dip 0.2). Default: the variance's patience grows with its minimum "
+        "(300 iterations or a quarter of it), and with a noise level the choice is the first loss at "
+        f"{LOSS_RATIO:g} x its power, the run ending there.",
+        1,
+    )
+    noise_sigma: float | None = opt(
+        None,
+        "The noise's standard deviation (0-255) if known, else estimated from the image; the automatic choice "
+        f"is the first output whose residual reaches {LOSS_RATIO:g} x its power.",
+        high=255,
+        above=0,
+    )
+    peak: float | None = opt(
+        None,
+        "The photon count of a white pixel if known, else estimated from the image; the loss is the Poisson "
+        "deviance and the automatic choice the first output whose deviance reaches 1/peak.",
+        high=1e6,
+        above=0,
+    )
+    trace_output: bool = opt(False, "With a reference: the PSNR of net(z) at every step too (one more forward).")
     # Size handling and outputs on the way.
-    pad: PadMode = PadMode.REFLECT  # reflect-pad to a multiple of 2**depth and crop back
-    tile: int = 0  # restore in overlapping tiles of this many input pixels; 0: the whole image
-    overlap: int = 32  # overlap of neighbouring tiles (pixels), blended
-    save_every: int = 0  # write the result so far every this many iterations (0: never)
-    checkpoint_every: int = 0  # write a checkpoint every this many iterations (0: never)
+    pad: PadMode = opt(PadMode.REFLECT, "reflect: pad to a multiple of 2^depth and crop back; none: only tiny images.")
+    tile: int = opt(0, "Restore in overlapping tiles of this many input pixels; 0: whole image.", 0)
+    overlap: int = opt(32, "Overlap of neighbouring tiles (pixels), blended.", 0)
+    save_every: int = opt(0, "Also write the result so far every K iterations.", 0)
+    checkpoint_every: int = opt(0, "Write a checkpoint (OUT_stem.ckpt.npz) every K iterations; 0: none.", 0)
 
     def __post_init__(self) -> None:
         for name, enum in _ENUMS.items():
@@ -77,19 +122,10 @@ class RunOptions:
                     choices = ", ".join(e.value for e in enum)
                     what = _WORDS.get(name, name)
                     raise ProblemError(f"unknown {what} {value!r}; choose one of {choices}") from None
-        if self.window < 2 or (self.patience is not None and self.patience < 1):
-            raise ProblemError(
-                f"the variance window must be >= 2 and the patience >= 1, got {self.window} and {self.patience}"
-            )
-        if self.noise_sigma is not None and not 0 < self.noise_sigma < 255:
-            raise ProblemError(f"the noise level is a standard deviation in (0, 255), got {self.noise_sigma}")
-        if self.peak is not None and not 0 < self.peak <= 1e6:
-            raise ProblemError(f"the peak is the photon count of a white pixel, in (0, 1e6], got {self.peak}")
-        if self.threads is not None and self.threads < 1:
-            raise ProblemError(f"threads must be >= 1, got {self.threads}")
-        for name in ("tile", "overlap", "save_every", "checkpoint_every"):
-            if getattr(self, name) < 0:
-                raise ProblemError(f"{name.replace('_', ' ')} must be >= 0, got {getattr(self, name)}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not isinstance(value, bool) and not within(f.name, value):
+                raise ProblemError(f"{_WORDS.get(f.name, f.name.replace('_', ' '))} {bounds_text(f.name)}, got {value}")
 
     @classmethod
     def of(cls, options: RunOptions | None = None, **changes: Any) -> RunOptions:
@@ -110,7 +146,7 @@ class RunOptions:
         return {k: v.value if isinstance(v, Enum) else v for k, v in asdict(self).items()}
 
 
-_WORDS = {"pad": "padding", "input": "network input", "keep": "keep rule", "stop": "stop rule"}
+_WORDS = {"iters": "iterations", "pad": "padding", "input": "network input", "keep": "keep rule", "stop": "stop rule"}
 _ENUMS: dict[str, type[Enum]] = {
     "backend": BackendName,
     "device": Device,
@@ -120,3 +156,51 @@ _ENUMS: dict[str, type[Enum]] = {
     "stop": Stop,
     "pad": PadMode,
 }
+
+
+def option_help(name: str) -> str:
+    """A RunOptions field's help; a task-specific option's starts with the tasks that take it ("sr: ...")."""
+    text = _FIELDS[name].metadata["help"]
+    takers = [t.value for t in Task if t in TAKEN_BY[name]] if name in TAKEN_BY else []
+    if not takers or len(takers) == len(Task):
+        return text
+    return f"{'/'.join(takers)}: {text[0].lower()}{text[1:]}"
+
+
+def within(name: str, value: float) -> bool:
+    """Whether `value` is within a RunOptions field's bounds."""
+    meta = _FIELDS[name].metadata
+    low, high, above = meta["low"], meta["high"], meta["above"]
+    return not (
+        (low is not None and value < low)
+        or (high is not None and value > high)
+        or (above is not None and value <= above)
+    )
+
+
+def option_bounds(name: str) -> tuple[float | None, float | None]:
+    """A RunOptions field's inclusive bounds (None: open)."""
+    meta = _FIELDS[name].metadata
+    return meta["low"], meta["high"]
+
+
+def bounds_text(name: str) -> str:
+    """The bounds in words: "must be >= 1", "must be above 0 and at most 255"."""
+    meta = _FIELDS[name].metadata
+    parts = [f">= {_number(meta['low'])}"] if meta["low"] is not None else []
+    parts += [f"above {_number(meta['above'])}"] if meta["above"] is not None else []
+    parts += [f"at most {_number(meta['high'])}"] if meta["high"] is not None else []
+    return "must be " + " and ".join(parts)
+
+
+def _number(value: float) -> str:
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+
+def option_table() -> dict[str, dict[str, Any]]:
+    """Every option's help and bounds, as the web page gets them (/api/info)."""
+    keys = ("low", "high", "above")
+    return {name: {"help": option_help(name)} | {k: f.metadata[k] for k in keys} for name, f in _FIELDS.items()}
+
+
+_FIELDS = {f.name: f for f in fields(RunOptions)}

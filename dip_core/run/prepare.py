@@ -31,6 +31,7 @@ from dip_core.problem.task_options import TAKEN_BY, check_options_apply
 from dip_core.problem.tasks import Problem, ProblemError, make_problem, mask_from_color, percent
 from dip_core.run.memory import check_memory
 from dip_core.run.options import RunOptions
+from dip_core.run.report import Report
 
 ImageLike = str | Path | np.ndarray | Image
 
@@ -38,7 +39,7 @@ ImageLike = str | Path | np.ndarray | Image
 @dataclass
 class Result:
     image: Image  # the restored image, in the input's mode (alpha carried through)
-    report: dict[str, Any]  # everything measured and every setting used
+    report: Report  # everything measured and every setting used
     fit: FitResult | None  # None for a tiled run (one fit per tile)
     problem: Problem
     reference: np.ndarray | None = None
@@ -342,7 +343,7 @@ def warnings_before(task: Task, opts: RunOptions, problem: Problem) -> list[str]
     return warnings
 
 
-def worse_than_input(report: dict[str, Any], preset_iters: int) -> list[str]:
+def worse_than_input(report: Report, preset_iters: int) -> list[str]:
     """A warning when, against the reference, the result is worse than what the user gave (for sr: bicubic)."""
     if report.get("psnr_result") is None or report.get("psnr_input") is None:
         return []
@@ -458,8 +459,8 @@ def _report(
     result: FitResult,
     ref: np.ndarray | None,
     out: Image,
-) -> dict[str, Any]:
-    report: dict[str, Any] = {
+) -> Report:
+    report: Report = {
         "task": task.value,
         "backend": be.name,
         "device": be.device,

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dip_core.run.report import Report
 
 
-def chooser(report: dict[str, Any]) -> str:
+def chooser(report: Report) -> str:
     """Which automatic rule chose the output, with the noise level it compared the loss with."""
     if report.get("auto_rule") != "discrepancy":
         return "the output variance (ES-WMV)"
@@ -19,7 +19,7 @@ def chooser(report: dict[str, Any]) -> str:
     return f"the noise level ({level}{', ' + source if source else ''})"
 
 
-def summary_line(report: dict[str, Any]) -> str:
+def summary_line(report: Report) -> str:
     """The run's task, backend, iterations and speed, its PSNR with a reference (and what a run without one gets),
     which output was kept and why, and whether auto-stop ended it."""
     rep, n = report, report["iters"]

@@ -36,6 +36,7 @@ from dip_core.run.prepare import (
     warnings_before,
     worse_than_input,
 )
+from dip_core.run.report import Report
 from dip_core.run.tiles import Tile, blend, plan
 
 
@@ -138,7 +139,7 @@ class PreparedTiles:
         blended = blend([t.scaled(f) for t in tiles], results, problem.out_height, problem.out_width)
         out_image = output_image(self.image, blended, problem)
         be = self.first.backend
-        report: dict[str, Any] = {
+        report: Report = {
             "task": task.value,
             "backend": be.name,
             "device": be.device,
@@ -164,11 +165,9 @@ class PreparedTiles:
         }
         report["ms_per_iter"] = 1000 * report["seconds"] / max(report["iters"], 1)
         if self.reference is not None:
-            report.update(
-                psnr_input=psnr(problem.corrupted, self.reference),
-                psnr_result=psnr(out_image.pixels, self.reference),
-                ssim=ssim(out_image.pixels, self.reference),
-            )
+            report["psnr_input"] = psnr(problem.corrupted, self.reference)
+            report["psnr_result"] = psnr(out_image.pixels, self.reference)
+            report["ssim"] = ssim(out_image.pixels, self.reference)
         report["warnings"] = self.warnings + (worse_than_input(report, self.first.preset_iters) if finished else [])
         return Result(out_image, report, None, problem, self.reference)
 
@@ -253,11 +252,12 @@ def restore_tiled(
     return tiled.run(on_step=on_step, on_tile=on_tile, checkpoint=checkpoint, resume=resume)
 
 
-def _tile_summary(rep: dict[str, Any]) -> dict[str, Any]:
-    keys: tuple[str, ...] = ("backend", "device", "precision", "threads", "iters", "seconds", "interrupted")
-    keys += ("rollbacks", "result_iter", "selection")
-    out = {k: rep[k] for k in keys}
-    for k in ("psnr_input", "psnr_result"):
-        if k in rep:
-            out[k] = rep[k]
-    return out
+# What a tiled run's report keeps of each tile's (the PSNRs where the tile had a reference).
+TILE_KEYS = (
+    "backend", "device", "precision", "threads", "iters", "seconds", "interrupted", "rollbacks", "result_iter",
+    "selection", "psnr_input", "psnr_result",
+)  # fmt: skip
+
+
+def _tile_summary(rep: Report) -> dict[str, Any]:
+    return {k: v for k, v in rep.items() if k in TILE_KEYS}

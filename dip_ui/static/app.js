@@ -113,6 +113,17 @@
     if (info.default_backend) $("backend").value = info.default_backend;
     for (const device of info.devices) option($("device"), device, device);
     $("kernel").value = info.default_kernel;
+    // A field named after a run option takes that option's help and bounds (the text `dip run --help` shows).
+    for (const [name, meta] of Object.entries(info.options)) {
+      const el = $(name.replace(/_/g, "-"));
+      if (!el) continue;
+      el.title = meta.help;
+      if (el.type !== "number") continue;
+      const low = meta.low ?? meta.above;
+      if (low !== null) el.min = String(low);
+      if (meta.high !== null) el.max = String(meta.high);
+    }
+    for (const el of document.querySelectorAll("[data-help]")) el.textContent = info.options[el.dataset.help].help;
     fillPresets();
   }
 

@@ -133,6 +133,9 @@ def test_bench_quality_over_seeds_on_the_builtin_cases(tmp_path):
     assert data["seeds"] == [0, 1] and len(data["rows"]) == 2 * len(BACKENDS)
     assert {s["backend"] for s in data["summary"]} == set(BACKENDS)
     assert "over 2 seeds" in result.stderr
+    for row in data["rows"]:  # each row says what `dip run` would have said of the same run, and prints it
+        assert row["summary"].startswith(f"denoise on {row['backend']} ({row['device']}")
+        assert f"scene-denoise-s25 seed {row['seed']}: {row['summary']}" in " ".join(result.stderr.split())
     result = runner.invoke(app, ["bench", "quality", "--case", "kate-inpaint", "--out", ""])
     assert result.exit_code == 2 and "need the paper's images" in result.output
 
