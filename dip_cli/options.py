@@ -18,7 +18,9 @@ from dip_core.backend import BackendName, Device
 from dip_core.fit.settings import LOSS_RATIO, Keep, Stop
 from dip_core.model.config import NETS
 from dip_core.model.inputs import InputKind
+from dip_core.model.method import Method
 from dip_core.problem.padding import PadMode
+from dip_core.problem.registry import taking
 from dip_core.run.options import RunOptions
 
 
@@ -32,6 +34,16 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "device": (DeviceOpt, Device.AUTO, "device"),
     "precision": (PrecisionOpt, None, "precision"),
     "preset": (_opt(str | None, help="Named preset (see `dip presets`); default: the task's."), None, "preset"),
+    "method": (
+        _opt(
+            Method | None,
+            help="dip: the paper's Deep Image Prior; drp: the Deep Random Projector, far faster (convolutions "
+            "frozen, z and the BatchNorms trained; tasks "
+            f"{', '.join(t.value for t in taking(Method.DRP))}). Default: the preset's, else dip.",
+        ),
+        None,
+        "method",
+    ),
     "iters": (_opt(int | None, help="Iterations (preset's by default)."), None, "iters"),
     "lr": (_opt(float | None, help="Adam learning rate."), None, "lr"),
     "reg_noise": (_opt(float | None, help="Std of the noise added to z at every step."), None, "reg_noise_std"),

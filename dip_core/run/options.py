@@ -13,6 +13,7 @@ from typing import Any
 from dip_core.backend import BackendName, Device
 from dip_core.fit.settings import Keep, Stop
 from dip_core.model.inputs import InputKind
+from dip_core.model.method import Method
 from dip_core.problem.padding import PadMode
 from dip_core.problem.tasks import ProblemError
 from dip_core.system.precision import Precision
@@ -33,7 +34,8 @@ class RunOptions:
     precision: Precision | None = None  # None: the device's default (fp32 on a CPU, tf32 on a GPU)
     seed: int = 0  # seeds the weights, z and the per-step input noise
     threads: int | None = None  # CPU threads of the backend; None: the cores that are free when it starts
-    preset: str | None = None  # None: the task's preset (sr: the one of `factor`)
+    preset: str | None = None  # None: the task's preset for the method (sr: the one of `factor`)
+    method: Method | None = None  # dip or drp (model/method.py); None: the named preset's, else dip
     # Preset overrides; None keeps the preset's value.
     iters: int | None = None
     lr: float | None = None
@@ -116,6 +118,7 @@ _ENUMS: dict[str, type[Enum]] = {
     "device": Device,
     "precision": Precision,
     "input": InputKind,
+    "method": Method,
     "keep": Keep,
     "stop": Stop,
     "pad": PadMode,
