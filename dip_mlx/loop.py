@@ -172,7 +172,7 @@ class MLXSession:
         params, opt_state, key, ema = snap
         self.net.update(params)
         for name, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
-            self.opt.state[name] = value
+            self.opt.state[name] = _fill(self.opt.state.get(name), value)
         self.key = key
         self.monitors.restore(ema)
         if self._last is not None and self._last.params is not None:
@@ -225,6 +225,16 @@ class MLXSession:
 def adam(lr: float) -> optim.Adam:
     """Adam as both the sessions and the cross-check run it: with bias correction, as torch's Adam always has."""
     return optim.Adam(learning_rate=lr, bias_correction=True)
+
+
+def _fill(template: Any, values: Any) -> Any:
+    """`values` in the structure of `template`: a checkpoint's trees (tree_flatten) lose empty branches, such as
+    the Adam state of DRP's frozen convolutions, which the optimizer's tree_map still expects."""
+    if isinstance(template, dict) and isinstance(values, dict):
+        return {k: _fill(v, values[k]) if k in values else v for k, v in template.items()}
+    if isinstance(template, list) and isinstance(values, list):
+        return [_fill(t, v) for t, v in zip(template, values, strict=False)] + template[len(values) :]
+    return values
 
 
 def _tree(arrays: dict[str, np.ndarray], prefix: str) -> Any:

@@ -18,7 +18,9 @@ class Projector(nn.Module):
     def __init__(self, net: SkipNet, z: torch.Tensor) -> None:
         super().__init__()
         self.net = freeze_convolutions(net)
-        self.z = nn.Parameter(z.detach().clone())
+        # Contiguous: Adam's state read back from a checkpoint is, and the fused step pairs elements by memory, so a
+        # seed with the strides of a permuted image would resume into another trajectory.
+        self.z = nn.Parameter(z.detach().clone(memory_format=torch.contiguous_format))
 
     def forward(self, offset: torch.Tensor) -> torch.Tensor:
         return self.net(self.z + offset)
