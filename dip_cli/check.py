@@ -14,6 +14,7 @@ from rich.table import Table
 from dip_cli.app import ConfigOpt, DeviceOpt, UsageError, err, out, user_errors
 from dip_core.backend import BackendName, Device, get_backend
 from dip_core.model.config import NETS, SkipConfig, load_config, min_size
+from dip_core.model.method import Method
 from dip_core.system.precision import Precision
 
 if TYPE_CHECKING:
@@ -27,6 +28,13 @@ def crosscheck(
     steps: Annotated[int, typer.Option(min=0, max=10_000, help="Adam steps of the trajectory.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the shared numpy draw.")] = 0,
     lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 0.01,
+    method: Annotated[
+        Method,
+        typer.Option(
+            help="dip: train every weight on MSE; drp: the Deep Random Projector's loss (sqrt(MSE) + TV), "
+            "convolutions frozen, the input and the BatchNorms trained (with the default --config: the drp network)."
+        ),
+    ] = Method.DIP,
     floor_samples: Annotated[
         int, typer.Option(min=0, max=16, help="Perturbed reference runs that measure the fp32 noise floor.")
     ] = 3,
@@ -44,9 +52,11 @@ def crosscheck(
 
     if precision is Precision.BF16:
         raise UsageError("the cross-check compares fp32 or tf32 runs; bf16 differences are not rounding noise")
+    if method is Method.DRP and config == "default":
+        config = "drp"  # DRP's own network: one scale, a BatchNorm on its input
     cfg = load_config(config)
     _check_fits(cfg, config, *size)
-    case = CrossCheckCase(cfg, height=size[0], width=size[1], steps=steps, seed=seed, lr=lr)
+    case = CrossCheckCase(cfg, height=size[0], width=size[1], steps=steps, seed=seed, lr=lr, method=method)
     mlx_backend = get_backend(BackendName.MLX, device, precision)
     torch_backend = get_backend(BackendName.TORCH, device, precision)
     with _progress(quiet) as on_phase:
@@ -99,7 +109,7 @@ def _print_crosscheck(data: dict[str, Any]) -> None:
     h, w = data["size"]
     out().print(
         f"[bold]{a}[/] ({data['devices'][0]}) vs [bold]{b}[/] ({data['devices'][1]}), {data['precision']}, {h}x{w}, "
-        f"{data['steps']} Adam steps, lr {data['lr']}, seed {data['seed']}"
+        f"{data['steps']} Adam steps, lr {data['lr']}, seed {data['seed']}, method {data['method']}"
     )
     p = data["params"]
     out().print(f"parameters: {a} {p[a]:,}, {b} {p[b]:,} (layout {p['layout']:,})")

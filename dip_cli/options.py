@@ -17,6 +17,7 @@ from dip_cli.app import BackendOpt, DeviceOpt, PrecisionOpt
 from dip_core.backend import BackendName, Device
 from dip_core.fit.settings import Keep, Stop
 from dip_core.model.inputs import InputKind
+from dip_core.model.method import Method
 from dip_core.problem.padding import PadMode
 from dip_core.run.options import RunOptions, option_help
 
@@ -38,6 +39,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "device": (DeviceOpt, Device.AUTO, "device"),
     "precision": (PrecisionOpt, None, "precision"),
     "preset": (_opt(str | None, "preset"), None, "preset"),
+    "method": (_opt(Method | None, "method"), None, "method"),
     "iters": (_opt(int | None, "iters"), None, "iters"),
     "lr": (_opt(float | None, "lr"), None, "lr"),
     "reg_noise": (_opt(float | None, "reg_noise_std", "--reg-noise"), None, "reg_noise_std"),

@@ -14,6 +14,7 @@ import numpy as np
 
 from dip_core.errors import UserError
 from dip_core.model.config import SkipConfig
+from dip_core.model.method import Method
 from dip_core.model.weights import Weights
 from dip_core.problem.degrade import Operator
 from dip_core.problem.fidelity import SQUARED_ERROR, Fidelity
@@ -42,11 +43,11 @@ class DeviceUnavailable(UserError):
 
 @dataclass(frozen=True)
 class SessionSpec:
-    """Everything a backend needs to run the DIP loss: numpy arrays and settings only."""
+    """Everything a backend needs to run the loss of a method: numpy arrays and settings only."""
 
     cfg: SkipConfig
     weights: Weights  # initial weights, canonical layout
-    z: np.ndarray  # (H, W, in_channels) network input
+    z: np.ndarray  # (H, W, in_channels) network input (drp: its initial value; the method trains it)
     observed: np.ndarray  # y: (h, w, C) the corrupted image the loss compares A(out) with
     op: Operator  # the degradation A
     lr: float
@@ -55,6 +56,10 @@ class SessionSpec:
     crop: tuple[int, int, int, int] | None = None  # (top, left, height, width) of the output the loop sees
     precision: Precision = Precision.FP32
     fidelity: Fidelity = SQUARED_ERROR  # the loss's data term: squared error, or the Poisson deviance
+    # dip: every weight trained on the data term; drp: the convolutions frozen, z and the BatchNorms trained on
+    # sqrt(data term) + tv_weight x TV(output) (dip_core/model/method.py, the numpy reference in problem/fidelity.py).
+    method: Method = Method.DIP
+    tv_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class Monitoring:
 class StepStats:
     """The scalars of one step, on the host. A step that is not finite is not monitored."""
 
-    loss: float
+    loss: float  # the data term (the fidelity's loss; drp optimises its square root plus TV, and reports this)
     finite: bool  # loss and output finite (and every step since the last restore)
     variance: float | None = None  # over the window, once it is full
     mse: float | None = None  # output (net(z + noise)) against the reference
@@ -266,8 +271,11 @@ class Backend(Protocol):
         """Output of every block (conv + BN + act, merge BN, head) by name, in forward order."""
         ...
 
-    def loss_and_grads(self, net: Any, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
-        """MSE(net(x), target) and its gradient for every parameter."""
+    def loss_and_grads(
+        self, net: Any, x: np.ndarray, target: np.ndarray, method: Method = Method.DIP, tv_weight: float = 0.0
+    ) -> tuple[float, Weights]:
+        """dip: MSE(net(x), target) and its gradient for every parameter. drp: the projector's loss,
+        sqrt(MSE) + tv_weight x TV(net(x)), and its gradient for what drp trains (the BatchNorms, and x as "z")."""
         ...
 
     def memory_available(self) -> int | None:
@@ -283,11 +291,19 @@ class Backend(Protocol):
         ...
 
     def adam_steps(
-        self, net: Any, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
+        self,
+        net: Any,
+        x: np.ndarray,
+        noises: np.ndarray,
+        target: np.ndarray,
+        lr: float,
+        method: Method = Method.DIP,
+        tv_weight: float = 0.0,
     ) -> tuple[list[float], np.ndarray]:
-        """One Adam step per entry of `noises` on MSE(net(x + noise), target).
+        """One Adam step per entry of `noises` on MSE(net(x + noise), target) (drp: on the projector's loss,
+        training x and the BatchNorms only).
 
-        Returns the loss of every step and the output for x after the last one.
+        Returns the loss of every step and the output for x after the last one (drp: for the trained x).
         The net's parameters are updated in place.
         """
         ...

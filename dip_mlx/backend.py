@@ -16,12 +16,14 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.model.config import SkipConfig, check_size
+from dip_core.model.method import Method
 from dip_core.model.weights import Weights, check_weights
 from dip_core.problem.fidelity import SQUARED_ERROR
 from dip_core.run.memory import available_bytes, host_free
 from dip_core.system.precision import Precision, default_precision, effective
 from dip_core.system.threads import choose_threads
 from dip_mlx import cpu_kernels as ck
+from dip_mlx.drp import Projector, objective
 from dip_mlx.fidelity import loss_function
 from dip_mlx.loop import MLXSession, adam
 from dip_mlx.skip import SkipNet
@@ -192,8 +194,18 @@ class MLXBackend:
             mx.eval(taps)
         return {name: self.to_numpy(a) for name, a in taps.items()}
 
-    def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
+    def loss_and_grads(
+        self, net: SkipNet, x: np.ndarray, target: np.ndarray, method: Method = Method.DIP, tv_weight: float = 0.0
+    ) -> tuple[float, Weights]:
         check_size(net.cfg, x.shape[0], x.shape[1])
+        if method is Method.DRP:
+            with self.placed():
+                model = Projector(net, self.to_array(x))
+                loss, grads = nn.value_and_grad(model, _projector_loss(tv_weight))(
+                    model, mx.zeros_like(model.z), self.to_array(target)
+                )
+                mx.eval(loss, grads)
+            return float(loss), _projector_grads(grads)
         loss_fn = nn.value_and_grad(net, lambda model, z, y: squared_error(model(z), y))
         with self.placed():
             loss, grads = loss_fn(net, self.to_array(x), self.to_array(target))
@@ -219,20 +231,54 @@ class MLXBackend:
             return MLXSession(self, spec)
 
     def adam_steps(
-        self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
+        self,
+        net: SkipNet,
+        x: np.ndarray,
+        noises: np.ndarray,
+        target: np.ndarray,
+        lr: float,
+        method: Method = Method.DIP,
+        tv_weight: float = 0.0,
     ) -> tuple[list[float], np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         opt = adam(lr)
+        model: SkipNet | Projector = net
         loss_fn = nn.value_and_grad(net, lambda model, z, y: squared_error(model(z), y))
         z, y = self.to_array(x), self.to_array(target)
+        if method is Method.DRP:
+            with self.placed():
+                model = Projector(net, z)
+            loss_fn, z = nn.value_and_grad(model, _projector_loss(tv_weight)), mx.zeros_like(z)
         losses = []
         for noise in noises:
             with self.placed():
-                loss, grads = loss_fn(net, z + self.to_array(noise), y)
-                opt.update(net, grads)
-                mx.eval(loss, net.parameters(), opt.state)
+                loss, grads = loss_fn(model, z + self.to_array(noise), y)
+                opt.update(model, grads)
+                mx.eval(loss, model.parameters(), opt.state)
             losses.append(float(loss))
+        if isinstance(model, Projector):
+            with self.placed():
+                out = model(z)
+                mx.eval(out)
+            return losses, self.to_numpy(out)
         return losses, self.forward(net, x)
+
+
+def _projector_loss(tv_weight: float) -> Any:
+    """The cross-check's DRP loss of a Projector for an offset to its z: on the squared error."""
+
+    def loss(model: Projector, offset: mx.array, y: mx.array) -> mx.array:
+        out = model(offset)
+        return objective(squared_error(out, y), out, tv_weight)
+
+    return loss
+
+
+def _projector_grads(grads: Any) -> Weights:
+    """A Projector's gradients by canonical name, z's as "z" (H, W, C)."""
+    flat = dict(tree_flatten(grads))
+    named = {name.removeprefix("net."): to_canonical_layout(np.array(g)) for name, g in flat.items() if name != "z"}
+    return named | {"z": np.array(flat["z"])[0]}
 
 
 def create(

@@ -15,8 +15,10 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_description, step_stats
 from dip_core.fit.checkpoint import under
+from dip_core.model.method import Method
 from dip_core.model.weights import Weights
 from dip_core.system.precision import Precision
+from dip_mlx.drp import Projector, objective
 from dip_mlx.fidelity import loss_function
 from dip_mlx.monitors import MLXMonitors
 from dip_mlx.ops import MLXOperator
@@ -47,6 +49,10 @@ def _placed(method: Any) -> Any:
 class MLXSession:
     """A network, its Adam state, z and the loss of A(net(z + noise)) against y on one device, with monitors.
 
+    With the Deep Random Projector (`spec.method`), the model is a `Projector`: the network with its
+    convolutions frozen and z among its parameters; the session's own z is then zeros (the offset the noise is
+    added to) and the loss is DRP's, while the step still reports the data term as its loss.
+
     The whole step (input noise, forward, loss, backward, Adam) and its monitors
     (dip_mlx/monitors.py) are one `mx.compile`d function; `step` queues it with
     `mx.async_eval` and returns, so the loop decides about step i while step i+1
@@ -64,10 +70,16 @@ class MLXSession:
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
         self.backend = backend
         self.key = mx.random.key(spec.seed)
-        self.net: SkipNet = backend.build(spec.cfg, spec.weights)
+        self.skip: SkipNet = backend.build(spec.cfg, spec.weights)
+        self.z = backend.to_array(spec.z)
+        self.net: SkipNet | Projector = self.skip
+        data_term = loss_function(spec.fidelity)
+        loss = _data_loss(data_term)
+        if spec.method is Method.DRP:
+            self.net, self.z = Projector(self.skip, self.z), mx.zeros_like(self.z)
+            loss = _projector_loss(data_term, spec.tv_weight)
         self.opt = adam(spec.lr)
         self.opt.init(self.net.trainable_parameters())
-        self.z = backend.to_array(spec.z)
         self.y = backend.to_array(spec.observed)
         h, w = spec.z.shape[:2]
         top, left, ch, cw = spec.crop or (0, 0, h, w)
@@ -75,10 +87,7 @@ class MLXSession:
         self._shape = (1, ch, cw, spec.cfg.out_channels)
         self.bf16 = spec.precision is Precision.BF16
         op = MLXOperator(spec.op)
-        data_term = loss_function(spec.fidelity)
-        self._loss_and_grad = nn.value_and_grad(
-            self.net, lambda net, x: _loss(net, op, data_term, x, self.y, self.bf16)
-        )
+        self._loss_and_grad = nn.value_and_grad(self.net, lambda net, x: _loss(net, op, loss, x, self.y, self.bf16))
         self._std = spec.reg_noise_std
         self._state = [self.net.state, self.opt.state]
         self._compiled: dict[tuple, Any] = {}
@@ -107,7 +116,7 @@ class MLXSession:
         def step(z: mx.array, key: mx.array, *monitor_inputs: mx.array) -> tuple[mx.array, ...]:
             key, sub = mx.random.split(key)
             x = z + std * mx.random.normal(z.shape, key=sub) if std > 0 else z
-            (loss, out), grads = self._loss_and_grad(self.net, x)
+            (_, loss, out), grads = self._loss_and_grad(self.net, x)
             self.opt.update(self.net, grads)
             out = self._crop(out)
             traced = self._crop(_forward(self.net, z, self.bf16)) if trace else mx.zeros((0,))
@@ -163,7 +172,7 @@ class MLXSession:
         params, opt_state, key, ema = snap
         self.net.update(params)
         for name, value in tree_map(lambda a: a, opt_state).items():  # in place: the compiled step holds this dict
-            self.opt.state[name] = value
+            self.opt.state[name] = _fill(self.opt.state.get(name), value)
         self.key = key
         self.monitors.restore(ema)
         if self._last is not None and self._last.params is not None:
@@ -204,11 +213,11 @@ class MLXSession:
         self.opt.learning_rate = lr
 
     def weights(self) -> Weights:
-        return self.backend.get_weights(self.net)
+        return self.backend.get_weights(self.skip)
 
     def describe(self) -> dict[str, Any]:
         return step_description(
-            precision=self.backend.precision.value, cpu_kernels=self.net.kernels, compiled=True,
+            precision=self.backend.precision.value, cpu_kernels=self.skip.kernels, compiled=True,
             fused_adam=False, pipelined=self.pipelined,
         )  # fmt: skip
 
@@ -218,11 +227,21 @@ def adam(lr: float) -> optim.Adam:
     return optim.Adam(learning_rate=lr, bias_correction=True)
 
 
+def _fill(template: Any, values: Any) -> Any:
+    """`values` in the structure of `template`: a checkpoint's trees (tree_flatten) lose empty branches, such as
+    the Adam state of DRP's frozen convolutions, which the optimizer's tree_map still expects."""
+    if isinstance(template, dict) and isinstance(values, dict):
+        return {k: _fill(v, values[k]) if k in values else v for k, v in template.items()}
+    if isinstance(template, list) and isinstance(values, list):
+        return [_fill(t, v) for t, v in zip(template, values, strict=False)] + template[len(values) :]
+    return values
+
+
 def _tree(arrays: dict[str, np.ndarray], prefix: str) -> Any:
     return tree_unflatten([(k, mx.array(v)) for k, v in under(prefix, arrays).items()])
 
 
-def _forward(net: SkipNet, x: mx.array, bf16: bool) -> mx.array:
+def _forward(net: SkipNet | Projector, x: mx.array, bf16: bool) -> mx.array:
     if not bf16:
         return net(x)
     # Forward (and so backward) in bfloat16; the parameters, the loss and Adam stay float32.
@@ -233,9 +252,34 @@ def _forward(net: SkipNet, x: mx.array, bf16: bool) -> mx.array:
     return out
 
 
+# A method's loss of A(x) = a against y for the output x: (what is minimised, the data term).
+Loss = Callable[[mx.array, mx.array, mx.array], tuple[mx.array, mx.array]]
+
+
+def _data_loss(data_term: Callable[[mx.array, mx.array], mx.array]) -> Loss:
+    """DIP's: the data term itself."""
+
+    def loss(a: mx.array, y: mx.array, out: mx.array) -> tuple[mx.array, mx.array]:
+        data = data_term(a, y)
+        return data, data
+
+    return loss
+
+
+def _projector_loss(data_term: Callable[[mx.array, mx.array], mx.array], tv_weight: float) -> Loss:
+    """DRP's: sqrt(data term) + tv_weight x TV (dip_mlx/drp.py)."""
+
+    def loss(a: mx.array, y: mx.array, out: mx.array) -> tuple[mx.array, mx.array]:
+        data = data_term(a, y)
+        return objective(data, out, tv_weight), data
+
+    return loss
+
+
 def _loss(
-    net: SkipNet, op: MLXOperator, data_term: Callable[[mx.array, mx.array], mx.array], x: mx.array, y: mx.array,
-    bf16: bool,
-) -> tuple[mx.array, mx.array]:
+    net: SkipNet | Projector, op: MLXOperator, loss: Loss, x: mx.array, y: mx.array, bf16: bool
+) -> tuple[mx.array, mx.array, mx.array]:
+    """(what is minimised, the data term, the output): the first is differentiated."""
     out = _forward(net, x, bf16)
-    return data_term(op(out), y), out
+    minimised, data = loss(op(out), y, out)
+    return minimised, data, out

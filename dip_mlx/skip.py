@@ -39,6 +39,8 @@ class SkipNet(nn.Module):
         d_ins = (cfg.in_channels, *cfg.channels_down[:-1])
         self.scales = [Scale(cfg, i, d_ins[i]) for i in range(cfg.depth)]
         self.head = Conv(cfg.channels_up[0], cfg.out_channels, 1, bias=cfg.need_bias, pad=cfg.pad)
+        if cfg.input_bn:
+            self.input_bn = BatchNorm(cfg.in_channels)
 
     def _scale(self, i: int, x: mx.array, taps: dict | None) -> mx.array:
         s = self.scales[i]
@@ -55,6 +57,8 @@ class SkipNet(nn.Module):
 
     def __call__(self, x: mx.array, taps: dict | None = None) -> mx.array:
         """Output for x (N, H, W, C); with `taps`, also records every block's output by name."""
+        if "input_bn" in self:
+            x = _tap(taps, "input_bn", self.input_bn(x))
         if self.kernels and x.shape[0] == 1 and x.dtype == mx.float32 and self._kernels_fit(x.shape[1], x.shape[2]):
             y = self._head_kernels(self._scale_kernels(0, self._input_kernels(x), taps), taps)
         else:

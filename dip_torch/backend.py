@@ -9,11 +9,13 @@ import torch
 
 from dip_core.backend import Device, DeviceUnavailable, SessionSpec
 from dip_core.model.config import SkipConfig, check_size
+from dip_core.model.method import Method
 from dip_core.model.weights import Weights, check_weights
 from dip_core.problem.fidelity import SQUARED_ERROR
 from dip_core.run.memory import host_free
 from dip_core.system.precision import Precision, default_precision, effective
 from dip_core.system.threads import choose_threads
+from dip_torch.drp import Projector, objective
 from dip_torch.fidelity import loss_function
 from dip_torch.loop import TorchSession, adam
 from dip_torch.skip import SkipNet
@@ -114,9 +116,17 @@ class TorchBackend:
             net(self.to_tensor(x), taps)
         return {name: self.to_numpy(t) for name, t in taps.items()}
 
-    def loss_and_grads(self, net: SkipNet, x: np.ndarray, target: np.ndarray) -> tuple[float, Weights]:
+    def loss_and_grads(
+        self, net: SkipNet, x: np.ndarray, target: np.ndarray, method: Method = Method.DIP, tv_weight: float = 0.0
+    ) -> tuple[float, Weights]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         self.use_precision()
+        if method is Method.DRP:
+            model = Projector(net, self.to_tensor(x))
+            model.zero_grad(set_to_none=True)
+            loss = _projector_loss(model, torch.zeros_like(model.z), self.to_tensor(target), tv_weight)
+            loss.backward()
+            return float(loss.detach()), _projector_grads(model)
         net.zero_grad(set_to_none=True)
         loss = squared_error(net(self.to_tensor(x)), self.to_tensor(target))
         loss.backward()
@@ -142,12 +152,32 @@ class TorchBackend:
         return TorchSession(self, spec)
 
     def adam_steps(
-        self, net: SkipNet, x: np.ndarray, noises: np.ndarray, target: np.ndarray, lr: float
+        self,
+        net: SkipNet,
+        x: np.ndarray,
+        noises: np.ndarray,
+        target: np.ndarray,
+        lr: float,
+        method: Method = Method.DIP,
+        tv_weight: float = 0.0,
     ) -> tuple[list[float], np.ndarray]:
         check_size(net.cfg, x.shape[0], x.shape[1])
         self.use_precision()
-        opt = adam(net.parameters(), lr)
         z, y = self.to_tensor(x), self.to_tensor(target)
+        if method is Method.DRP:
+            model = Projector(net, z)
+            opt = adam((p for p in model.parameters() if p.requires_grad), lr)
+            zero = torch.zeros_like(z)
+            losses = []
+            for noise in noises:
+                opt.zero_grad(set_to_none=True)
+                loss = _projector_loss(model, zero + self.to_tensor(noise), y, tv_weight)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            with torch.no_grad():
+                return losses, self.to_numpy(model(zero))
+        opt = adam(net.parameters(), lr)
         losses = []
         for noise in noises:
             opt.zero_grad(set_to_none=True)
@@ -156,6 +186,20 @@ class TorchBackend:
             opt.step()
             losses.append(float(loss.detach()))
         return losses, self.forward(net, x)
+
+
+def _projector_loss(model: Projector, offset: torch.Tensor, y: torch.Tensor, tv_weight: float) -> torch.Tensor:
+    """The cross-check's DRP loss of a Projector for an offset to its z: on the squared error."""
+    out = model(offset)
+    return objective(squared_error(out, y), out, tv_weight)
+
+
+def _projector_grads(model: Projector) -> Weights:
+    """A Projector's gradients by canonical name (what it trains), z's as "z" (H, W, C)."""
+    grads = {n: p.grad.detach().cpu().numpy().copy() for n, p in model.net.named_parameters() if p.grad is not None}
+    if model.z.grad is None:
+        raise RuntimeError("z has no gradient: backward() has not run")
+    return grads | {"z": TorchBackend.to_numpy(model.z.grad)}
 
 
 def create(

@@ -13,8 +13,10 @@ import torch
 
 from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_description, step_stats
 from dip_core.fit.checkpoint import under
+from dip_core.model.method import Method
 from dip_core.model.weights import Weights
 from dip_core.system.precision import Precision
+from dip_torch.drp import Projector, objective
 from dip_torch.fidelity import loss_function
 from dip_torch.monitors import TorchMonitors
 from dip_torch.ops import TorchOperator
@@ -53,6 +55,10 @@ class TorchSession:
 
     On CUDA and MPS the step's scalars are copied to host memory without waiting
     (`pipelined`, READBACK): the loop reads step i while step i+1 runs.
+
+    With the Deep Random Projector (`spec.method`), the model is a `Projector`: the network with its
+    convolutions frozen and z among its parameters; the session's own z is then zeros (the offset the noise is
+    added to) and the loss is DRP's, while the step still reports the data term as its loss.
     """
 
     def __init__(self, backend: Any, spec: SessionSpec) -> None:
@@ -63,12 +69,17 @@ class TorchSession:
         # `.tolist()` on the device tensor would wait for everything queued, with nothing queued behind it).
         self._readback = READBACK.get(dev.type)
         self.pipelined = self._readback is not None
-        self.net: SkipNet = backend.build(spec.cfg, spec.weights)
-        self.opt = adam(self.net.parameters(), spec.lr)
+        self.skip: SkipNet = backend.build(spec.cfg, spec.weights)
         self.z = backend.to_tensor(spec.z)
+        self.net: SkipNet | Projector = self.skip
+        self.loss = loss_function(spec.fidelity)
+        self.tv_weight: float | None = None  # drp: the weight of TV in its loss
+        if spec.method is Method.DRP:
+            self.net, self.z = Projector(self.skip, self.z), torch.zeros_like(self.z)
+            self.tv_weight = spec.tv_weight
+        self.opt = adam((p for p in self.net.parameters() if p.requires_grad), spec.lr)
         self.y = backend.to_tensor(spec.observed)
         self.op = TorchOperator(spec.op, dev)
-        self.loss = loss_function(spec.fidelity)
         self.reg_noise_std = spec.reg_noise_std
         self.gen = torch.Generator(device=dev).manual_seed(spec.seed)
         h, w = spec.z.shape[:2]
@@ -112,7 +123,7 @@ class TorchSession:
             out = self.net(x)
         out = out.float()  # the degradation and the loss in float32, as MLX computes them
         loss = self.loss(self.op(out), self.y)
-        loss.backward()
+        (loss if self.tv_weight is None else objective(loss, out, self.tv_weight)).backward()
         self.opt.step()
         out = self._crop(out.detach())
         traced = None
@@ -240,7 +251,7 @@ class TorchSession:
             group["lr"] = lr
 
     def weights(self) -> Weights:
-        return self.backend.get_weights(self.net)
+        return self.backend.get_weights(self.skip)
 
     def describe(self) -> dict[str, Any]:
         return step_description(

@@ -33,6 +33,7 @@ class SkipNet(nn.Module):
         d_ins = (cfg.in_channels, *cfg.channels_down[:-1])
         self.scales = nn.ModuleList(Scale(cfg, i, d_ins[i]) for i in range(cfg.depth))
         self.head = Conv(cfg.channels_up[0], cfg.out_channels, 1, bias=cfg.need_bias, pad=cfg.pad)
+        self.input_bn = BatchNorm(cfg.in_channels) if cfg.input_bn else None
 
     def _scale(self, i: int, x: torch.Tensor, taps: dict | None) -> torch.Tensor:
         s = self.scales[i]
@@ -49,6 +50,8 @@ class SkipNet(nn.Module):
 
     def forward(self, x: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         """Output for x (N, C, H, W); with `taps`, also records every block's output by name."""
+        if self.input_bn is not None:
+            x = _tap(taps, "input_bn", self.input_bn(x))
         y = _tap(taps, "head", self.head(self._scale(0, x, taps)))
         return torch.sigmoid(y) if self.cfg.need_sigmoid else y
 

@@ -61,6 +61,8 @@ class SkipConfig:
     need1x1_up: bool = True  # extra 1x1 conv + BN + act at the end of each scale
     need_sigmoid: bool = True  # sigmoid on the output
     need_bias: bool = True  # bias on every convolution
+    # BatchNorm on the input before the first convolutions (DRP: its scale and shift are trained with the seed z).
+    input_bn: bool = False
 
     def __post_init__(self) -> None:
         # Coerce lists and strings (from JSON or the CLI) into the declared types.
@@ -103,6 +105,9 @@ class SkipConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not self.input_bn:
+            # Left out when off: the networks of earlier releases keep their description (checkpoints, reports).
+            del d["input_bn"]
         for key, value in d.items():
             if isinstance(value, Enum):
                 d[key] = value.value
@@ -151,6 +156,15 @@ NETS: dict[str, SkipConfig] = {
         need1x1_up=False,
     ),
     "restore-grey": SkipConfig(out_channels=1),
+    # The Deep Random Projector's networks (dip_core/model/method.py), from the authors' scripts: one scale, a
+    # BatchNorm on the seed, reflection padding, bilinear upsampling. Denoising: width 64 and 4 skip channels.
+    "drp": SkipConfig(in_channels=3, channels_down=(64,), channels_up=(64,), channels_skip=(4,), input_bn=True),
+    # Super-resolution: width 128, 4 skip channels.
+    "drp-wide": SkipConfig(in_channels=1, channels_down=(128,), channels_up=(128,), channels_skip=(4,), input_bn=True),
+    # Inpainting: width 128 and as many skip channels.
+    "drp-inpaint": SkipConfig(
+        in_channels=2, channels_down=(128,), channels_up=(128,), channels_skip=(128,), input_bn=True
+    ),
     # Small networks for tests and quick experiments.
     "small": SkipConfig(
         in_channels=8,

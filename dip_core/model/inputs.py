@@ -10,6 +10,7 @@ import numpy as np
 class InputKind(str, Enum):
     NOISE = "noise"  # uniform [0, 1) x 0.1, any number of channels
     MESHGRID = "meshgrid"  # two channels: x and y coordinates in [0, 1]
+    GAUSSIAN = "gaussian"  # normal, mean 0 and std 0.1 (the Deep Random Projector's seed), any number of channels
 
 
 NOISE_SCALE = 0.1
@@ -26,4 +27,6 @@ def make_input(kind: InputKind | str, channels: int, height: int, width: int, se
         gx, gy = np.meshgrid(xs, ys)
         return np.stack([gx, gy], axis=-1)
     rng = np.random.default_rng(seed)
+    if kind is InputKind.GAUSSIAN:
+        return (rng.standard_normal((height, width, channels), dtype=np.float32) * NOISE_SCALE).astype(np.float32)
     return (rng.random((height, width, channels), dtype=np.float32) * NOISE_SCALE).astype(np.float32)

@@ -11,6 +11,7 @@ Names follow the module tree of the network, identical in both backends::
     scales.{i}.up1.conv / .bn            decoder convolution
     scales.{i}.up2.conv / .bn            decoder 1x1 convolution (when need1x1_up)
     head.{weight,bias}                   1x1 output convolution
+    input_bn.{weight,bias}               BatchNorm on the input (when input_bn: DRP)
 
 Convolution weights are stored as (out, in, kh, kw) ("OIHW", PyTorch's layout);
 biases and BatchNorm scales/shifts as (channels,). BatchNorm keeps no running
@@ -60,6 +61,8 @@ def bn_specs(cfg: SkipConfig) -> list[tuple[str, int]]:
     """Every BatchNorm of the network as (name prefix, channels)."""
     bns = [(c.name[: -len(".conv")] + ".bn", c.c_out) for c in conv_specs(cfg) if c.name != "head"]
     bns += [(f"scales.{i}.merge_bn", merge_channels(cfg, i)) for i in range(cfg.depth)]
+    if cfg.input_bn:
+        bns.append(("input_bn", cfg.in_channels))
     return bns
 
 
@@ -96,9 +99,15 @@ def grad_is_structurally_zero(cfg: SkipConfig, name: str) -> bool:
       constants constant (reflection padding or a 1x1 filter): the shift
       becomes a per-channel constant that the next BatchNorm removes.
 
+    - the shift of the input BatchNorm, for the same reason: the first
+      convolutions (skip and down1), each followed by a BatchNorm, see it as a
+      per-channel constant when they keep constants constant.
+
     In float32 such gradients are rounding noise, so a ratio to their own
     magnitude is meaningless; the cross-check judges them on an absolute scale.
     """
     if name.endswith(".conv.bias"):
         return True
+    if name == "input_bn.bias":
+        return cfg.pad is Pad.REFLECTION or max(cfg.filter_size_down, cfg.filter_skip_size) == 1
     return name.endswith(".merge_bn.bias") and (cfg.pad is Pad.REFLECTION or cfg.filter_size_up == 1)

@@ -10,6 +10,7 @@ import numpy as np
 
 from dip_core.errors import UserError
 from dip_core.model.config import ConfigError, SkipConfig
+from dip_core.model.method import is_batch_norm
 from dip_core.model.params import param_shapes
 from dip_core.system.atomic import atomic_write
 
@@ -36,7 +37,7 @@ def init_weights(cfg: SkipConfig, seed: int = 0) -> Weights:
         if name.endswith(".weight") and len(shape) == 4:
             bound = 1.0 / np.sqrt(shape[1] * shape[2] * shape[3])
             weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
-        elif len(shape) == 1 and _is_bn(name):
+        elif len(shape) == 1 and is_batch_norm(name):
             fill = 1.0 if name.endswith(".weight") else 0.0
             weights[name] = np.full(shape, fill, dtype=np.float32)
         else:  # convolution bias: fan_in from the matching weight
@@ -44,10 +45,6 @@ def init_weights(cfg: SkipConfig, seed: int = 0) -> Weights:
             bound = 1.0 / np.sqrt(w_shape[1] * w_shape[2] * w_shape[3])
             weights[name] = rng.uniform(-bound, bound, size=shape).astype(np.float32)
     return weights
-
-
-def _is_bn(name: str) -> bool:
-    return ".bn." in name or ".merge_bn." in name
 
 
 def check_weights(cfg: SkipConfig, weights: Weights) -> None:

@@ -58,3 +58,18 @@ class Fidelity:
 
 
 SQUARED_ERROR = Fidelity()  # Gaussian noise: every task but photon counts
+
+
+def total_variation(image: np.ndarray) -> float:
+    """The mean anisotropic total variation of an (H, W, C) image: the absolute differences between vertical and
+    between horizontal neighbours, summed, over the number of values (the Deep Random Projector's regulariser)."""
+    x = np.asarray(image, np.float64)
+    return float((np.abs(np.diff(x, axis=0)).sum() + np.abs(np.diff(x, axis=1)).sum()) / x.size)
+
+
+def projector_loss(
+    fidelity: Fidelity, prediction: np.ndarray, observed: np.ndarray, output: np.ndarray, tv_weight: float
+) -> float:
+    """The Deep Random Projector's loss: the square root of the data term of A(x) = `prediction` against y, plus
+    `tv_weight` x the total variation of the network's output x (numpy reference of both backends' drp.py)."""
+    return float(np.sqrt(fidelity.loss(prediction, observed)) + tv_weight * total_variation(output))

@@ -7,7 +7,8 @@ from typing import Any
 
 from dip_core.errors import UserError
 from dip_core.model.inputs import InputKind
-from dip_core.problem.registry import SPECS, Task, spec_of
+from dip_core.model.method import Method
+from dip_core.problem.registry import SPECS, Task, spec_of, taking
 
 
 class PresetError(UserError):
@@ -19,8 +20,9 @@ class Preset:
     """Everything the loop needs besides the image; every field can be overridden."""
 
     task: Task
+    method: Method = Method.DIP  # dip: train the network; drp: train z and the BatchNorms (model/method.py)
     net: str = "default"  # a name of dip_core.model.config.NETS or a JSON file
-    input: InputKind = InputKind.NOISE  # z: noise or meshgrid
+    input: InputKind = InputKind.NOISE  # z: noise, gaussian or meshgrid
     input_channels: int = 32  # channels of z (2 for meshgrid)
     iters: int = 3000  # optimisation steps
     lr: float = 0.01  # Adam learning rate
@@ -30,11 +32,15 @@ class Preset:
     backtrack_db: float = 5.0
     check_every: int = 100  # iterations between backtracking checks
     factor: int = 1  # super-resolution factor
+    tv_weight: float = 0.0  # drp: weight of the output's total variation in the loss (dip has none)
+    # The default stopping rule's discrepancy level, x the noise power; None: the rule's own (fit/settings.py).
+    loss_ratio: float | None = None
     note: str = ""  # where the values come from
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "task", Task(self.task))
         object.__setattr__(self, "input", InputKind(self.input))
+        object.__setattr__(self, "method", Method(self.method))
         if self.iters < 1 or self.iters > 1_000_000:
             raise PresetError(f"iterations must be between 1 and 1,000,000, got {self.iters}")
         if not self.lr > 0 or self.lr > 10:
@@ -49,6 +55,8 @@ class Preset:
             object.__setattr__(self, "input_channels", 2)
         if self.input_channels < 1:
             raise PresetError(f"input channels must be >= 1, got {self.input_channels}")
+        if self.tv_weight < 0 or (self.tv_weight and self.method is not Method.DRP):
+            raise PresetError(f"a total-variation weight is >= 0 and for drp only, got {self.tv_weight}")
 
     def override(self, **changes: Any) -> Preset:
         """A copy with the given (non-None) settings changed and validated."""
@@ -66,21 +74,38 @@ class Preset:
         d = asdict(self)
         d["task"] = self.task.value
         d["input"] = self.input.value
+        d["method"] = self.method.value
+        if self.method is Method.DIP:
+            # Left out for dip: its presets keep the description of earlier releases (checkpoints resume).
+            for name in ("method", "tv_weight", "loss_ratio"):
+                del d[name]
         return d
 
 
-PRESETS: dict[str, Preset] = {name: Preset(s.task, **fields) for s in SPECS for name, fields in s.presets.items()}
+PRESETS: dict[str, Preset] = {
+    name: Preset(s.task, **fields) for s in SPECS for m in s.methods for name, fields in s.presets_of(m).items()
+}
 DEFAULT_PRESET: dict[Task, str] = {s.task: s.default_preset() for s in SPECS}
 
 
-def preset_for(task: Task | str, name: str | None = None, factor: int | None = None) -> Preset:
-    """The named preset, or the task's default (for sr: the one of the factor)."""
+def preset_for(
+    task: Task | str, name: str | None = None, factor: int | None = None, method: Method | str | None = None
+) -> Preset:
+    """The named preset, or the task's default for the method (None: dip; for sr: the one of the factor). A named
+    preset brings its own method, which must then be `method` when one is given."""
     task = Task(task)
+    method = Method(method) if method is not None else None
     if name is None:
-        name = spec_of(task).default_preset(factor)
+        spec = spec_of(task)
+        if method is not None and method not in spec.methods:
+            takers = ", ".join(t.value for t in taking(method))
+            raise PresetError(f"--method {method.value} takes the tasks {takers}; not {task.value}")
+        name = spec.default_preset(factor, method or Method.DIP)
     if name not in PRESETS:
         raise PresetError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     preset = PRESETS[name]
     if preset.task is not task:
         raise PresetError(f"preset {name!r} is for {preset.task.value}, not {task.value}")
+    if method is not None and preset.method is not method:
+        raise PresetError(f"preset {name!r} is a {preset.method.value} preset, not {method.value}")
     return preset

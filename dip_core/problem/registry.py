@@ -14,6 +14,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from dip_core.model.method import Method
 from dip_core.problem import simulate
 from dip_core.problem.degrade import OpKind
 from dip_core.problem.fidelity import FidelityKind
@@ -48,7 +49,7 @@ class TaskSpec:
     task: Task
     summary: str  # one line for help texts and the web page
     operator: OpKind  # A in the loss: identity, mask, downsampling or blur
-    presets: MappingProxyType[str, dict[str, Any]]  # name -> Preset fields
+    presets: MappingProxyType[str, dict[str, Any]]  # name -> Preset fields (the paper's DIP)
     fidelity: FidelityKind = FidelityKind.MSE
     options: frozenset[str] = frozenset()  # the task-specific options it takes (see MASK_OPTIONS, `taken_by`)
     noise: NoiseModel = NoiseModel.NONE
@@ -60,13 +61,26 @@ class TaskSpec:
     simulate: Callable[[Any, simulate.Corruption], dict[str, Any]] = field(default=simulate.noisy, repr=False)
     degrade_sigma: float = 0.0  # noise std (0-255) `dip degrade` adds unless --sigma is given
     default: str = ""  # the preset a run takes unless told ("": the first)
+    # --method drp: the Deep Random Projector's presets (empty: the task does not take it), the first the default
+    # unless a factor picks one.
+    drp_presets: MappingProxyType[str, dict[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
 
-    def default_preset(self, factor: int | None = None) -> str:
-        """The task's default preset, or the first whose factor is `factor` (sr2, sr4, sr8)."""
-        for name, fields in self.presets.items():
+    def presets_of(self, method: Method = Method.DIP) -> MappingProxyType[str, dict[str, Any]]:
+        """The task's presets for a method (empty: the task does not take it)."""
+        return self.drp_presets if method is Method.DRP else self.presets
+
+    @property
+    def methods(self) -> tuple[Method, ...]:
+        """The methods the task takes."""
+        return tuple(m for m in Method if self.presets_of(m))
+
+    def default_preset(self, factor: int | None = None, method: Method = Method.DIP) -> str:
+        """The task's default preset for a method, or the first whose factor is `factor` (sr2, sr4, sr8)."""
+        presets = self.presets_of(method)
+        for name, fields in presets.items():
             if factor is not None and fields.get("factor") == factor:
                 return name
-        return self.default or next(iter(self.presets))
+        return self.default if self.default and method is Method.DIP else next(iter(presets))
 
 
 def _presets(**named: dict[str, Any]) -> MappingProxyType[str, dict[str, Any]]:
@@ -75,6 +89,21 @@ def _presets(**named: dict[str, Any]) -> MappingProxyType[str, dict[str, Any]]:
 
 # The paper's settings (from the authors' code, one notebook per task); `note` says where each comes from.
 _DENOISING = {"exp_weight": 0.99, "backtrack": True}
+
+# The Deep Random Projector (dip_core/model/method.py), from the authors' scripts (one per task): convolutions
+# frozen, the seed and the BatchNorms trained with Adam, loss sqrt(MSE) + tv_weight x TV, at most 5000 steps.
+# Their scripts add no noise to the seed and keep no average of outputs; they stop nowhere (the 5000 steps are a
+# budget: a PSNR curve is recorded). Their inpainting script also jitters the frozen weights by N(0, 1e-3^2) at
+# every step; that is left out here (the weights stay exactly as drawn).
+# Stopping: dip's default rule, whose discrepancy point is the first mean loss (the data term) at loss_ratio x
+# the noise power. DRP's TV term keeps its data term above the noise power for longer, but its PSNR peaks well
+# below it: at 1.0 (dip's level) the rule stopped at 31-55 iterations, 0.3-1.1 dB under the peak, on five images
+# (denoise, sigma 25, 64-96 px, MLX, one seed); at 0.7 it stopped at 78-288 iterations, 0-0.35 dB under the
+# peak (0.65 and 0.75 were worse on average). PSNR falls slowly after DRP's peak (about 1.5 dB in 1800 steps).
+_DRP = {
+    "method": "drp", "input": "gaussian", "reg_noise_std": 0.0, "exp_weight": 0.0, "iters": 5000, "loss_ratio": 0.7,
+}  # fmt: skip
+_DRP_SR = {**_DRP, "net": "drp-wide", "input_channels": 1, "lr": 0.5, "tv_weight": 0.75}
 SPECS: tuple[TaskSpec, ...] = (
     TaskSpec(
         Task.DENOISE,
@@ -87,6 +116,16 @@ SPECS: tuple[TaskSpec, ...] = (
         estimate_downscaled=True,
         simulate=simulate.noisy,
         degrade_sigma=25.0,  # the paper's sigma
+        drp_presets=_presets(
+            drp_denoise={
+                **_DRP,
+                "net": "drp",
+                "input_channels": 3,
+                "lr": 0.1,
+                "tv_weight": 0.45,
+                "note": "DRP authors' denoising script (sigma=25)",
+            },
+        ),
     ),
     TaskSpec(
         Task.JPEG,
@@ -118,6 +157,17 @@ SPECS: tuple[TaskSpec, ...] = (
         ),
         options=MASK_OPTIONS,
         simulate=simulate.text_overlay,
+        drp_presets=_presets(
+            drp_inpaint={
+                **_DRP,
+                "net": "drp-inpaint",
+                "input": "meshgrid",
+                "input_channels": 2,
+                "lr": 0.05,
+                "tv_weight": 0.01,
+                "note": "DRP authors' inpainting script (meshgrid seed; no weight jitter)",
+            },
+        ),
     ),
     TaskSpec(
         Task.RESTORE,
@@ -145,6 +195,11 @@ SPECS: tuple[TaskSpec, ...] = (
         baseline=True,
         simulate=simulate.downscaled,
         default="sr4",
+        drp_presets=_presets(
+            drp_sr4={**_DRP_SR, "factor": 4, "note": "DRP authors' x4 script"},
+            drp_sr2={**_DRP_SR, "factor": 2, "note": "x2 is not in DRP's scripts; x4 settings"},
+            drp_sr8={**_DRP_SR, "factor": 8, "note": "x8 is not in DRP's scripts; x4 settings"},
+        ),
     ),
     TaskSpec(
         Task.DEBLUR,
@@ -188,6 +243,11 @@ def taken_by(option: str) -> frozenset[Task]:
 TASK_OPTIONS = frozenset().union(*(s.options for s in SPECS))
 
 
+def taking(method: Method) -> tuple[Task, ...]:
+    """The tasks that take a method."""
+    return tuple(s.task for s in SPECS if method in s.methods)
+
+
 def describe(task: Task | str) -> dict[str, Any]:
     """A task as the web page and the docs read it (plain JSON)."""
     s = spec_of(task)
@@ -198,6 +258,7 @@ def describe(task: Task | str) -> dict[str, Any]:
         "fidelity": s.fidelity.value,
         "options": sorted(s.options),
         "presets": list(s.presets),
+        "methods": [m.value for m in s.methods],
         "noise": s.noise.value,
         "auto_stop": s.auto_stop,
         "needs_mask": s.operator is OpKind.MASK,

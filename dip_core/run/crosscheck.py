@@ -7,6 +7,10 @@ drawn once in numpy and fed to both backends. Three comparisons follow:
 - gradients: the loss gradient of every parameter;
 - trajectory: N Adam steps on MSE to a fixed target with shared input noise.
 
+With the Deep Random Projector (`CrossCheckCase.method`), the loss is DRP's (sqrt(MSE) + tv_weight x TV of the
+output), the gradients those of what it trains (the BatchNorms, and the input z, compared as "z"), and the
+trajectory trains z and the BatchNorms from a shared Gaussian seed with the convolutions frozen.
+
 Float32 rounding alone makes two correct implementations differ, and some
 networks amplify it (BatchNorm over a 2x2 feature map; Adam's first steps,
 which move every weight by about lr whatever the size of its gradient). So the
@@ -25,7 +29,8 @@ import numpy as np
 
 from dip_core.backend import Backend
 from dip_core.model.config import SkipConfig, check_size
-from dip_core.model.inputs import make_input
+from dip_core.model.inputs import InputKind, make_input
+from dip_core.model.method import Method
 from dip_core.model.params import count_params, grad_is_structurally_zero
 from dip_core.model.weights import Weights, init_weights
 
@@ -60,6 +65,8 @@ class CrossCheckCase:
     seed: int = 0  # draws weights, z, target and input noise
     lr: float = 0.01  # Adam learning rate (the paper's)
     reg_noise_std: float = 1.0 / 30.0  # std of the noise added to z at every step
+    method: Method = Method.DIP  # drp: DRP's loss, frozen convolutions, z trained
+    tv_weight: float = 0.45  # drp: the weight of TV in its loss (its denoising preset's)
 
 
 @dataclass
@@ -85,6 +92,7 @@ class CrossCheckReport:
     steps: int
     seed: int
     lr: float
+    method: str  # dip or drp (what the gradients and the trajectory train)
     params: dict[str, int]  # parameter count in each backend, by name
     result: Comparison
     noise_floor: Comparison | None  # reference backend against itself, weights perturbed by 1 ulp
@@ -138,6 +146,7 @@ class CrossCheckReport:
             "steps": self.steps,
             "seed": self.seed,
             "lr": self.lr,
+            "method": self.method,
             "forward_max_abs_diff": r.forward_max_abs_diff,
             "grad_max_rel_diff": r.grad_max_rel_diff,
             "grad_worst_param": r.grad_worst_param,
@@ -203,7 +212,8 @@ def draw(case: CrossCheckCase) -> SharedDraw:
     check_size(cfg, case.height, case.width)
     rng = np.random.default_rng(case.seed)
     weights = init_weights(cfg, seed=case.seed)
-    z = make_input("noise", cfg.in_channels, case.height, case.width, seed=case.seed + 1)
+    kind = InputKind.GAUSSIAN if case.method is Method.DRP else InputKind.NOISE  # each method's seed
+    z = make_input(kind, cfg.in_channels, case.height, case.width, seed=case.seed + 1)
     target = rng.random((case.height, case.width, cfg.out_channels), dtype=np.float32)
     shape = (case.steps, case.height, case.width, cfg.in_channels)
     noises = (rng.standard_normal(shape, dtype=np.float32) * case.reg_noise_std).astype(np.float32)
@@ -259,22 +269,22 @@ class _Phases:
 
 def _run(
     backend: Backend,
-    cfg: SkipConfig,
+    case: CrossCheckCase,
     d: SharedDraw,
     weights: Weights,
-    lr: float,
     phase: Callable[[str], None] = lambda what: None,
     label: str = "",
 ) -> dict[str, Any]:
     label = label or backend.name
+    cfg, method, tv = case.cfg, case.method, case.tv_weight
     phase(f"{label}: forward")
     net = backend.build(cfg, weights)
     params = _count(backend.get_weights(net))
     out = backend.forward(net, d.z)
     phase(f"{label}: gradients")
-    loss, grads = backend.loss_and_grads(net, d.z, d.target)
+    loss, grads = backend.loss_and_grads(net, d.z, d.target, method, tv)
     phase(f"{label}: {len(d.noises)} Adam steps")
-    losses, final = backend.adam_steps(net, d.z, d.noises, d.target, lr)
+    losses, final = backend.adam_steps(net, d.z, d.noises, d.target, case.lr, method, tv)
     return {"out": out, "loss": loss, "grads": grads, "losses": losses, "final": final, "params": params}
 
 
@@ -341,12 +351,12 @@ def crosscheck(
     cfg = case.cfg
     d = draw(case)
     phase = _Phases(on_phase, phase_count(floor_samples))
-    run_a = _run(a, cfg, d, d.weights, case.lr, phase)
-    run_b = _run(b, cfg, d, d.weights, case.lr, phase)
+    run_a = _run(a, case, d, d.weights, phase)
+    run_b = _run(b, case, d, d.weights, phase)
     floor = None
     if floor_samples:
         runs = [
-            _run(b, cfg, d, perturb(d.weights, case.seed + 7 + k), case.lr, phase, f"{b.name} noise floor {k + 1}")
+            _run(b, case, d, perturb(d.weights, case.seed + 7 + k), phase, f"{b.name} noise floor {k + 1}")
             for k in range(floor_samples)
         ]
         floor = worst_of([compare(cfg, r, run_b) for r in runs])
@@ -361,6 +371,7 @@ def crosscheck(
         steps=case.steps,
         seed=case.seed,
         lr=case.lr,
+        method=case.method.value,
         params={a.name: run_a["params"], b.name: run_b["params"], "layout": count_params(cfg)},
         result=compare(cfg, run_a, run_b),
         noise_floor=floor,

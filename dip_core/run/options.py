@@ -14,8 +14,9 @@ from dip_core.backend import BackendName, Device
 from dip_core.fit.settings import LOSS_RATIO, Keep, Stop
 from dip_core.model.config import NETS
 from dip_core.model.inputs import InputKind
+from dip_core.model.method import Method
 from dip_core.problem.padding import PadMode
-from dip_core.problem.registry import Task
+from dip_core.problem.registry import Task, taking
 from dip_core.problem.task_options import TAKEN_BY
 from dip_core.problem.tasks import ProblemError
 from dip_core.system.precision import Precision
@@ -56,6 +57,12 @@ class RunOptions:
         1,
     )
     preset: str | None = opt(None, "Named preset (see `dip presets`); default: the task's.")
+    method: Method | None = opt(
+        None,
+        "dip: the paper's Deep Image Prior; drp: the Deep Random Projector, far faster (convolutions frozen, z and "
+        f"the BatchNorms trained; tasks {', '.join(t.value for t in taking(Method.DRP))}). Default: the preset's, "
+        "else dip.",
+    )
     # Preset overrides; None keeps the preset's value.
     iters: int | None = opt(None, "Iterations (preset's by default).", 1)
     lr: float | None = opt(None, "Adam learning rate.")
@@ -152,6 +159,7 @@ _ENUMS: dict[str, type[Enum]] = {
     "device": Device,
     "precision": Precision,
     "input": InputKind,
+    "method": Method,
     "keep": Keep,
     "stop": Stop,
     "pad": PadMode,

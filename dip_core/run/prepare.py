@@ -18,6 +18,7 @@ from dip_core.fit.loop import FitResult, StepInfo, fit, stopping_rule
 from dip_core.fit.settings import FitSettings, Stop
 from dip_core.model.config import SkipConfig, load_config
 from dip_core.model.inputs import make_input
+from dip_core.model.method import Method
 from dip_core.model.params import count_params
 from dip_core.model.weights import init_weights
 from dip_core.problem.degrade import OpKind, parse_kernel, resize
@@ -65,9 +66,15 @@ def as_image(value: ImageLike, what: str = "image") -> Image:
     raise ProblemError(f"{what} must be a path, a numpy array or a dip Image, got {type(value).__name__}")
 
 
-def resolve_preset(task: Task | str, preset: str | None = None, factor: int | None = None, **overrides: Any) -> Preset:
-    """The task's preset (or the named one) with overrides applied; None values are ignored."""
-    base = preset_for(task, preset, factor)
+def resolve_preset(
+    task: Task | str,
+    preset: str | None = None,
+    factor: int | None = None,
+    method: Method | None = None,
+    **overrides: Any,
+) -> Preset:
+    """The task's preset for the method (or the named one) with overrides applied; None values are ignored."""
+    base = preset_for(task, preset, factor, method)
     if factor is not None:
         overrides["factor"] = factor
     return base.override(**overrides)
@@ -215,7 +222,9 @@ class Prepared:
             | ({"peak": self.noise.fidelity.peak} if self.noise.fidelity.kind is FidelityKind.POISSON else {}),
             "pad": opts.pad.value,
             "inputs": digest(self.padded.observed, self.padded.op.mask, self.padded.op.kernel, self.reference),
-        }
+        } | ({"method": self.preset.method.value} if self.preset.method is not Method.DIP else {})
+        # (dip's identity is that of earlier releases, whose checkpoints resume; a drp checkpoint differs from a
+        # dip run's in "method", and in its preset and network, so neither resumes the other.)
 
     def check_resume(self, checkpoint: str | Path) -> None:
         """Raise the problem with resuming from `checkpoint` (unreadable, another run's) before the run starts."""
@@ -224,7 +233,7 @@ class Prepared:
     @property
     def preset_iters(self) -> int:
         """The iterations of the task's preset before any override."""
-        return preset_for(self.task, self.options.preset, self.options.factor).iters
+        return preset_for(self.task, self.options.preset, self.options.factor, self.options.method).iters
 
     def output(self, pixels: np.ndarray) -> Image:
         """The network's output as the result image: the known pixels pasted back when asked."""
@@ -258,6 +267,7 @@ def prepare(
     spec = SessionSpec(
         cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, opts.seed,
         crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision, fidelity=noise.fidelity,
+        method=settings.method, tv_weight=settings.tv_weight,
     )  # fmt: skip
     fit_settings = FitSettings(
         iters=settings.iters,
@@ -273,6 +283,7 @@ def prepare(
         trace_output=opts.trace_output,
         noise_power=noise.power,
         save_every=opts.save_every,
+        **({"loss_ratio": settings.loss_ratio} if settings.loss_ratio is not None else {}),
     )
     sources = sources_of(img, mask, reference, opts, blur)
     warnings = memory_warnings + warnings_before(task, opts, problem)
@@ -334,7 +345,7 @@ def warnings_before(task: Task, opts: RunOptions, problem: Problem) -> list[str]
             "(lighter = known); --strict-mask refuses such a mask"
         )
     if opts.iters is not None and spec_of(task).warn_short_runs:
-        planned = preset_for(task, opts.preset, opts.factor).iters
+        planned = preset_for(task, opts.preset, opts.factor, opts.method).iters
         if opts.iters < FEW_ITERS_SHARE * planned:
             warnings.append(
                 f"--iters {opts.iters} is far below the {planned} iterations of {task.value}'s preset: "
@@ -374,7 +385,7 @@ def set_up(
     given = {name: getattr(opts, name) for name in TAKEN_BY if name != "mask"}
     check_options_apply(task, {**given, "mask": mask, "kernel": blur if blur is not None else opts.kernel})
     img = as_image(image)
-    settings = resolve_preset(task, opts.preset, opts.factor, **opts.overrides())
+    settings = resolve_preset(task, opts.preset, opts.factor, opts.method, **opts.overrides())
     problem = _problem(task, img, settings, opts, mask, blur)
     return task, img, opts, blur, settings, problem, _reference(reference, problem)
 
@@ -462,6 +473,7 @@ def _report(
 ) -> Report:
     report: Report = {
         "task": task.value,
+        "method": settings.method.value,
         "backend": be.name,
         "device": be.device,
         "precision": be.precision.value,

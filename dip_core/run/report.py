@@ -25,6 +25,7 @@ class Report(TypedDict, total=False):
     output: str  # where the result image went (dip run)
     ui: dict[str, Any]  # dip ui: the upload's name and the page's request
     # The run's settings.
+    method: str  # "dip" | "drp" (dip_core.model.method)
     seed: int
     params: int  # trainable parameters of the network
     preset: dict[str, Any]  # Preset.to_dict() with the overrides applied
