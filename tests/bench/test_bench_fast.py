@@ -1,0 +1,54 @@
+"""`python -m bench.fast`: both methods run a case end to end as a user runs them, and the table puts them side
+by side with DRP's time share and PSNR gap (timings are never judged here, only the table's arithmetic)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import fast
+from bench.quality import BUILTIN_CASES
+
+INPAINT = next(c for c in BUILTIN_CASES if c.task == "inpaint")
+
+
+@pytest.mark.parametrize("method", fast.METHODS)
+def test_a_fixed_case_runs_each_method(backend, method):
+    row = fast.run_one(INPAINT, method, backend.name, 24, 0, max_iters=3)
+    assert row["method"] == method and row["iters"] == 3 and row["stop"] == "fixed"
+    assert row["wall_seconds"] >= row["fit_seconds"] > 0
+    assert row["psnr_user"] is not None and row["summary"].startswith(f"inpaint on {backend.name}")
+
+
+def rows(task: str, dip: tuple[float, float], drp: tuple[float, float], seeds: int = 2) -> list[dict]:
+    made = []
+    for seed in range(seeds):
+        for method, (seconds, db) in (("dip", dip), ("drp", drp)):
+            made.append({"case": f"c-{task}", "task": task, "method": method, "backend": "mlx", "seed": seed,
+                         "stop": "auto", "iters": 100, "wall_seconds": seconds, "psnr_user": db + 0.1 * seed,
+                         "psnr_input": 20.0})  # fmt: skip
+    return made
+
+
+def test_the_summary_judges_denoising_against_the_target():
+    met, missed = fast.summarise(rows("denoise", (100.0, 30.0), (10.0, 29.7)) + rows("sr", (100.0, 25.0), (50.0, 24.0)))
+    assert met["time_share"] == pytest.approx(0.1) and met["gap_db"] == pytest.approx(-0.3) and met["target_met"]
+    assert missed["target_met"] is None  # another task: its figures stated, not judged
+    slow = fast.summarise(rows("denoise", (100.0, 30.0), (30.0, 30.0)))[0]
+    worse = fast.summarise(rows("denoise", (100.0, 30.0), (10.0, 29.0)))[0]
+    assert not slow["target_met"] and not worse["target_met"]
+
+
+def test_the_table_of_a_recorded_result(tmp_path, capsys):
+    data = {"date": "2026-12-05T10:00:00", "fingerprint": {"cpu": "Test CPU", "cores": 2},
+            "settings": {"size": 64, "seeds": 2, "max_iters": 1000, "device": "cpu"},
+            "rows": rows("denoise", (100.0, 30.0), (10.0, 29.7))}  # fmt: skip
+    path = tmp_path / "fast.json"
+    path.write_text(json.dumps(data))
+    fast.main(["--show", str(path)])
+    table = capsys.readouterr().out
+    assert (
+        "| c-denoise | mlx | auto | 20.00 | 100, 100.0, 30.05 | 100, 10.0, 29.75 | 0.100 | -0.30 ± 0.00 | met |"
+        in table
+    )
