@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.fast [--size 64] [--seeds 3] [--backend mlx torch] [--case scene-denoise-s25 ...]
                                    [--max-iters 1000] [--out DIR]
     .venv/bin/python -m bench.fast --show RESULT.json
+    .venv/bin/python -m bench.fast --picture docs/drp.png [--photo chelsea] [--size 128] [--backend mlx]
 
 Every quick quality case (the project's synthetic scene: denoising at sigma 25, inpainting under a text mask,
 super-resolution x4), for each seed and backend, runs twice with the default settings of its method: DIP and DRP,
@@ -160,6 +161,42 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def picture(path: Path, photo: str, size: int, backend: str, sigma: float = 25.0) -> None:
+    """One photo (bench/photos.py: shipped by scikit-image) with Gaussian noise, denoised by DIP and by DRP with
+    their default settings: input | DIP | DRP, each titled with its PSNR and wall time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.photos import load_photo
+    from dip_core.problem.degrade import add_noise
+    from dip_core.problem.metrics import psnr
+
+    clean = load_photo(photo, size)
+    noisy = add_noise(clean, sigma, 0)
+    panels = [(noisy, f"input, sigma {sigma:g}: {psnr(noisy, clean):.2f} dB")]
+    for method in METHODS:
+        started = time.perf_counter()
+        r = restore(
+            "denoise", noisy, backend=backend, device="cpu", method=method
+        )  # what a user without a reference gets
+        wall = time.perf_counter() - started
+        label = "DIP" if method == "dip" else "DRP (--method drp)"
+        panels.append((r.pixels, f"{label}: {psnr(r.pixels, clean):.2f} dB, {r.report['iters']} it, {wall:.0f} s"))
+        print(f"{method}: {panels[-1][1]}", flush=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4))
+    for ax, (img, title) in zip(axes, panels, strict=True):
+        ax.imshow(img.clip(0, 1), cmap="gray" if img.shape[2] == 1 else None)
+        ax.set_title(title, fontsize=10)
+        ax.axis("off")
+    fig.suptitle(f"{photo} {size}x{size}, {backend} on this machine's CPU, default settings, no reference", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
+
+
 def _verdict(met: bool | None) -> str:
     return "-" if met is None else ("met" if met else "missed")
 
@@ -173,7 +210,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-iters", type=int, default=1000, help="the iterations of a run without automatic stop")
     ap.add_argument("--out", type=Path, help=f"folder for the result (default: {bench_results_dir()})")
     ap.add_argument("--show", type=Path, help="print the table of a recorded result instead of running")
+    ap.add_argument("--picture", type=Path, help="write input | DIP | DRP on one photo to this PNG instead")
+    ap.add_argument("--photo", default="chelsea", help="--picture: a photo of bench/photos.py")
     args = ap.parse_args(argv)
+    if args.picture:
+        picture(args.picture, args.photo, args.size, (args.backend or available_backends())[0])
+        return
     if args.show:
         print(markdown(json.loads(args.show.read_text())))
         return

@@ -23,7 +23,9 @@ def summary_line(report: Report) -> str:
     """The run's task, backend, iterations and speed, its PSNR with a reference (and what a run without one gets),
     which output was kept and why, and whether auto-stop ended it."""
     rep, n = report, report["iters"]
-    line = f"{rep['task']} on {rep['backend']} ({rep['device']}, {rep['precision']}): {n} iteration{'s' * (n != 1)}"
+    method = f" with {rep['method']}" if rep.get("method", "dip") != "dip" else ""  # DRP; the paper's DIP unsaid
+    line = f"{rep['task']}{method} on {rep['backend']} ({rep['device']}, {rep['precision']}): "
+    line += f"{n} iteration{'s' * (n != 1)}"
     line += f", {rep['ms_per_iter']:.1f} ms/iter"
     if "tiles" in rep:
         done, total = len(rep["tiles"]), rep["tiles_total"]

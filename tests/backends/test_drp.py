@@ -18,6 +18,7 @@ from dip_core.problem.presets import PresetError, preset_for
 from dip_core.run.api import restore
 from dip_core.run.crosscheck import CrossCheckCase, agrees, crosscheck
 from dip_core.run.prepare import prepare
+from dip_core.run.summary import summary_line
 from tests.common import runner
 from tests.conftest import BACKENDS, BOTH
 from tests.images import save, synthetic
@@ -94,6 +95,8 @@ def test_drp_denoising_gains_psnr_and_reports_its_method(backend, images):
     assert report["psnr_result"] > report["psnr_input"] + 1.0
     dip = restore("denoise", images["noisy"], backend=backend, iters=2, device="cpu", net="tiny", input_channels=4)
     assert dip.report["method"] == "dip" and "method" not in dip.report["preset"]
+    assert summary_line(report).startswith(f"denoise with drp on {backend} ")  # the summary says which method
+    assert summary_line(dip.report).startswith(f"denoise on {backend} ")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
