@@ -64,6 +64,7 @@ def test_a_case_runs_end_to_end_and_the_table_sits_beside_the_paper(paper_data, 
                                                           for b in BACKENDS}  # fmt: skip
     for r in rows:
         assert r["iters"] == 2 and positive(r["seconds"]) and positive(r["ms_per_iter"])
+        assert "the last output, iteration 2" in r["summary"]  # scored as the paper scores it, not the best
         assert all(f["ours"] is None or positive(f["ours"]) for f in r["figures"])
     # the chip table reads the file and shows the paper's table
     good, problems = load_folder([out])
