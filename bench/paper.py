@@ -23,7 +23,6 @@ from typing import Any
 from bench.quality import CASES as QUALITY_CASES
 from bench.quality import PROFILES as QUALITY_PROFILES
 from bench.quality import Case, fit, prepare, row_of
-from bench.schema import SCHEMA_VERSION
 from dip_core.problem.metrics import psnr_y
 from dip_core.problem.presets import preset_for
 from dip_core.problem.registry import spec_of
@@ -279,23 +278,12 @@ class PaperRun:
 
     def result(self) -> dict[str, Any]:
         """The result file (kind "machine", bench/schema.py's version) with the paper's table as its `paper`."""
-        from bench.machine import machine_info, software_info
+        from bench.machine import machine_result
 
+        settings = {**self.settings, "seeds": self.seeds, "backends": self.backends}
         return {
-            "kind": "machine",
-            "schema_version": SCHEMA_VERSION,
-            "date": self.date,
-            "command": self.command,
+            **machine_result(self.date, self.command, settings),
             "finished": self.finished,
-            "machine": machine_info(),
-            "software": software_info(),
-            "settings": {**self.settings, "seeds": self.seeds, "backends": self.backends},
-            "speed": [],
-            "skipped": [],
-            "matmul_gflops": {},
-            "quality": None,
-            "crosscheck": None,
-            "sustained": None,
             "paper": {
                 "profile": self.profile.name,
                 "paper_settings": self.profile.iters is None,
