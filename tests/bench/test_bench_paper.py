@@ -125,3 +125,25 @@ def test_y_channel_psnr_crops_the_border():
     assert psnr_y(a, b, border=2) == float("inf") and psnr_y(a, b) < 40
     grey = rng.random((8, 8, 1))
     assert psnr_y(grey, grey * 0.9) == pytest.approx(psnr(grey, grey * 0.9))
+
+
+def test_ctrl_c_keeps_the_finished_cases_and_writes_the_partial_table(paper_data, tmp_path, monkeypatch):
+    from bench import paper
+
+    real = paper.run_job
+    calls = []
+
+    def second_interrupted(job, *args):
+        calls.append(job.key)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(job, *args)
+
+    monkeypatch.setattr(paper, "run_job", second_interrupted)
+    out = tmp_path / "out"
+    result = _run(paper_data, out, "--case", "f16-denoise-s25", "--case", "snail-dejpeg", "--backend", BACKENDS[0])
+    assert result.exit_code == 130 and "interrupted: kept 1 finished runs" in result.output
+    md = (out / "paper-smoke.md").read_text()
+    assert "| f16-denoise-s25 |" in md and "| snail-dejpeg |" not in md
+    data = json.loads(next(out.glob("*-paper-*.json")).read_text())
+    assert data["finished"] is False and len(data["paper"]["rows"]) == 1
