@@ -110,7 +110,8 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         d = res.data
         machine.update({k: v for k, v in d["machine"].items() if v is not None})
         software.update({k: v for k, v in d["software"].items() if v is not None})
-        settings.update({k: v for k, v in d["settings"].items() if v is not None})
+        if d["speed"] or d["quality"] or d["sustained"] or d["crosscheck"]:  # a paper-only run's settings are its own
+            settings.update({k: v for k, v in d["settings"].items() if v is not None})
         matmul.update(d["matmul_gflops"])
         run = _run_of(d)
         for pair in {(r["backend"], r["device"]) for r in d["speed"]}:
