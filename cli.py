@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 try:
-    from dip_cli import batch, bench, bench_all, check, data, info, run, ui
+    from dip_cli import batch, bench, bench_all, bench_paper, check, data, info, run, ui
     from dip_cli.app import app
 except KeyboardInterrupt:  # Ctrl-C while Python loads the command's libraries: nothing has started
     sys.exit(130)
@@ -18,6 +18,7 @@ for command in (run.run, batch.batch, data.degrade, data.example, info.presets, 
                 info.backends, info.doctor, ui.ui):  # fmt: skip
     app.command()(command)
 bench.bench_app.command("all")(bench_all.bench_all)
+bench.bench_app.command("paper")(bench_paper.bench_paper)
 app.add_typer(bench.bench_app, name="bench")
 
 __all__ = ["app", "main"]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import paper_table
 from bench.peaks import peak_gflops
 from bench.schema import LoadedResult
 from dip_core.system.atomic import atomic_write
@@ -63,6 +64,7 @@ class MachineInfo:
     quality_profile: str | None
     findings: tuple[dict[str, Any], ...]
     sustained: tuple[dict[str, Any], ...] = ()  # the sustained runs: samples of [elapsed s, ms/iter]
+    paper: dict[str, Any] | None = None  # the latest `dip bench paper` run: its `paper` section, date and command
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
     settings: dict[str, Any] = {}
     matmul: dict[str, float] = {}
     speed_runs: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}  # (backend, device) -> its last run
-    quality = crosscheck = None
+    quality = crosscheck = paper = None
     quality_run = "-"
     sustained: dict[tuple[str, str], dict[str, Any]] = {}
     sustained_runs: dict[tuple[str, str], str] = {}
@@ -108,7 +110,8 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         d = res.data
         machine.update({k: v for k, v in d["machine"].items() if v is not None})
         software.update({k: v for k, v in d["software"].items() if v is not None})
-        settings.update({k: v for k, v in d["settings"].items() if v is not None})
+        if d["speed"] or d["quality"] or d["sustained"] or d["crosscheck"]:  # a paper-only run's settings are its own
+            settings.update({k: v for k, v in d["settings"].items() if v is not None})
         matmul.update(d["matmul_gflops"])
         run = _run_of(d)
         for pair in {(r["backend"], r["device"]) for r in d["speed"]}:
@@ -119,6 +122,8 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         if d["quality"]:
             quality, quality_run = d["quality"], run
         crosscheck = d["crosscheck"] or crosscheck
+        if d.get("paper"):
+            paper = {**d["paper"], "_date": d["date"], "_command": d["command"]}
         if d["sustained"]:
             key = (d["sustained"]["backend"], d["sustained"]["device"])
             sustained[key], sustained_runs[key] = d["sustained"], run
@@ -137,6 +142,7 @@ def _merge(results: list[LoadedResult]) -> dict[str, Any]:
         "sustained": sustained,
         "skipped": skipped,
         "interrupted": interrupted,
+        "paper": paper,
         "runs": {"speed": {k: run for k, (run, _) in speed_runs.items()}, "quality": quality_run,
                  "sustained": sustained_runs},
     }  # fmt: skip
@@ -240,6 +246,7 @@ def build(results: Sequence[LoadedResult], problems: Sequence[str] = ()) -> Chip
                 quality_profile=quality["profile"] if quality else None,
                 findings=tuple(d for d in (quality["differences"] if quality else []) if _is_finding(d)),
                 sustained=tuple(m["sustained"].values()),
+                paper=m["paper"],
             )
         )
     sizes = {
@@ -463,6 +470,10 @@ def markdown(table: ChipTable) -> str:
             out.append(f"| {_md(label)} | {_md(d['case'])} | {d['mlx_minus_torch']:+.2f} | {interval} |")
     else:
         out.append("None: no difference's 95 % interval leaves out zero.")
+    for info in table.machines:
+        if info.paper:
+            p = info.paper
+            out += ["", paper_table.markdown(p, info.label, p["_date"], p["_command"], level=2).rstrip("\n")]
     out += ["", "## Machines", ""]
     for info in table.machines:
         out.append(f"- **{info.label}**")
@@ -628,6 +639,11 @@ def html_page(table: ChipTable) -> str:
             "run (<code>dip bench all --sustained 300</code>): fanless machines slow down once hot.</figcaption>\n"
             "</figure>\n"
         )
+    paper_html = "".join(
+        paper_table.html_section(i.paper, i.label, i.paper["_date"], i.paper["_command"]) + "\n"
+        for i in table.machines
+        if i.paper
+    )
     machines = []
     for info in table.machines:
         lines = "".join(f"<li>{_e(line)}</li>" for line in _machine_lines(info))
@@ -659,7 +675,7 @@ def html_page(table: ChipTable) -> str:
 <figure id="plot-ratio">{ratio_svg(table)}
 <figcaption>MLX / torch step time per machine and device; below the line MLX is faster.</figcaption>
 </figure>
-{sustained_html}<h2>MLX - torch quality findings</h2>
+{sustained_html}{paper_html}<h2>MLX - torch quality findings</h2>
 {findings_html}
 <h2>Machines</h2>
 <ul id="machines">{"".join(machines)}</ul>

@@ -147,6 +147,27 @@ def software_info() -> dict[str, Any]:
     }
 
 
+def machine_result(date: str, command: str | None, settings: dict[str, Any]) -> dict[str, Any]:
+    """A result file of this machine (kind "machine", bench/schema.py's version) with every section empty: who
+    measured and with which settings, before any measurement."""
+    return {
+        "kind": "machine",
+        "schema_version": SCHEMA_VERSION,
+        "date": date,
+        "command": command,
+        "finished": False,
+        "machine": machine_info(),
+        "software": software_info(),
+        "settings": settings,
+        "speed": [],
+        "skipped": [],
+        "matmul_gflops": {},
+        "quality": None,
+        "crosscheck": None,
+        "sustained": None,
+    }
+
+
 def file_name(machine: dict[str, Any], date: str) -> str:
     """`<machine>-<date>T<hhmm>.json`: named after the machine and the start (two runs a day keep both files)."""
     slug = machine_slug(machine["label"], 60)
@@ -166,31 +187,17 @@ class MachineRun:
         self.settings = settings
         self.backends = list(settings.backends) or available_backends()
         now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-        self.data: dict[str, Any] = {
-            "kind": "machine",
-            "schema_version": SCHEMA_VERSION,
-            "date": now,
-            "command": command,
-            "finished": False,
-            "machine": machine_info(),
-            "software": software_info(),
-            "settings": {
-                "precision": settings.precision or "default",
-                "threads": None,
-                "sizes": list(settings.sizes),
-                "seeds": settings.seeds if settings.quality else 0,
-                "quality_profile": settings.profile,
-                "crosscheck_config": settings.crosscheck_config,
-                "sustained_s": settings.sustained_s,
-                "backends": self.backends,
-            },
-            "speed": [],
-            "skipped": [],
-            "matmul_gflops": {},
-            "quality": None,
-            "crosscheck": None,
-            "sustained": None,
+        settings_record = {
+            "precision": settings.precision or "default",
+            "threads": None,
+            "sizes": list(settings.sizes),
+            "seeds": settings.seeds if settings.quality else 0,
+            "quality_profile": settings.profile,
+            "crosscheck_config": settings.crosscheck_config,
+            "sustained_s": settings.sustained_s,
+            "backends": self.backends,
         }
+        self.data: dict[str, Any] = machine_result(now, command, settings_record)
         self.path = path or Path(file_name(self.data["machine"], now))
         self.probe_ms: dict[str, float] = {}  # ms per step at the smallest size, per backend: the estimates' base
 

@@ -13,6 +13,7 @@ from dip_core.problem import degrade as dg
 from dip_core.problem.examples import synthetic_scene
 from dip_core.problem.image import Image, from_array, load_image
 from dip_core.run.api import restore
+from dip_core.run.prepare import Result
 from dip_core.run.summary import summary_line
 
 
@@ -23,6 +24,8 @@ class Case:
     files: tuple[str, ...]  # clean image first (or the only input), then a mask
     paper_psnr: float | None  # the paper's published figure (its Table 1), where one exists
     paper_note: str
+    factor: int = 4  # sr: the upscaling factor
+    preset: str | None = None  # a preset of dip_core/problem/presets.py; None: the task's default
 
 
 CASES = (
@@ -94,34 +97,41 @@ def prepare(case: Case, data: Path | None, long_side: int | None, seed: int = 0)
         mask = dg.drop_mask(clean.shape[0], clean.shape[1], 0.5, seed)
         return {"image": clean * mask, "reference": clean, "options": {"mask": mask[..., 0]}}
     if case.task == "sr":
-        clean = _resized(first, long_side, multiple=4)
-        lr = dg.resize(clean, clean.shape[0] // 4, clean.shape[1] // 4, PILImage.Resampling.LANCZOS)
-        return {"image": lr, "reference": clean, "options": {"factor": 4}}
+        f = case.factor
+        clean = _resized(first, long_side, multiple=f)
+        lr = dg.resize(clean, clean.shape[0] // f, clean.shape[1] // f, PILImage.Resampling.LANCZOS)
+        return {"image": lr, "reference": clean, "options": {"factor": f}}
     return {"image": _resized(first, long_side), "reference": None, "options": {}}
 
 
-def run_case(
-    case: Case, backend: str, device: str, profile: str, data: Path | None, seed: int = 0, precision: str | None = None
-) -> dict[str, Any]:
-    spec = PROFILES[profile]
-    inputs = prepare(case, data, spec["long_side"], seed)
-    iters = spec["iters"].get(case.task)
+def fit(
+    case: Case, inputs: dict[str, Any], backend: str, device: str, seed: int, precision: str | None, **changes: Any
+) -> Result:
+    """One case's fit on its prepared inputs, scored as the paper scores it (the network's own output, no known
+    pixels pasted back); `changes` are RunOptions fields (iters, keep, stop, ...). Ctrl-C stops the fit and
+    raises KeyboardInterrupt: a truncated run is no measurement, and the rest stops too."""
     options = dict(inputs["options"])
     if "mask" in options:
         options["mask"] = (options["mask"] * 255).astype(np.uint8)
-    # keep_known=False: the network's own output, as the paper scores it.
+    if case.preset is not None:
+        options["preset"] = case.preset
     result = restore(
         case.task, inputs["image"], backend=backend, device=device, reference=inputs["reference"], seed=seed,
-        precision=precision, keep_known=False, **options, **({"iters": iters} if iters else {}),
+        precision=precision, keep_known=False, **options, **changes,
     )  # fmt: skip
+    if result.report["interrupted"]:
+        raise KeyboardInterrupt
+    return result
+
+
+def row_of(case: Case, result: Result, seed: int, profile: str) -> dict[str, Any]:
+    """A result file's row for one fit: what ran, its time and its PSNRs (None where the run had no reference)."""
     rep = result.report
-    if rep["interrupted"]:
-        raise KeyboardInterrupt  # Ctrl-C ended the fit: a truncated run is no measurement, and the rest stops too
     row = {
         "case": case.name,
         "task": case.task,
         "seed": seed,
-        "backend": backend,
+        "backend": rep["backend"],
         "device": rep["device"],
         "precision": rep["precision"],
         "profile": profile,
@@ -136,6 +146,16 @@ def run_case(
     for key in ("psnr_input", "psnr", "psnr_ema", "best_psnr", "best_iter", "psnr_result", "ssim"):
         row[key] = rep.get(key)
     return row
+
+
+def run_case(
+    case: Case, backend: str, device: str, profile: str, data: Path | None, seed: int = 0, precision: str | None = None
+) -> dict[str, Any]:
+    spec = PROFILES[profile]
+    inputs = prepare(case, data, spec["long_side"], seed)
+    iters = spec["iters"].get(case.task)
+    result = fit(case, inputs, backend, device, seed, precision, **({"iters": iters} if iters else {}))
+    return row_of(case, result, seed, profile)
 
 
 def run_quality(

@@ -1,7 +1,8 @@
 """The result file of `dip bench all` (kind "machine", schema_version 1): its checks, and the older files read as it.
 
 A machine result holds one machine's whole benchmark: who measured (machine, software), with which settings, the
-speed rows, the quality runs over seeds, the GPU cross-check and the sustained run. `validate` checks a parsed file
+speed rows, the quality runs over seeds, the GPU cross-check, the sustained run and the paper's experiments
+(`dip bench paper`). `validate` checks a parsed file
 and gives it back in that shape, or raises one SchemaError line that names the file and the problem. The per-kind
 files written before it (`dip bench speed` and `dip bench quality`: "kind" speed or quality, a "fingerprint", no
 schema_version) are version 0 and are converted. `load_folder` reads files and folders and goes on past bad files.
@@ -137,6 +138,19 @@ SUSTAINED_FIELDS = {
     "first_minute_ms": "~number",
     "last_minute_ms": "~number",
 }
+# `dip bench paper`: the paper's experiments, each row with its figures (ours beside the published number).
+PAPER_FIELDS = {"profile": "str", "paper_settings": "bool", "note": "~str", "rows": "list", "skipped": "~list"}
+PAPER_ROW_FIELDS = {
+    "case": "str",
+    "backend": "str",
+    "device": "~str",
+    "seed": "int",
+    "iters": "int",
+    "seconds": "number",
+    "ms_per_iter": "~number",
+    "figures": "list",
+}
+FIGURE_FIELDS = {"what": "str", "ours": "~number", "published": "~number", "source": "str"}
 TOP_FIELDS = {
     "kind": "str",
     "schema_version": "int",
@@ -152,6 +166,7 @@ TOP_FIELDS = {
     "quality": "~dict",
     "crosscheck": "~dict",
     "sustained": "~dict",
+    "paper": "~dict",
 }
 
 
@@ -209,6 +224,12 @@ def _machine_result(data: dict[str, Any]) -> dict[str, Any]:
         q["summary"] = _items(q["summary"], "quality.summary", SUMMARY_FIELDS)
         q["differences"] = _items(q["differences"], "quality.differences", DIFFERENCE_FIELDS)
         top["quality"] = q
+    if top["paper"] is not None:
+        paper = _fields(top["paper"], "paper", PAPER_FIELDS)
+        paper["rows"] = _items(paper["rows"], "paper.rows", PAPER_ROW_FIELDS)
+        for i, row in enumerate(paper["rows"]):
+            row["figures"] = _items(row["figures"], f"paper.rows[{i}].figures", FIGURE_FIELDS)
+        top["paper"] = paper
     if top["crosscheck"] is not None:
         top["crosscheck"] = _fields(top["crosscheck"], "crosscheck", CROSSCHECK_FIELDS)
     if top["sustained"] is not None:
@@ -309,6 +330,7 @@ def _legacy_result(data: dict[str, Any]) -> dict[str, Any]:
         "quality": quality,
         "crosscheck": None,
         "sustained": None,
+        "paper": None,
     }
 
 

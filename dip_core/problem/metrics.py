@@ -17,6 +17,24 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if e == 0 else 10.0 * math.log10(1.0 / e)
 
 
+def luma(x: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of RGB pixels in [0, 1], on the [16, 235] / 255 scale of MATLAB's rgb2ycbcr (grey: as is),
+    the channel super-resolution papers score."""
+    x = np.asarray(x, np.float64)
+    if x.shape[-1] == 1:
+        return x[..., 0]
+    return (16.0 + 65.481 * x[..., 0] + 128.553 * x[..., 1] + 24.966 * x[..., 2]) / 255.0
+
+
+def psnr_y(a: np.ndarray, b: np.ndarray, border: int = 0) -> float:
+    """PSNR (dB) of the luma channel with `border` pixels cropped from each side: super-resolution's usual metric
+    (the border is the scale factor)."""
+    ya, yb = luma(a), luma(b)
+    if border:
+        ya, yb = ya[border:-border, border:-border], yb[border:-border, border:-border]
+    return psnr(ya, yb)
+
+
 def psnr_from_mse(e: float) -> float:
     return math.inf if e <= 0 else 10.0 * math.log10(1.0 / e)
 

@@ -35,9 +35,10 @@ def summary_line(report: Report) -> str:
             line += f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB"
     elif rep.get("psnr") is not None:
         pasted = " (known pixels pasted back)" if rep.get("keep_known") else ""
+        which = "the last output" if rep.get("selection") == "last" else "the best output against the reference"
         line += (
-            f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB{pasted}: the best output "
-            f"against the reference, iteration {rep['result_iter']}; SSIM {rep['ssim']:.3f}"
+            f"; PSNR input {rep['psnr_input']:.2f} dB -> result {rep['psnr_result']:.2f} dB{pasted}: {which}, "
+            f"iteration {rep['result_iter']}; SSIM {rep['ssim']:.3f}"
         )
         if rep.get("psnr_auto") is not None:
             line += (
