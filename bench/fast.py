@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -89,8 +90,20 @@ def run_one(case: Case, method: str, backend: str, size: int, seed: int, max_ite
     }
 
 
-def run(cases: list[Case], backends: list[str], size: int, seeds: int, max_iters: int) -> dict[str, Any]:
-    rows = []
+def run(
+    cases: list[Case], backends: list[str], size: int, seeds: int, max_iters: int, out: Path | None = None
+) -> dict[str, Any]:
+    """Every case x seed x backend x method; with `out`, the result so far is written there after every run (a
+    run stopped part-way keeps what it measured, marked unfinished)."""
+    rows: list[dict[str, Any]] = []
+    data = {
+        "kind": "fast",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "fingerprint": fingerprint(),
+        "settings": {"size": size, "seeds": seeds, "max_iters": max_iters, "device": "cpu"},
+        "finished": False,
+        "rows": rows,
+    }
     for case in cases:
         for seed in range(seeds):
             for backend in backends:
@@ -102,13 +115,12 @@ def run(cases: list[Case], backends: list[str], size: int, seeds: int, max_iters
                         f"{row['psnr_user']:.2f} dB (input {row['psnr_input']:.2f})",
                         flush=True,
                     )
-    return {
-        "kind": "fast",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "fingerprint": fingerprint(),
-        "settings": {"size": size, "seeds": seeds, "max_iters": max_iters, "device": "cpu"},
-        "rows": rows,
-    }
+                    if out is not None:
+                        write_json(out, data)
+    data["finished"] = True
+    if out is not None:
+        write_json(out, data)
+    return data
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -141,10 +153,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def markdown(data: dict[str, Any]) -> str:
     """The side-by-side table of a result."""
     s = data["settings"]
+    unfinished = "" if data.get("finished", True) else " Stopped part-way: only the runs listed were made."
     lines = [
         f"Measured on {machine_label(data['fingerprint'])}, {data['date'][:10]}, CPU; {s['size']} px, "
         f"{s['seeds']} seed(s); fixed runs capped at {s['max_iters']} iterations. PSNR: the output a run without a "
-        "reference returns; time: the whole call.",
+        f"reference returns; time: the whole call.{unfinished}",
         "",
         "| case | backend | stop | input dB | DIP: iters, s, dB | DRP: iters, s, dB | DRP time / DIP (range) "
         "| DRP - DIP dB (± sd) "
@@ -228,11 +241,14 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--seeds and --max-iters must be >= 1 and --size >= 16")
     backends = args.backend or available_backends()
     cases = [c for c in BUILTIN_CASES if not args.case or c.name in args.case]
-    data = run(cases, backends, args.size, args.seeds, args.max_iters)
     folder = args.out or bench_results_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    out = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-fast-{machine_slug(machine_label(data['fingerprint']))}.json"
-    write_json(out, data)
+    out = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-fast-{machine_slug(machine_label(fingerprint()))}.json"
+    try:
+        data = run(cases, backends, args.size, args.seeds, args.max_iters, out)
+    except KeyboardInterrupt:
+        print(f"stopped: the runs so far are in {out}", file=sys.stderr)
+        raise SystemExit(130) from None
     print(markdown(data))
     print(f"wrote {out}")
 

@@ -53,3 +53,12 @@ def test_the_table_of_a_recorded_result(tmp_path, capsys):
         "| -0.30 ± 0.00 | met |"
         in table
     )
+
+
+def test_a_run_writes_its_file_as_it_goes(backend, tmp_path):
+    out = tmp_path / "fast.json"
+    data = fast.run([INPAINT], [backend.name], 24, 1, 2, out)
+    kept = json.loads(out.read_text())
+    assert kept["finished"] and len(kept["rows"]) == len(fast.METHODS) == len(data["rows"])
+    assert "Stopped part-way" not in fast.markdown(kept)
+    assert "Stopped part-way" in fast.markdown({**kept, "finished": False})
