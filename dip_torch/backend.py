@@ -164,27 +164,25 @@ class TorchBackend:
         check_size(net.cfg, x.shape[0], x.shape[1])
         self.use_precision()
         z, y = self.to_tensor(x), self.to_tensor(target)
+        model: SkipNet | Projector = net
         if method is Method.DRP:
-            model = Projector(net, z)
+            model, z = Projector(net, z), torch.zeros_like(z)
             opt = adam((p for p in model.parameters() if p.requires_grad), lr)
-            zero = torch.zeros_like(z)
-            losses = []
-            for noise in noises:
-                opt.zero_grad(set_to_none=True)
-                loss = _projector_loss(model, zero + self.to_tensor(noise), y, tv_weight)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-            with torch.no_grad():
-                return losses, self.to_numpy(model(zero))
-        opt = adam(net.parameters(), lr)
+        else:
+            opt = adam(net.parameters(), lr)
         losses = []
         for noise in noises:
             opt.zero_grad(set_to_none=True)
-            loss = squared_error(net(z + self.to_tensor(noise)), y)
+            if isinstance(model, Projector):
+                loss = _projector_loss(model, z + self.to_tensor(noise), y, tv_weight)
+            else:
+                loss = squared_error(net(z + self.to_tensor(noise)), y)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
+        if isinstance(model, Projector):
+            with torch.no_grad():
+                return losses, self.to_numpy(model(z))
         return losses, self.forward(net, x)
 
 
