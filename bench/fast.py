@@ -30,7 +30,7 @@ from typing import Any
 
 from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
-from bench.quality import BUILTIN_CASES, Case, prepare
+from bench.quality import BUILTIN_CASES, Case, fit, prepare
 from dip_core.backend import available_backends
 from dip_core.problem.registry import spec_of
 from dip_core.run.api import restore
@@ -57,19 +57,11 @@ def user_psnr(report: Report) -> float | None:
 def run_one(case: Case, method: str, backend: str, size: int, seed: int, max_iters: int) -> dict[str, Any]:
     """One method on one case as a user runs it; its row."""
     inputs = prepare(case, None, size, seed)
-    options = dict(inputs["options"])
-    if "mask" in options:
-        options["mask"] = (options["mask"] * 255).astype("uint8")
     fixed = not spec_of(case.task).auto_stop
     started = time.perf_counter()
-    result = restore(
-        case.task, inputs["image"], backend=backend, device="cpu", reference=inputs["reference"], seed=seed,
-        method=method, keep_known=False, **options, **({"iters": max_iters} if fixed else {}),
-    )  # fmt: skip
+    result = fit(case, inputs, backend, "cpu", seed, None, method=method, **({"iters": max_iters} if fixed else {}))
     wall = time.perf_counter() - started
     rep = result.report
-    if rep["interrupted"]:
-        raise KeyboardInterrupt  # a truncated run is no measurement
     return {
         "case": case.name,
         "task": case.task,
