@@ -52,7 +52,7 @@ from dip_core.fit.rules import ema_lag
 from dip_core.fit.settings import FitSettings
 from dip_core.problem.degrade import add_noise
 from dip_core.problem.examples import synthetic_scene
-from dip_core.problem.metrics import noise_sigma_estimate
+from dip_core.problem.metrics import noise_sigma_estimate, noise_sigma_global
 from dip_core.run.api import restore
 from dip_core.run.prepare import resolve_preset
 from dip_core.system.atomic import write_json, write_text
@@ -247,10 +247,15 @@ def replay(
     }
 
 
-def noise_levels(rows: list[dict[str, Any]], data: Path | None, given: bool) -> dict[str, float | None]:
-    """The noise level `restore` uses for each denoising case: the true one (as with --noise-sigma) when
-    `given`, else estimated from its input, made again, with today's estimator (the level a run recorded
-    is the estimate of its day; the curves do not depend on it: the runs never stop early)."""
+NOISE_SOURCES = {"estimated": noise_sigma_estimate, "global": noise_sigma_global}
+
+
+def noise_levels(rows: list[dict[str, Any]], data: Path | None, noise: str = "estimated") -> dict[str, float | None]:
+    """The noise level `restore` uses for each denoising case: the true one (as with --noise-sigma) for "given",
+    else estimated from its input, made again, with today's estimator ("estimated") or dip 0.3's, which read the
+    whole image ("global"). The level a run recorded is the estimate of its day; the curves do not depend on it:
+    the runs never stop early."""
+    given, estimate = noise == "given", NOISE_SOURCES.get(noise, noise_sigma_estimate)
     levels: dict[str, float | None] = {}
     cases: dict[tuple[int, bool], dict[str, dict[str, Any]]] = {}
     for row in rows:
@@ -259,7 +264,7 @@ def noise_levels(rows: list[dict[str, Any]], data: Path | None, given: bool) -> 
         elif given:
             levels[row["case"]] = true_sigma(row["case"]) / 255
         elif row["case"].startswith("photo-"):  # the photos are remade from the packages that ship them
-            levels[row["case"]] = noise_sigma_estimate(case_by_name(row["case"]).noisy())
+            levels[row["case"]] = estimate(case_by_name(row["case"]).noisy())
         else:
             if data is None:
                 raise SystemExit(f"{row['case']}: the paper's images are needed (--data) to remake its input")
@@ -267,7 +272,7 @@ def noise_levels(rows: list[dict[str, Any]], data: Path | None, given: bool) -> 
             key = (seed, wide)
             if key not in cases:
                 cases[key] = {c["name"]: c for c in _cases(data, max(row["size"]), seed, wide)}
-            levels[row["case"]] = noise_sigma_estimate(cases[key][row["case"]]["image"])
+            levels[row["case"]] = estimate(cases[key][row["case"]]["image"])
     return levels
 
 
@@ -276,7 +281,19 @@ def true_sigma(name: str) -> int:
     return int(name.split("@")[0].rsplit("-s", 1)[1].split("-")[0])
 
 
+def split_rule(rule: str, noise: str) -> tuple[str, str]:
+    """A rule as named on the command line, and the noise level it replays with: its own after a colon
+    ("default:global"), else the table's `noise`."""
+    name, _, source = rule.partition(":")
+    if source and source not in ("estimated", "global", "given"):
+        raise SystemExit(f"{rule}: the noise level after ':' is estimated, global or given")
+    return name, source or noise
+
+
 def rule_name(rule: str) -> str:
+    rule, _, source = rule.partition(":")
+    if source:
+        return f"{rule_name(rule)} ({'dip 0.3 noise estimate' if source == 'global' else source + ' noise level'})"
     if rule == "default":
         return "default rule"
     if rule == "wmv":
@@ -335,8 +352,13 @@ def table(args: argparse.Namespace) -> None:
     marked_files = {n.resolve() for n in args.new or []}
     new_files = [f for f in args.files if f.resolve() in marked_files]
     new = {(r["case"], r.get("backend")) for r in load_rows(new_files)}
-    levels = noise_levels(rows, args.data, args.noise == "given")
-    results = {rule: [replay_rule(row, rule, levels[row["case"]]) for row in rows] for rule in args.rules}
+    rules = {rule: split_rule(rule, args.noise) for rule in args.rules}
+    by_source = {source: noise_levels(rows, args.data, source) for source in {s for _, s in rules.values()}}
+    levels = by_source.get(args.noise) or noise_levels(rows, args.data, args.noise)
+    results = {
+        rule: [replay_rule(row, name, by_source[source][row["case"]]) for row in rows]
+        for rule, (name, source) in rules.items()
+    }
     out = [f"W={WINDOW}, noise level {args.noise}; gap: best PSNR at any step of the recording - the auto choice's"]
     header = " | ".join(f"{rule_name(rule)}: stop / chosen (rule), after, gap dB" for rule in args.rules)
     out += [f"\n| case | backend | size | sigma / estimate | iters | best dB | {header} |"]
@@ -420,7 +442,7 @@ def pictures(args: argparse.Namespace) -> None:
     from dip_core.run.plot import show
 
     rows = load_rows(args.files, "test")
-    levels = noise_levels(rows, None, given=False)
+    levels = noise_levels(rows, None)
     replays = sorted(
         ((replay_rule(row, "default", levels[row["case"]]), row) for row in rows), key=lambda x: -x[0]["gap"]
     )
@@ -466,11 +488,15 @@ def main() -> None:
     t.add_argument("--data", type=Path, help="the paper's test images, to remake the first and wide sets' inputs")
     t.add_argument("--rows", choices=("all", "test", "tuning"), default="all", help="which recorded cases")
     t.add_argument("--save", type=Path, help="also write the table to this path as .md and its figures as .json")
-    t.add_argument("--noise", choices=("estimated", "given"), default="estimated", help="denoising's noise level")
+    t.add_argument(
+        "--noise", choices=("estimated", "global", "given"), default="estimated",
+        help="denoising's noise level: dip's estimate, dip 0.3's (from every patch) or the true one",
+    )  # fmt: skip
     t.add_argument("--new", type=Path, nargs="*", help="of the files, those recorded after a rule was chosen: marked")
     t.add_argument(
         "--rules", nargs="+", default=["1000", "default"],
-        help="stopping rules to replay side by side: 'default' (dip's default) or a fixed patience P",
+        help="stopping rules to replay side by side: 'default' (dip's default), 'wmv', 'ratio=R' or a fixed "
+        "patience P; ':global' or ':given' after one replays it with dip 0.3's noise estimate or the true level",
     )  # fmt: skip
     p = sub.add_parser("pictures")
     p.add_argument("files", type=Path, nargs="+")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -60,6 +61,23 @@ NOISE_MIN_PATCH_RATIO = 4  # fewer patches than this x the patch dimension: the 
 def noise_sigma_estimate(x: np.ndarray, patch: int = NOISE_PATCH) -> float:
     """Standard deviation of white Gaussian noise in an image (H, W[, C]), in its units.
 
+    `noise_sigma_global` reads the whole image, so texture it cannot tell from noise inflates it (coins at
+    sigma 5 of 255 read 8.3). That estimate is an upper bound: the patches whose differences are no larger than
+    noise of that level makes 99 times in 100 (weak texture: Liu, Tanaka and Okutomi, TIP 2013) are read again,
+    and the smaller estimate wins (`_weak_texture_sigma`). On 28 images at sigma 5-75 (96 px) the estimate's
+    squared error in the noise power fell from 13 % to 12 % (mean |log ratio|); coins at sigma 5 read 1.33x the
+    power instead of 2.64x, and the worst under-estimate went from 0.76x to 0.67x of it.
+    """
+    x = np.asarray(x, np.float64)
+    if x.ndim == 2:
+        x = x[..., None]
+    upper = noise_sigma_global(x, patch)
+    return min(upper, _weak_texture_sigma(x, upper, patch))
+
+
+def noise_sigma_global(x: np.ndarray, patch: int = NOISE_PATCH) -> float:
+    """The noise level read from every patch (dip 0.3's estimate; `noise_sigma_estimate` refines it).
+
     The smaller of two estimates, each biased up by a different kind of image
     structure: the patch-covariance estimate (Chen, Zhu and Heng, ICCV 2015),
     which hard edges inflate at low noise, and Donoho's wavelet MAD rule, which
@@ -73,6 +91,46 @@ def noise_sigma_estimate(x: np.ndarray, patch: int = NOISE_PATCH) -> float:
     return min(_haar_mad_sigma(x), _patch_pca_sigma(x, patch))
 
 
+WEAK_TEXTURE_QUANTILE = 0.99  # a patch of pure noise at the upper bound's level passes this often
+WEAK_TEXTURE_MARGIN = 2.0  # patches whose mean lies within this many sigma of 0 or 1 are skipped (clipped noise)
+
+
+@functools.lru_cache(maxsize=8)
+def _pure_noise_texture_quantile(channels: int, patch: int) -> float:
+    """The WEAK_TEXTURE_QUANTILE of a patch's texture (its squared horizontal and vertical differences summed)
+    under unit white noise: drawn once, with a fixed seed, so the estimate is deterministic."""
+    draws = np.random.default_rng(0).standard_normal((20000, channels, patch, patch))
+    return float(np.quantile(_texture(draws), WEAK_TEXTURE_QUANTILE))
+
+
+def _texture(patches: np.ndarray) -> np.ndarray:
+    """Per patch (..., C, p, p): the sum of its squared horizontal and vertical neighbour differences."""
+    return (np.diff(patches, axis=-1) ** 2).sum(axis=(-3, -2, -1)) + (np.diff(patches, axis=-2) ** 2).sum(
+        axis=(-3, -2, -1)
+    )
+
+
+def _weak_texture_sigma(x: np.ndarray, upper: float, patch: int) -> float:
+    """The patch-covariance estimate over the patches that noise of level `upper` could have made by itself and
+    whose mean is clear of clipping (inf where fewer than NOISE_MIN_PATCH_RATIO x their dimension remain).
+
+    One pass from an upper bound: a level below the truth would keep only the quietest patches and read lower
+    still, so the threshold is never lowered again."""
+    if not math.isfinite(upper) or upper <= 0 or min(x.shape[:2]) < patch:
+        return math.inf
+    windows = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(0, 1))  # (H', W', C, p, p)
+    step = max(1, math.ceil(math.sqrt(windows.shape[0] * windows.shape[1] / NOISE_MAX_PATCHES)))
+    patches = windows[::step, ::step].reshape(-1, x.shape[2], patch, patch)
+    means = patches.mean(axis=(2, 3))
+    margin = WEAK_TEXTURE_MARGIN * upper
+    quiet = _texture(patches) < _pure_noise_texture_quantile(x.shape[2], patch) * upper**2
+    quiet &= np.all((means > margin) & (means < 1 - margin), axis=1)
+    dimension = x.shape[2] * patch * patch
+    if quiet.sum() < NOISE_MIN_PATCH_RATIO * dimension:
+        return math.inf
+    return _smallest_principal_sigma(patches[quiet].reshape(-1, dimension))
+
+
 def _patch_pca_sigma(x: np.ndarray, patch: int) -> float:
     """White noise adds sigma^2 to every principal direction of the image's patches, structure lives in a
     few: sigma^2 is the mean of the smallest eigenvalues, over the largest set whose mean is not above its
@@ -84,7 +142,12 @@ def _patch_pca_sigma(x: np.ndarray, patch: int) -> float:
     if windows.shape[0] * windows.shape[1] < NOISE_MIN_PATCH_RATIO * x.shape[2] * patch * patch:
         return math.inf
     step = max(1, math.ceil(math.sqrt(windows.shape[0] * windows.shape[1] / NOISE_MAX_PATCHES)))
-    patches = windows[::step, ::step].reshape(-1, x.shape[2] * patch * patch)
+    return _smallest_principal_sigma(windows[::step, ::step].reshape(-1, x.shape[2] * patch * patch))
+
+
+def _smallest_principal_sigma(patches: np.ndarray) -> float:
+    """sigma from flattened patches (n, d): the mean of the smallest eigenvalues of their covariance, over the
+    largest set whose mean is not above its median."""
     patches = patches - patches.mean(axis=0)
     eig = np.clip(np.linalg.eigvalsh(patches.T @ patches / len(patches)), 0.0, None)  # ascending
     for k in range(len(eig), 0, -1):
@@ -114,5 +177,5 @@ def peak_estimate(y: np.ndarray) -> float:
     transform is not Gaussian at a few photons, and white clips). Give --peak when it is known.
     """
     y = np.clip(np.asarray(y, np.float64), 0, None)
-    first = 1 / (4 * noise_sigma_estimate(np.sqrt(y)) ** 2)
-    return 1 / (4 * noise_sigma_estimate(np.sqrt(y + 0.375 / first)) ** 2)
+    first = 1 / (4 * noise_sigma_global(np.sqrt(y)) ** 2)
+    return 1 / (4 * noise_sigma_global(np.sqrt(y + 0.375 / first)) ** 2)

@@ -255,7 +255,7 @@ def test_noise_level_estimate():
 @pytest.mark.parametrize("shape", [(61, 47, 3), (53, 70), (300, 301, 1)])
 def test_noise_level_estimate_on_texture(shape):
     """Fine texture is not read as noise (the wavelet MAD rule reads it as 0.1 too many here)."""
-    from dip_core.problem.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
+    from dip_core.problem.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate, noise_sigma_global
 
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
@@ -264,15 +264,50 @@ def test_noise_level_estimate_on_texture(shape):
     noisy = texture + 0.05 * rng.standard_normal(shape)
     assert abs(noise_sigma_estimate(noisy) - 0.05) < 0.005
     assert _haar_mad_sigma(np.atleast_3d(noisy)) > 0.1
-    assert noise_sigma_estimate(noisy) == _patch_pca_sigma(np.atleast_3d(noisy), 5)
+    assert noise_sigma_global(noisy) == _patch_pca_sigma(np.atleast_3d(noisy), 5)
 
 
 def test_noise_level_estimate_on_hard_edges():
     """Flat discs with hard edges: the patch estimate reads edges as noise, the MAD rule does not."""
-    from dip_core.problem.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate
+    from dip_core.problem.metrics import _haar_mad_sigma, _patch_pca_sigma, noise_sigma_estimate, noise_sigma_global
 
     clean = synthetic(64, 64).astype(np.float64)
-    assert _patch_pca_sigma(clean, 5) > 0.02 > noise_sigma_estimate(clean) == _haar_mad_sigma(clean)
+    assert _patch_pca_sigma(clean, 5) > 0.02 > noise_sigma_global(clean) == _haar_mad_sigma(clean)
+    assert noise_sigma_estimate(clean) <= noise_sigma_global(clean)
+
+
+def _half_textured(shape: tuple[int, ...], sigma: float, seed: int) -> np.ndarray:
+    """A flat grey half beside a half of fine random texture (no smooth structure), with white noise."""
+    rng = np.random.default_rng(seed)
+    clean = np.full(shape, 0.5)
+    clean[:, shape[1] // 2 :] += 0.12 * rng.standard_normal(clean[:, shape[1] // 2 :].shape)
+    return clean + sigma * rng.standard_normal(shape)
+
+
+@pytest.mark.parametrize("shape", [(61, 77, 3), (96, 96, 1), (131, 90)])
+def test_noise_level_estimate_reads_texture_beside_flat_regions_as_texture(shape):
+    """Texture no estimator can tell from noise inflates the whole-image estimate; the flat half still gives
+    the level, and the refinement finds it."""
+    from dip_core.problem.metrics import noise_sigma_estimate, noise_sigma_global
+
+    noisy = _half_textured(shape, 0.02, 3)
+    assert noise_sigma_global(noisy) > 0.03  # the texture, read as noise
+    assert abs(noise_sigma_estimate(noisy) - 0.02) < 0.003
+    assert noise_sigma_estimate(noisy) == noise_sigma_estimate(noisy.copy())  # deterministic
+
+
+def test_noise_level_estimate_skips_clipped_regions():
+    """Noise clipped at 0 in a dark region is weaker there: the refinement skips those patches (with them it
+    reads 0.069 here), and it never raises the whole-image estimate."""
+    from dip_core.problem.metrics import _weak_texture_sigma, noise_sigma_estimate, noise_sigma_global
+
+    rng = np.random.default_rng(4)
+    clean = np.full((80, 80, 1), 0.5)
+    clean[:, :40] = 0.0
+    noisy = np.clip(clean + 0.1 * rng.standard_normal(clean.shape), 0, 1)
+    assert abs(noise_sigma_estimate(noisy[:, 40:]) - 0.1) < 0.01
+    assert _weak_texture_sigma(noisy, noise_sigma_global(noisy), 5) > 0.08
+    assert noise_sigma_estimate(noisy) == noise_sigma_global(noisy)
 
 
 def test_noise_level_estimate_on_tiny_images():
