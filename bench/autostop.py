@@ -52,7 +52,7 @@ from dip_core.fit.rules import ema_lag
 from dip_core.fit.settings import FitSettings
 from dip_core.problem.degrade import add_noise
 from dip_core.problem.examples import synthetic_scene
-from dip_core.problem.metrics import noise_sigma_estimate, noise_sigma_global
+from dip_core.problem.metrics import discrepancy_sigma, noise_sigma_estimate, noise_sigma_global
 from dip_core.run.api import restore
 from dip_core.run.prepare import resolve_preset
 from dip_core.system.atomic import write_json, write_text
@@ -251,20 +251,19 @@ NOISE_SOURCES = {"estimated": noise_sigma_estimate, "global": noise_sigma_global
 
 
 def noise_levels(rows: list[dict[str, Any]], data: Path | None, noise: str = "estimated") -> dict[str, float | None]:
-    """The noise level `restore` uses for each denoising case: the true one (as with --noise-sigma) for "given",
-    else estimated from its input, made again, with today's estimator ("estimated") or dip 0.3's, which read the
-    whole image ("global"). The level a run recorded is the estimate of its day; the curves do not depend on it:
-    the runs never stop early."""
-    given, estimate = noise == "given", NOISE_SOURCES.get(noise, noise_sigma_estimate)
+    """The noise level `restore` uses for each denoising case, from its input made again: estimated with today's
+    estimator ("estimated") or dip 0.3's, which read the whole image ("global"), or, as with --noise-sigma, the
+    true one where the image holds no less ("given": `discrepancy_sigma`). The level a run recorded is the
+    estimate of its day; the curves do not depend on it: the runs never stop early."""
+    estimate = NOISE_SOURCES.get(noise, noise_sigma_estimate)
     levels: dict[str, float | None] = {}
     cases: dict[tuple[int, bool], dict[str, dict[str, Any]]] = {}
     for row in rows:
         if row["task"] != "denoise":
             levels[row["case"]] = None
-        elif given:
-            levels[row["case"]] = true_sigma(row["case"]) / 255
-        elif row["case"].startswith("photo-"):  # the photos are remade from the packages that ship them
-            levels[row["case"]] = estimate(case_by_name(row["case"]).noisy())
+            continue
+        if row["case"].startswith("photo-"):  # the photos are remade from the packages that ship them
+            noisy = case_by_name(row["case"]).noisy()
         else:
             if data is None:
                 raise SystemExit(f"{row['case']}: the paper's images are needed (--data) to remake its input")
@@ -272,7 +271,9 @@ def noise_levels(rows: list[dict[str, Any]], data: Path | None, noise: str = "es
             key = (seed, wide)
             if key not in cases:
                 cases[key] = {c["name"]: c for c in _cases(data, max(row["size"]), seed, wide)}
-            levels[row["case"]] = estimate(cases[key][row["case"]]["image"])
+            noisy = cases[key][row["case"]]["image"]
+        given = true_sigma(row["case"]) / 255 if noise == "given" else None
+        levels[row["case"]] = discrepancy_sigma(noisy, given) if given is not None else estimate(noisy)
     return levels
 
 
@@ -377,9 +378,11 @@ def table(args: argparse.Namespace) -> None:
             f"| {row['iters']} | {results[args.rules[0]][k]['best']:.2f} | " + " | ".join(cells) + " |"
         )  # fmt: skip
     out += ["\n| rule | cases | mean gap dB | max gap dB | cases > 0.5 dB | cases > 0.6 dB | mean after "
-            "| mean allowance | after > allowance | per seed: mean gap / mean after |"]  # fmt: skip
-    out += ["|---|---|---|---|---|---|---|---|---|---|"]
+            "| mean allowance | after > allowance | per seed: mean gap / mean after "
+            "| per size: mean gap (cases) |"]  # fmt: skip
+    out += ["|---|---|---|---|---|---|---|---|---|---|---|"]
     seeds = sorted({case_seed(row["case"]) for row in rows})
+    sizes = sorted({max(row["size"]) for row in rows})
     summary: dict[str, Any] = {"rows": args.rows, "noise": args.noise, "rules": {}}
     for rule in args.rules:
         rs = results[rule]
@@ -389,11 +392,17 @@ def table(args: argparse.Namespace) -> None:
             at_seed = summarise([rs[k] for k, row in enumerate(rows) if case_seed(row["case"]) == seed])
             figures[f"seed_{seed}"] = at_seed
             per_seed.append(f"{seed}: {at_seed['mean_gap']:.2f} / {at_seed['mean_after']:.0f}")
+        per_size = []
+        for size in sizes:
+            at_size = summarise([rs[k] for k, row in enumerate(rows) if max(row["size"]) == size])
+            figures[f"size_{size}"] = at_size
+            per_size.append(f"{size}: {at_size['mean_gap']:.2f} ({at_size['cases']})")
         summary["rules"][rule] = figures
         out.append(
             f"| {rule_name(rule)} | {figures['cases']} | {figures['mean_gap']:.2f} | {figures['max_gap']:.2f} "
             f"| {figures['over_0.5']} | {figures['over_0.6']} | {figures['mean_after']:.0f} "
-            f"| {figures['mean_allowance']:.0f} | {figures['over_allowance']} | {'; '.join(per_seed)} |"
+            f"| {figures['mean_allowance']:.0f} | {figures['over_allowance']} | {'; '.join(per_seed)} "
+            f"| {'; '.join(per_size)} |"
         )
         marked = [rs[k] for k, row in enumerate(rows) if (row["case"], row.get("backend")) in new]
         if marked:
@@ -401,7 +410,7 @@ def table(args: argparse.Namespace) -> None:
             out.append(
                 f"| {rule_name(rule)}, new rows only | {m['cases']} | {m['mean_gap']:.2f} | {m['max_gap']:.2f} "
                 f"| {m['over_0.5']} | {m['over_0.6']} | {m['mean_after']:.0f} | {m['mean_allowance']:.0f} "
-                f"| {m['over_allowance']} | |"
+                f"| {m['over_allowance']} | | |"
             )
     families: dict[str, list[int]] = {}
     for k, row in enumerate(rows):
@@ -432,7 +441,8 @@ def table(args: argparse.Namespace) -> None:
 
 
 def pictures(args: argparse.Namespace) -> None:
-    """Rerun the test set's worst cases under the default rule and show what it returns beside the best output."""
+    """Rerun the test set's worst cases (one per photo) under the default rule and show what it returns beside the
+    best output of the recording, remade by a second run stopped at that iteration."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -446,21 +456,29 @@ def pictures(args: argparse.Namespace) -> None:
     replays = sorted(
         ((replay_rule(row, "default", levels[row["case"]]), row) for row in rows), key=lambda x: -x[0]["gap"]
     )
-    worst = replays[: args.count]
+    worst: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for replayed, row in replays:
+        if len(worst) < args.count and all(case_by_name(row["case"]).photo != case_by_name(r["case"]).photo
+                                           for _, r in worst):  # fmt: skip
+            worst.append((replayed, row))
     fig, axes = plt.subplots(len(worst), 4, figsize=(10, 2.7 * len(worst)), constrained_layout=True, squeeze=False)
     for ax, (replayed, row) in zip(axes, worst, strict=True):
         case = case_by_name(row["case"])
         clean, noisy = case.pair()
-        r = restore("denoise", noisy, backend=row["backend"], device="cpu", reference=clean, seed=case.seed,
-                    threads=args.threads, stop="auto")  # fmt: skip
-        rep, auto = r.report, r.fit.auto if r.fit is not None else None
+        common = {"backend": row["backend"], "device": "cpu", "reference": clean, "seed": case.seed,
+                  "threads": args.threads}  # fmt: skip
+        chosen = restore("denoise", noisy, stop="auto", **common)
+        rep, auto = chosen.report, chosen.fit.auto if chosen.fit is not None else None
         if auto is None:
             continue
-        rerun = f"chose {rep['stop_iter']} ({rep['psnr_auto']:.2f} dB), best {rep['result_iter']}"
-        print(f"{row['case']}: replayed gap {replayed['gap']:.2f} dB; rerun: {rerun} ({rep['psnr_result']:.2f} dB)")
+        best_iter = int(np.argmax(row["candidate_psnr"])) + 1  # what a run returns there (its average when on)
+        best = restore("denoise", noisy, stop="fixed", iters=best_iter, keep="last", **common)
+        best_db = psnr(best.pixels, clean)
+        rerun = f"chose {rep['stop_iter']} ({rep['psnr_auto']:.2f} dB), best {best_iter} ({best_db:.2f} dB)"
+        print(f"{row['case']}: replayed gap {replayed['gap']:.2f} dB; rerun: {rerun}")
         show(ax[0], noisy, f"{case.photo}, sigma {case.sigma}: {psnr(noisy, clean):.2f} dB")
         show(ax[1], auto, f"dip's choice, it. {rep['stop_iter']}: {rep['psnr_auto']:.2f} dB")
-        show(ax[2], r.pixels, f"best output, it. {rep['result_iter']}: {rep['psnr_result']:.2f} dB")
+        show(ax[2], best.pixels, f"best, it. {best_iter}: {best_db:.2f} dB")
         show(ax[3], clean, "clean")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=110)

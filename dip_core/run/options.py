@@ -100,7 +100,8 @@ class RunOptions:
     noise_sigma: float | None = opt(
         None,
         "The noise's standard deviation (0-255) if known, else estimated from the image; the automatic choice "
-        f"is the first output whose residual reaches {LOSS_RATIO:g} x its power.",
+        f"is the first output whose residual reaches {LOSS_RATIO:g} x its power (given: the estimate where the "
+        "image holds less, as clipping to 0-255 leaves it).",
         high=255,
         above=0,
     )

@@ -24,7 +24,7 @@ from dip_core.model.weights import init_weights
 from dip_core.problem.degrade import OpKind, parse_kernel, resize
 from dip_core.problem.fidelity import SQUARED_ERROR, Fidelity, FidelityKind
 from dip_core.problem.image import Image, from_array, load_image, save_image
-from dip_core.problem.metrics import noise_sigma_estimate, peak_estimate, psnr, ssim
+from dip_core.problem.metrics import discrepancy_sigma, peak_estimate, psnr, ssim
 from dip_core.problem.padding import Crop, pad_problem
 from dip_core.problem.presets import Preset, preset_for
 from dip_core.problem.registry import NoiseModel, Task, spec_of
@@ -86,15 +86,19 @@ class NoiseLevel:
 
     fidelity: Fidelity
     power: float | None = None  # the loss expected at the truth (None: no level; the variance rule chooses)
-    sigma: float | None = None  # Gaussian noise: its standard deviation (image units)
+    sigma: float | None = None  # Gaussian noise: its standard deviation (image units), given or estimated
     source: str | None = None  # "given" or "estimated"
+    level_sigma: float | None = None  # Gaussian noise: the level the loss is compared with (power = its square)
 
     def report(self) -> dict[str, Any]:
         """The level as the report's `stopping` records it."""
         if self.fidelity.kind is FidelityKind.POISSON:
             return {"peak": self.fidelity.peak, "peak_source": self.source, "fidelity": self.fidelity.kind.value}
         if self.sigma is not None:
-            return {"noise_sigma": 255 * self.sigma, "noise_sigma_source": self.source}
+            level = {"noise_sigma": 255 * self.sigma, "noise_sigma_source": self.source}
+            if self.level_sigma is not None and self.level_sigma < self.sigma:
+                level["noise_level_sigma"] = 255 * self.level_sigma  # the estimate: less noise than given
+            return level
         return {}
 
 
@@ -103,8 +107,10 @@ def noise_level(task: Task, observed: np.ndarray, sigma: float | None, peak: flo
     (`peak`) when given, else estimated from the observation."""
     spec = spec_of(task)
     if spec.noise is NoiseModel.GAUSSIAN:
-        std, source = (sigma / 255, "given") if sigma is not None else (noise_sigma_estimate(observed), "estimated")
-        return NoiseLevel(SQUARED_ERROR, std**2, std, source)
+        given = None if sigma is None else sigma / 255
+        level = discrepancy_sigma(observed, given)
+        std, source = (level, "estimated") if given is None else (given, "given")
+        return NoiseLevel(SQUARED_ERROR, level**2, std, source, level)
     if spec.noise is NoiseModel.POISSON:
         photons, source = (peak, "given") if peak is not None else (peak_estimate(observed), "estimated")
         fidelity = Fidelity(spec.fidelity, photons)

@@ -14,6 +14,8 @@ def chooser(report: Report) -> str:
         level, source = f"peak {stopping['peak']:.3g} photons", stopping.get("peak_source", "")
     elif stopping.get("noise_sigma") is not None:
         level, source = f"sigma {stopping['noise_sigma']:.1f}", stopping.get("noise_sigma_source", "")
+        if stopping.get("noise_level_sigma") is not None:
+            source += f"; the image holds less, {stopping['noise_level_sigma']:.1f}, the level used"
     else:
         return "the noise level"
     return f"the noise level ({level}{', ' + source if source else ''})"

@@ -326,8 +326,29 @@ def test_denoise_report_gives_the_noise_level(noisy):
     assert 15 < r.report["stopping"]["noise_sigma"] < 40  # the fixture's noise is sigma 25
     r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, noise_sigma=25, **TINY_NET)
     assert r.report["stopping"] == {**r.report["stopping"], "noise_sigma": 25.0, "noise_sigma_source": "given"}
+    level = r.report["stopping"].get("noise_level_sigma", 25.0)  # the estimate, where it reads less than 25
+    assert 20 < level <= 25.0
     assert "noise_sigma" not in restore("inpaint", noisy, backend=BACKENDS[0], device="cpu", iters=2,
                                         mask=np.ones(noisy.shape[:2]), **TINY_NET).report["stopping"]  # fmt: skip
+
+
+def test_a_given_noise_level_above_what_the_image_holds_compares_the_loss_with_the_estimate():
+    """Noise clipped to [0, 1] is weaker than the noise added: a dark image with sigma 75 holds far less, and the
+    stopping rule's level is the estimate; the report and the summary line say so."""
+    from dip_core.problem.degrade import add_noise
+    from dip_core.problem.metrics import noise_sigma_estimate
+    from dip_core.run.summary import chooser
+
+    dark = np.full((40, 37, 1), 0.05, np.float32)
+    dark[10:30, 8:28] = 0.3
+    noisy = add_noise(dark, 75, 1)
+    r = restore("denoise", noisy, backend=BACKENDS[0], device="cpu", iters=3, noise_sigma=75, **TINY_NET)
+    stopping = r.report["stopping"]
+    assert stopping["noise_sigma"] == 75.0 and stopping["noise_sigma_source"] == "given"
+    assert stopping["noise_level_sigma"] == pytest.approx(255 * noise_sigma_estimate(noisy), rel=1e-6)
+    assert stopping["noise_level_sigma"] < 60
+    line = chooser({**r.report, "auto_rule": "discrepancy"})
+    assert "sigma 75.0, given" in line and f"{stopping['noise_level_sigma']:.1f}, the level used" in line
 
 
 @pytest.mark.parametrize(

@@ -25,24 +25,35 @@ def test_rows(study) -> list[dict]:
     return load_rows([ROOT / f for f in study["files"]], "test")
 
 
-def test_the_test_set_is_twenty_photos_on_both_backends(test_rows):
+def test_the_test_set_is_twenty_photos_on_both_backends_and_two_seeds(test_rows):
     photos = {case_by_name(row["case"]).photo for row in test_rows}
     assert photos == set(PHOTOS) and len(photos) >= 20
     assert {row["backend"] for row in test_rows} == {"mlx", "torch"}
     assert all(row["backend"] == case_by_name(row["case"]).backend for row in test_rows)
-    # Whole curves at sigma <= 20, where the best comes late; above, 1500 iterations (the time the study had),
-    # and the best output came well inside them.
+    at_96 = [case_by_name(row["case"]) for row in test_rows if case_by_name(row["case"]).size == 96]
+    assert all(len({c.seed for c in at_96 if c.photo == photo}) >= 2 for photo in PHOTOS)
+    # Seed 1 at 96 px ran 3000 iterations (1500 above sigma 20); the later recordings 2000 (800 above sigma 30).
+    # Above sigma 20 the best output came well inside every recording; below, a recording of 2000 may end
+    # before it (the gap is then measured against the best it holds: the docs say so).
     for row in test_rows:
         n = len(row["loss_curve"])
-        assert n == 3000 or (row["sigma"] > 20 and n == 1500)
-        assert n == 3000 or int(np.argmax(row["candidate_psnr"])) < 0.7 * n
+        assert n in (3000, 2000) or (row["sigma"] > 20 and n in (1500, 800))
+        assert row["sigma"] <= 20 or int(np.argmax(row["candidate_psnr"])) < 0.7 * n
 
 
 def test_the_default_rule_is_no_worse_on_the_test_set_than_recorded(study, test_rows):
-    levels = noise_levels(test_rows, None, given=False)
+    levels = noise_levels(test_rows, None)
     figures = summarise([replay_rule(row, "default", levels[row["case"]]) for row in test_rows])
     recorded = study["rules"]["default"]
     assert figures["cases"] == recorded["cases"]
     assert figures["mean_gap"] <= recorded["mean_gap"] + 1e-6
     assert figures["max_gap"] <= recorded["max_gap"] + 1e-6
     assert figures["mean_after"] <= recorded["mean_after"] + 1e-6
+
+
+def test_the_noise_estimate_of_dip_0_3_is_worse_on_the_test_set(study, test_rows):
+    """The refined noise estimate is what the default rule's gain on the test set comes from."""
+    levels, whole = noise_levels(test_rows, None), noise_levels(test_rows, None, "global")
+    now = summarise([replay_rule(row, "default", levels[row["case"]]) for row in test_rows])
+    before = summarise([replay_rule(row, "default", whole[row["case"]]) for row in test_rows])
+    assert now["mean_gap"] < before["mean_gap"] - 0.1
