@@ -36,7 +36,9 @@ class Report(TypedDict, total=False):
     input: dict[str, Any]  # the input image's path and mode
     size: list[int]  # [height, width] of the result
     padding: dict[str, Any]  # mode, the padded size and the image's offset in it
-    stopping: dict[str, Any]  # the stop rule's settings and the noise level (noise_sigma or peak, and its source)
+    # The stop rule's settings and the noise level (noise_sigma or peak, and its source; noise_level_sigma: the
+    # estimate, used where it reads below a given noise_sigma).
+    stopping: dict[str, Any]
     checkpoint: dict[str, Any]  # path, every, resumed
     # How it went.
     iters: int  # iterations run (all tiles together for a tiled run)
