@@ -10,10 +10,10 @@ import pytest
 
 from cli import app
 from dip_core.errors import UserError
-from dip_core.problem.degrade import OpKind, add_photon_noise
+from dip_core.problem.degrade import OpKind, add_noise, add_photon_noise
 from dip_core.problem.fidelity import Fidelity, FidelityKind
 from dip_core.problem.image import from_array, load_image, save_image
-from dip_core.problem.metrics import peak_estimate, psnr
+from dip_core.problem.metrics import noise_sigma_estimate, peak_estimate, psnr
 from dip_core.problem.presets import PRESETS, preset_for
 from dip_core.problem.registry import REGISTRY, SPECS, TASK_OPTIONS, NoiseModel, Task, describe, spec_of
 from dip_core.problem.simulate import Corruption
@@ -79,8 +79,13 @@ def test_the_registry_decides_auto_stop():
 
 def test_fidelity_levels_follow_the_noise_model():
     x = synthetic(24, 30)
-    gaussian = noise_level(Task.DENOISE, x, 25.0, None)
-    assert gaussian.fidelity.kind is FidelityKind.MSE and gaussian.power == pytest.approx((25 / 255) ** 2)
+    noisy = add_noise(x, 25, 0)
+    gaussian = noise_level(Task.DENOISE, noisy, 25.0, None)
+    assert gaussian.fidelity.kind is FidelityKind.MSE and gaussian.sigma == pytest.approx(25 / 255)
+    # The level is the smaller of the given sigma and the estimate (clipping leaves less noise than was added).
+    assert gaussian.power == pytest.approx(min(25 / 255, noise_sigma_estimate(noisy)) ** 2)
+    assert 0.5 * (25 / 255) ** 2 < gaussian.power <= (25 / 255) ** 2
+    assert noise_level(Task.DENOISE, x, 25.0, None).power < 1e-4  # a clean image holds next to no noise
     photons = noise_level(Task.POISSON, x, None, 40.0)
     assert photons.fidelity == Fidelity(FidelityKind.POISSON, 40.0) and photons.power == pytest.approx(1 / 40)
     assert noise_level(Task.SR, x, None, None).power is None
