@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import paper_table
+from bench import fast, paper_table
+from bench.fingerprint import machine_label
 from bench.peaks import peak_gflops
 from bench.schema import LoadedResult
 from dip_core.system.atomic import atomic_write
@@ -68,12 +69,24 @@ class MachineInfo:
 
 
 @dataclass(frozen=True)
+class FastRun:
+    """A machine's latest `python -m bench.fast` result (DRP against DIP, time to quality), ready to show."""
+
+    label: str
+    date: str
+    file: str
+    caption: str
+    cells: tuple[tuple[str, ...], ...]  # rows of bench.fast.HEADERS
+
+
+@dataclass(frozen=True)
 class ChipTable:
     rows: tuple[ChipRow, ...]
     machines: tuple[MachineInfo, ...]
     files: tuple[tuple[str, int], ...]  # every good file and its schema version
     problems: tuple[str, ...]
     sizes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # column -> the sizes it has values for
+    fast: tuple[FastRun, ...] = ()  # one per machine that has one, by label
 
 
 # --- merging -------------------------------------------------------------------------------------------------------
@@ -220,8 +233,35 @@ def _rows(label: str, m: dict[str, Any]) -> list[ChipRow]:
     return rows
 
 
-def build(results: Sequence[LoadedResult], problems: Sequence[str] = ()) -> ChipTable:
-    """The chip table of these results (merged per machine label), listing the files and the problems given."""
+def fast_runs(found: Sequence[tuple[Path, dict[str, Any]]]) -> tuple[list[FastRun], list[str]]:
+    """Each machine's latest time-to-quality result (one run's rows, never merged across runs), and one problem
+    line per file that is not one this dip can read."""
+    latest: dict[str, FastRun] = {}
+    problems = []
+    for path, data in found:
+        try:
+            run = FastRun(
+                label=machine_label(data["fingerprint"]),
+                date=str(data["date"]),
+                file=str(path),
+                caption=fast.caption(data),
+                cells=tuple(tuple(c) for c in fast.table_cells(data["rows"])),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError, statistics.StatisticsError):
+            problems.append(f"{path}: not a bench.fast result this dip can read")
+            continue
+        if run.label not in latest or (run.date, run.file) > (latest[run.label].date, latest[run.label].file):
+            latest[run.label] = run
+    return [latest[k] for k in sorted(latest)], problems
+
+
+def build(
+    results: Sequence[LoadedResult],
+    problems: Sequence[str] = (),
+    fast_results: Sequence[tuple[Path, dict[str, Any]]] = (),
+) -> ChipTable:
+    """The chip table of these results (merged per machine label), with each machine's latest time-to-quality
+    result, listing the files and the problems given."""
     by_label: dict[str, list[LoadedResult]] = {}
     for res in sorted(results, key=lambda r: (r.data["date"], str(r.path))):
         by_label.setdefault(res.data["machine"]["label"], []).append(res)
@@ -256,7 +296,8 @@ def build(results: Sequence[LoadedResult], problems: Sequence[str] = ()) -> Chip
         "peak": tuple(sorted({s for r in rows for s in r.peak_percent})),
     }
     files = tuple((str(r.path), r.version) for r in results)
-    return ChipTable(tuple(rows), tuple(machines), files, tuple(problems), sizes)
+    fast_table, fast_problems = fast_runs(fast_results)
+    return ChipTable(tuple(rows), tuple(machines), files, (*problems, *fast_problems), sizes, tuple(fast_table))
 
 
 # --- cells ---------------------------------------------------------------------------------------------------------
@@ -440,6 +481,29 @@ def _verdict(crosscheck: dict[str, Any]) -> str:
     return "the backends agree (no finer verdict recorded)" if crosscheck["passed"] else "the backends disagree"
 
 
+FAST_TITLE = "DRP against DIP: time to quality"
+FAST_INTRO = (
+    "`--method drp` (the Deep Random Projector) against the paper's DIP, each with its own automatic stop, per "
+    "machine: its latest `python -m bench.fast` run (one run's rows, never merged)."
+)
+FAST_NONE = "None recorded: `python -m bench.fast --out DIR` on a machine adds its table."
+
+
+def _fast_html(table: ChipTable) -> str:
+    if not table.fast:
+        return f"<p>{_e(FAST_NONE)}</p>"
+    parts = []
+    head = "".join(f"<th>{_e(h)}</th>" for h in fast.HEADERS)
+    for run in table.fast:
+        body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>" for cells in run.cells)
+        parts.append(
+            f"<h3>{_e(run.label)}</h3>\n<p>{_e(run.caption)} File: <code>{_e(run.file)}</code>.</p>\n"
+            f'<div class="scroll"><table class="fast-table" data-machine="{_e(run.label)}"><thead><tr>{head}</tr>'
+            f"</thead><tbody>{body}</tbody></table></div>"
+        )
+    return "\n".join(parts)
+
+
 # --- Markdown ------------------------------------------------------------------------------------------------------
 
 
@@ -470,6 +534,13 @@ def markdown(table: ChipTable) -> str:
             out.append(f"| {_md(label)} | {_md(d['case'])} | {d['mlx_minus_torch']:+.2f} | {interval} |")
     else:
         out.append("None: no difference's 95 % interval leaves out zero.")
+    out += ["", f"## {FAST_TITLE}", "", FAST_INTRO, ""]
+    for run in table.fast:
+        out += [f"### {_md(run.label)}", "", f"{_md(run.caption)} File: `{run.file}`.", ""]
+        out += ["| " + " | ".join(_md(h) for h in fast.HEADERS) + " |", "|" + "---|" * len(fast.HEADERS)]
+        out += ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in run.cells] + [""]
+    if not table.fast:
+        out += [FAST_NONE, ""]
     for info in table.machines:
         if info.paper:
             p = info.paper
@@ -677,6 +748,9 @@ def html_page(table: ChipTable) -> str:
 </figure>
 {sustained_html}{paper_html}<h2>MLX - torch quality findings</h2>
 {findings_html}
+<h2 id="fast">{_e(FAST_TITLE)}</h2>
+<p>{_e(FAST_INTRO)}</p>
+{_fast_html(table)}
 <h2>Machines</h2>
 <ul id="machines">{"".join(machines)}</ul>
 <h2>Files read</h2>

@@ -142,31 +142,44 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def markdown(data: dict[str, Any]) -> str:
-    """The side-by-side table of a result."""
-    s = data["settings"]
-    unfinished = "" if data.get("finished", True) else " Stopped part-way: only the runs listed were made."
-    lines = [
-        f"Measured on {machine_label(data['fingerprint'])}, {data['date'][:10]}, CPU; {s['size']} px, "
-        f"{s['seeds']} seed(s); fixed runs capped at {s['max_iters']} iterations. PSNR: the output a run without a "
-        f"reference returns; time: the whole call.{unfinished}",
-        "",
-        "| case | backend | stop | input dB | DIP: iters, s, dB | DRP: iters, s, dB | DRP time / DIP (range) "
-        "| DRP - DIP dB (± sd) "
-        f"| denoising target (<= {TIME_SHARE_TARGET:g} x time, >= -{GAP_TARGET_DB:g} dB) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for g in summarise(data["rows"]):
+HEADERS = (
+    "case", "backend", "stop", "input dB", "DIP: iters, s, dB", "DRP: iters, s, dB", "DRP time / DIP (range)",
+    "DRP - DIP dB (± sd)", f"denoising target (<= {TIME_SHARE_TARGET:g} x time, >= -{GAP_TARGET_DB:g} dB)",
+)  # fmt: skip
+
+
+def table_cells(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """The side-by-side table's cells (one list per case and backend, in HEADERS' order): for this table and the
+    chip table's."""
+    out = []
+    for g in summarise(rows):
         a, b = g["dip"], g["drp"]
         sd = f" ± {g['gap_sd']:.2f}" if g["gap_sd"] is not None else ""
         lo, hi = g["time_share_range"]
-        lines.append(
-            f"| {g['case']} | {g['backend']} | {g['stop']} | {g['psnr_input']:.2f} "
-            f"| {a['iters']:.0f}, {a['wall_seconds']:.1f}, {a['psnr_user']:.2f} "
-            f"| {b['iters']:.0f}, {b['wall_seconds']:.1f}, {b['psnr_user']:.2f} "
-            f"| {g['time_share']:.3f} ({lo:.3f}-{hi:.3f}) "
-            f"| {g['gap_db']:+.2f}{sd} | {_verdict(g['target_met'])} |"
-        )
+        out.append([
+            g["case"], g["backend"], g["stop"], f"{g['psnr_input']:.2f}",
+            f"{a['iters']:.0f}, {a['wall_seconds']:.1f}, {a['psnr_user']:.2f}",
+            f"{b['iters']:.0f}, {b['wall_seconds']:.1f}, {b['psnr_user']:.2f}",
+            f"{g['time_share']:.3f} ({lo:.3f}-{hi:.3f})", f"{g['gap_db']:+.2f}{sd}", _verdict(g["target_met"]),
+        ])  # fmt: skip
+    return out
+
+
+def caption(data: dict[str, Any]) -> str:
+    """Where, when and how a result was measured (one sentence or two)."""
+    s = data["settings"]
+    unfinished = "" if data.get("finished", True) else " Stopped part-way: only the runs listed were made."
+    return (
+        f"Measured on {machine_label(data['fingerprint'])}, {data['date'][:10]}, {s.get('device', 'cpu').upper()}; "
+        f"{s['size']} px, {s['seeds']} seed(s); fixed runs capped at {s['max_iters']} iterations. PSNR: the output a "
+        f"run without a reference returns; time: the whole call.{unfinished}"
+    )
+
+
+def markdown(data: dict[str, Any]) -> str:
+    """The side-by-side table of a result."""
+    lines = [caption(data), "", "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table_cells(data["rows"])]
     return "\n".join(lines)
 
 

@@ -420,3 +420,18 @@ def load_folder(paths: list[Path]) -> tuple[list[LoadedResult], list[str]]:
             continue
         results.append(LoadedResult(path, data["schema_version"], data))
     return results, problems
+
+
+def results_of_kind(paths: list[Path], kind: str) -> list[tuple[Path, dict[str, Any]]]:
+    """The readable results of one other kind (OTHER_KINDS) in the files and folders named, oldest first by file
+    name; files of other kinds and unreadable ones are passed over (`load_folder` reports those)."""
+    files, _ = result_files(paths)
+    found = []
+    for path, _ in files:
+        try:
+            data = read_json(path)
+        except SchemaError:
+            continue
+        if isinstance(data, dict) and data.get("kind") == kind:
+            found.append((path, data))
+    return found

@@ -281,7 +281,7 @@ def _problems(lines: list[str]) -> None:
 def _chip_pages(results: list[Path], html: Path | None, markdown: Path | None) -> None:
     """`dip bench report --html/--markdown`: every readable file into the chip table; exit 1 when none is."""
     from bench.chip_table import build, write_pages
-    from bench.schema import load_folder
+    from bench.schema import load_folder, results_of_kind
 
     pages = [p for p in (html, markdown) if p is not None]
     if html is not None and markdown is not None and html.resolve() == markdown.resolve():
@@ -300,8 +300,10 @@ def _chip_pages(results: list[Path], html: Path | None, markdown: Path | None) -
             soft_wrap=True,
         )
         raise typer.Exit(1)
+    table = build(good, problems, results_of_kind(results, "fast"))
+    _problems(list(table.problems[len(problems) :]))  # the time-to-quality files that could not be read
     try:
-        written = write_pages(build(good, problems), html, markdown)
+        written = write_pages(table, html, markdown)
     except OSError as exc:
         raise UsageError(f"cannot write {exc.filename}: {exc.strerror}") from None
     for path in written:

@@ -476,3 +476,50 @@ def test_a_table_without_apple_or_nvidia_rows_says_so_plainly(tmp_path):
     assert "The table has no Apple row yet" in chip_table.markdown(with_nvidia)
     (folder / "m3.json").write_text(json.dumps(cr.m3_pro()))
     assert "The table has no" not in chip_table.markdown(chip_table.build(*load_folder([folder])))
+
+
+# --- DRP against DIP (bench.fast) ----------------------------------------------------------------------------------
+
+
+def _fast_result(date: str, dip_seconds: float) -> dict:
+    rows = [
+        {"case": "scene-denoise-s25", "task": "denoise", "method": method, "backend": "mlx", "seed": seed,
+         "stop": "auto", "iters": 300, "wall_seconds": seconds, "psnr_user": db, "psnr_input": 20.0}
+        for seed in range(3)
+        for method, seconds, db in (("dip", dip_seconds, 29.0), ("drp", 5.0, 28.8))
+    ]  # fmt: skip
+    return {"kind": "fast", "date": date, "fingerprint": {"cpu": "Test CPU", "cores": 4},
+            "settings": {"size": 64, "seeds": 3, "max_iters": 1000, "device": "cpu"}, "finished": True,
+            "rows": rows}  # fmt: skip
+
+
+def test_the_quality_section_shows_each_machine_s_latest_drp_run(folder, tmp_path):
+    (folder / "old-fast.json").write_text(json.dumps(_fast_result("2026-12-01T10:00:00", 10.0)))
+    (folder / "new-fast.json").write_text(json.dumps(_fast_result("2026-12-04T10:00:00", 50.0)))
+    html, md = tmp_path / "chips.html", tmp_path / "chips.md"
+    result = runner.invoke(app, ["bench", "report", str(folder), "--html", str(html), "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    text = md.read_text()
+    section = text[text.index("## DRP against DIP") : text.index("## Machines")]
+    assert "### Test CPU (4 cores)" in section and "new-fast.json" in section and "old-fast.json" not in section
+    # the newer run's rows only: DRP's 5 s against DIP's 50 s, a share of 0.1 (the older run's would be 0.5)
+    assert "| scene-denoise-s25 | mlx | auto | 20.00 | 300, 50.0, 29.00 | 300, 5.0, 28.80 | 0.100" in section
+    page = html.read_text()
+    assert 'class="fast-table" data-machine="Test CPU (4 cores)"' in page and "0.100 (0.100-0.100)" in page
+    assert "0.500" not in page
+
+
+def test_without_a_drp_run_the_section_says_how_to_make_one(folder, tmp_path):
+    md = tmp_path / "chips.md"
+    assert runner.invoke(app, ["bench", "report", str(folder), "--markdown", str(md)]).exit_code == 0
+    assert chip_table.FAST_NONE in md.read_text()
+
+
+def test_an_unreadable_drp_result_is_a_problem_line_and_the_rest_is_shown(folder, tmp_path):
+    (folder / "bad-fast.json").write_text(json.dumps({"kind": "fast", "date": "2026-12-04", "rows": [{}]}))
+    md = tmp_path / "chips.md"
+    result = runner.invoke(app, ["bench", "report", str(folder), "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    assert "bad-fast.json: not a bench.fast result this dip can read" in md.read_text()
+    assert "error: " in result.stderr and "bad-fast.json" in result.stderr
+    assert set(markdown_rows(md.read_text())) == cr.EXPECTED_ROWS
