@@ -4,6 +4,7 @@
                                    [--max-iters 1000] [--out DIR]
     .venv/bin/python -m bench.fast --show RESULT.json
     .venv/bin/python -m bench.fast --picture docs/drp.png [--photo chelsea] [--size 128] [--backend mlx]
+    .venv/bin/python -m bench.fast --sr-curves chelsea astronaut ... [--size 128] [--max-iters 1500] [--out DIR]
 
 Every quick quality case (the project's synthetic scene: denoising at sigma 25, inpainting under a text mask,
 super-resolution x4), for each seed and backend, runs twice with the default settings of its method: DIP and DRP,
@@ -220,6 +221,44 @@ def picture(path: Path, photo: str, size: int, backend: str, sigma: float = 25.0
     print(f"wrote {path}")
 
 
+def sr_curves(photos: list[str], size: int, iters: int, backend: str, out: Path) -> dict[str, Any]:
+    """DRP's x4 super-resolution of each photo (Lanczos down to size/4) for a fixed `iters`: the loss and the PSNR
+    against the clean photo at every step, from which its stopping level was chosen (`sr_stops`). Written after
+    every photo."""
+    from PIL import Image as PILImage
+
+    from bench.photos import load_photo
+    from dip_core.problem.degrade import resize
+
+    data: dict[str, Any] = {"kind": "drp-sr-curves", "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "fingerprint": fingerprint(), "settings": {"size": size, "iters": iters, "factor": 4,
+                            "backend": backend, "threads": 1, "seed": 0}, "curves": []}  # fmt: skip
+    for photo in photos:
+        clean = load_photo(photo, size)
+        low = resize(clean, size // 4, size // 4, PILImage.Resampling.LANCZOS)
+        r = restore("sr", low, reference=clean, method="drp", factor=4, iters=iters, stop="fixed", backend=backend,
+                    device="cpu", threads=1, seed=0)  # fmt: skip
+        assert r.fit is not None
+        data["curves"].append({"photo": photo, "loss": r.fit.loss_curve, "psnr": r.fit.psnr_curve})
+        write_json(out, data)
+        print(sr_stops(data)[-1], flush=True)
+    return data
+
+
+def sr_stops(data: dict[str, Any], level_db: float = 40.0) -> list[str]:
+    """Per photo: where the fit level (the first mean of 20 losses at `level_db`) stops, and its PSNR against the
+    best of the curve."""
+    lines = []
+    for c in data["curves"]:
+        loss, db = c["loss"], c["psnr"]
+        level = 10 ** (-level_db / 10)
+        hit = next((i for i in range(20, len(loss) + 1) if statistics.fmean(loss[i - 20 : i]) <= level), None)
+        best = max(range(len(db)), key=db.__getitem__)
+        at = f"stops at {hit} ({db[hit - 1]:.2f} dB), {db[best] - db[hit - 1]:.2f} dB under" if hit else "never stops;"
+        lines.append(f"{c['photo']}: {at} the best, {db[best]:.2f} dB at iteration {best + 1} of {len(db)}")
+    return lines
+
+
 def _verdict(met: bool | None) -> str:
     return "-" if met is None else ("met" if met else "missed")
 
@@ -235,12 +274,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--show", type=Path, help="print the table of a recorded result instead of running")
     ap.add_argument("--picture", type=Path, help="write input | DIP | DRP on one photo to this PNG instead")
     ap.add_argument("--photo", default="chelsea", help="--picture: a photo of bench/photos.py")
+    ap.add_argument("--sr-curves", nargs="+", metavar="PHOTO", help="record DRP's x4 sr curves of these photos")
     args = ap.parse_args(argv)
+    if args.sr_curves:
+        backend = (args.backend or available_backends())[0]
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-drp-sr-curves-{machine_slug(machine_label(fingerprint()))}.json"
+        sr_curves(args.sr_curves, args.size, args.max_iters, backend, (args.out or bench_results_dir()) / name)
+        return
     if args.picture:
         picture(args.picture, args.photo, args.size, (args.backend or available_backends())[0])
         return
     if args.show:
-        print(markdown(json.loads(args.show.read_text())))
+        shown = json.loads(args.show.read_text())
+        print("\n".join(sr_stops(shown)) if shown.get("kind") == "drp-sr-curves" else markdown(shown))
         return
     if args.seeds < 1 or args.size < 16 or args.max_iters < 1:
         ap.error("--seeds and --max-iters must be >= 1 and --size >= 16")

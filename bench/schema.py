@@ -28,6 +28,7 @@ OTHER_KINDS = {
     "ladder": "python -m bench.ladder --show",
     "loop-pair": "python -m bench.loop_pair --show",
     "fast": "python -m bench.fast --show",
+    "drp-sr-curves": "python -m bench.fast --show",
 }
 # Speed rows of a version-0 file that the chip table has columns for; loop+ref, forward and the small net stay out.
 CHIP_TABLE_KINDS = ("step", "loop")

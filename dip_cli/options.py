@@ -62,6 +62,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "patience": (_opt(int | None, "patience"), None, "patience"),
     "noise_sigma": (_opt(float | None, "noise_sigma"), None, "noise_sigma"),
     "peak": (_opt(float | None, "peak"), None, "peak"),
+    "fit_level_db": (_opt(float | None, "fit_level_db"), None, "fit_level_db"),
     "pad": (_opt(PadMode, "pad"), PadMode.REFLECT, "pad"),
     "tile": (_opt(int, "tile"), 0, "tile"),
     "overlap": (_opt(int, "overlap"), 32, "overlap"),

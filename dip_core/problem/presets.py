@@ -35,6 +35,9 @@ class Preset:
     tv_weight: float = 0.0  # drp: weight of the output's total variation in the loss (dip has none)
     # The default stopping rule's discrepancy level, x the noise power; None: the rule's own (fit/settings.py).
     loss_ratio: float | None = None
+    # A task without noise (sr): the default rule chooses, and ends the run, where the data term's PSNR (the fit to
+    # the input) first reaches this many dB; None: no such level (the output variance chooses).
+    fit_level_db: float | None = None
     note: str = ""  # where the values come from
 
     def __post_init__(self) -> None:
@@ -55,6 +58,8 @@ class Preset:
             object.__setattr__(self, "input_channels", 2)
         if self.input_channels < 1:
             raise PresetError(f"input channels must be >= 1, got {self.input_channels}")
+        if self.fit_level_db is not None and not 0 < self.fit_level_db <= 100:
+            raise PresetError(f"a fit level is in (0, 100] dB, got {self.fit_level_db}")
         if self.tv_weight < 0 or (self.tv_weight and self.method is not Method.DRP):
             raise PresetError(f"a total-variation weight is >= 0 and for drp only, got {self.tv_weight}")
 
@@ -79,6 +84,8 @@ class Preset:
             # Left out for dip: its presets keep the description of earlier releases (checkpoints resume).
             for name in ("method", "tv_weight", "loss_ratio"):
                 del d[name]
+        if d["fit_level_db"] is None:
+            del d["fit_level_db"]  # as earlier releases described every preset without one
         return d
 
 

@@ -24,7 +24,7 @@ from dip_core.system.precision import Precision
 # Preset fields a run may override (None keeps the preset's value); see dip_core.problem.presets.Preset.
 PRESET_OVERRIDES = (
     "iters", "lr", "reg_noise_std", "exp_weight", "backtrack", "backtrack_db", "check_every", "net", "input",
-    "input_channels",
+    "input_channels", "fit_level_db",
 )  # fmt: skip
 
 
@@ -110,6 +110,14 @@ class RunOptions:
         "The photon count of a white pixel if known, else estimated from the image; the loss is the Poisson "
         "deviance and the automatic choice the first output whose deviance reaches 1/peak.",
         high=1e6,
+        above=0,
+    )
+    fit_level_db: float | None = opt(
+        None,
+        "Stop where the fit to the low-resolution input first reaches this PSNR (dB), on that iteration's output: "
+        "a clean input has no noise level to stop at. Default: the preset's (drp: 40; dip: none, the output "
+        "variance chooses).",
+        high=100,
         above=0,
     )
     trace_output: bool = opt(False, "With a reference: the PSNR of net(z) at every step too (one more forward).")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -87,13 +88,15 @@ class NoiseLevel:
     fidelity: Fidelity
     power: float | None = None  # the loss expected at the truth (None: no level; the variance rule chooses)
     sigma: float | None = None  # Gaussian noise: its standard deviation (image units), given or estimated
-    source: str | None = None  # "given" or "estimated"
+    source: str | None = None  # "given", "estimated" or "fit level"
     level_sigma: float | None = None  # Gaussian noise: the level the loss is compared with (power = its square)
 
     def report(self) -> dict[str, Any]:
         """The level as the report's `stopping` records it."""
         if self.fidelity.kind is FidelityKind.POISSON:
             return {"peak": self.fidelity.peak, "peak_source": self.source, "fidelity": self.fidelity.kind.value}
+        if self.source == "fit level" and self.power:
+            return {"fit_level_db": -10 * math.log10(self.power)}
         if self.sigma is not None:
             level = {"noise_sigma": 255 * self.sigma, "noise_sigma_source": self.source}
             if self.level_sigma is not None and self.level_sigma < self.sigma:
@@ -102,9 +105,12 @@ class NoiseLevel:
         return {}
 
 
-def noise_level(task: Task, observed: np.ndarray, sigma: float | None, peak: float | None) -> NoiseLevel:
+def noise_level(
+    task: Task, observed: np.ndarray, sigma: float | None, peak: float | None, fit_level_db: float | None = None
+) -> NoiseLevel:
     """The task's data term and noise level, from the noise's std on 0-255 (`sigma`) or photons of a white pixel
-    (`peak`) when given, else estimated from the observation."""
+    (`peak`) when given, else estimated from the observation. A task without noise has none, unless its preset
+    gives a fit level (a PSNR of the fit to the input, in dB), which then stands for it."""
     spec = spec_of(task)
     if spec.noise is NoiseModel.GAUSSIAN:
         given = None if sigma is None else sigma / 255
@@ -115,6 +121,8 @@ def noise_level(task: Task, observed: np.ndarray, sigma: float | None, peak: flo
         photons, source = (peak, "given") if peak is not None else (peak_estimate(observed), "estimated")
         fidelity = Fidelity(spec.fidelity, photons)
         return NoiseLevel(fidelity, fidelity.level(), None, source)
+    if fit_level_db is not None:
+        return NoiseLevel(Fidelity(spec.fidelity), 10 ** (-fit_level_db / 10), source="fit level")
     return NoiseLevel(Fidelity(spec.fidelity))
 
 
@@ -269,7 +277,7 @@ def prepare(
     memory_warnings = check_memory(cfg, h, w, be, window=opts.window, image=(problem.out_width, problem.out_height))
     weights = init_weights(cfg, opts.seed)
     z = make_input(settings.input, settings.input_channels, h, w, seed=opts.seed + 1)
-    noise = noise_level(task, problem.observed, opts.noise_sigma, opts.peak)
+    noise = noise_level(task, problem.observed, opts.noise_sigma, opts.peak, settings.fit_level_db)
     spec = SessionSpec(
         cfg, weights, z, padded.observed, padded.op, settings.lr, settings.reg_noise_std, opts.seed,
         crop=(crop.top, crop.left, crop.height, crop.width), precision=be.precision, fidelity=noise.fidelity,

@@ -158,3 +158,27 @@ def test_drp_on_a_task_that_does_not_take_it_is_a_one_line_usage_error(tmp_path)
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert "--method drp takes the tasks denoise, inpaint, sr" in lines[0] and "Traceback" not in result.output
     assert not (tmp_path / "x.jpeg.png").exists()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_drp_super_resolution_stops_where_its_fit_to_the_input_reaches_the_fit_level(backend, images):
+    """A clean low-resolution input has no noise level: DRP's sr preset stops at a fit level instead (40 dB; 20
+    here, which the tiny run reaches), on the output of that iteration, and says so."""
+    small = dg.resize(images["clean"][:36, :44], 18, 22)
+    preset = preset_for("sr", factor=4, method="drp")
+    assert preset.fit_level_db == 40.0 and preset.loss_ratio == 1.0
+    result = restore("sr", small, factor=2, backend=backend, iters=400, stop="auto", fit_level_db=20.0, **FAST)
+    rep = result.report
+    assert rep["auto_rule"] == "discrepancy" and rep["stopping"]["fit_level_db"] == 20.0
+    assert rep["stopped_early"] and rep["iters"] < 400
+    losses, chosen = result.fit.loss_curve, rep["discrepancy_iter"]
+    assert rep["stop_iter"] == chosen == rep["iters"]  # no EMA: the run ends at its choice
+    assert np.mean(losses[chosen - 20 : chosen]) <= 10 ** (-20 / 10) < np.mean(losses[chosen - 21 : chosen - 1])
+    assert "chosen by the fit level (the input fitted to 20 dB)" in summary_line(rep)
+
+
+def test_the_fit_level_is_a_psnr_and_is_for_the_report_of_runs_that_have_one():
+    with pytest.raises(PresetError, match=r"a fit level is in \(0, 100\] dB"):
+        preset_for("sr", method="drp").override(fit_level_db=0.0)
+    assert "fit_level_db" not in preset_for("denoise", method="drp").to_dict()  # drp 0.4's checkpoints resume
+    assert "fit_level_db" not in preset_for("sr").to_dict()

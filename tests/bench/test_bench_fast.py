@@ -62,3 +62,25 @@ def test_a_run_writes_its_file_as_it_goes(backend, tmp_path):
     assert kept["finished"] and len(kept["rows"]) == len(fast.METHODS) == len(data["rows"])
     assert "Stopped part-way" not in fast.markdown(kept)
     assert "Stopped part-way" in fast.markdown({**kept, "finished": False})
+
+
+def test_sr_stops_names_where_the_fit_level_stops_and_what_it_loses():
+    loss = [1.0] * 30 + [1e-5] * 30  # the mean of 20 reaches 1e-4 (40 dB) at step 50
+    psnr = [20.0] * 49 + [24.5] + [25.0] * 10
+    data = {
+        "curves": [{"photo": "a", "loss": loss, "psnr": psnr}, {"photo": "b", "loss": [1.0] * 40, "psnr": [9.0] * 40}]
+    }
+    assert fast.sr_stops(data) == [
+        "a: stops at 50 (24.50 dB), 0.50 dB under the best, 25.00 dB at iteration 51 of 60",
+        "b: never stops; the best, 9.00 dB at iteration 1 of 40",
+    ]
+
+
+def test_sr_curves_records_every_step_and_show_prints_the_stops(tmp_path, capsys):
+    out = tmp_path / "curves.json"
+    data = fast.sr_curves(["camera"], 32, 3, "torch", out)
+    kept = json.loads(out.read_text())
+    assert kept == json.loads(json.dumps(data)) and kept["kind"] == "drp-sr-curves"
+    assert len(kept["curves"][0]["loss"]) == len(kept["curves"][0]["psnr"]) == 3
+    fast.main(["--show", str(out)])
+    assert "camera: never stops" in capsys.readouterr().out

@@ -185,6 +185,7 @@ FOR_SOME_TASKS = {
     "kernel": "box:3",
     "noise_sigma": 25.0,
     "peak": 30.0,
+    "fit_level_db": 40.0,
 }
 
 
