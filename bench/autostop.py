@@ -48,7 +48,7 @@ from bench.fingerprint import slug as machine_slug
 from bench.photos import case_by_name, photo_cases
 from bench.quality import CASES, prepare
 from bench.replay import replay as replay_decisions
-from dip_core.fit.rules import ema_lag
+from dip_core.fit.rules import EmaCentre, ema_lag
 from dip_core.fit.settings import FitSettings
 from dip_core.problem.degrade import add_noise
 from dip_core.problem.examples import synthetic_scene
@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> None:
             "backend": rep["backend"],
             "ema": ema,
             "exp_weight": rep["preset"]["exp_weight"],
+            "ema_warmup": rep["preset"].get("ema_warmup", 0),  # absent: the paper's EMA (before dip 0.5)
             "seconds": rep["seconds"],
             "rollbacks": rep["rollbacks"],
             "loss_curve": rep["loss_curve"],
@@ -213,11 +214,12 @@ def replay(
     settings = FitSettings(
         iters=len(row["loss_curve"]), patience=patience, stop="auto", window=window,
         noise_power=None if noise_sigma is None else noise_sigma**2,
-        exp_weight=row["exp_weight"] if row["ema"] else 0.0, **changes,
+        exp_weight=row["exp_weight"] if row["ema"] else 0.0, ema_warmup=row.get("ema_warmup", 0) if row["ema"] else 0,
+        **changes,
     )  # fmt: skip
     stop_at, stopping = replay_decisions(settings, row["loss_curve"], row["variance_curve"])
     chosen_at, rule = stopping.choice()
-    lag = ema_lag(row["exp_weight"]) if row["ema"] else 0
+    lag = EmaCentre(ema_lag(row["exp_weight"]), settings.ema_warmup).lag_at(chosen_at) if row["ema"] else 0
     psnrs = row["candidate_psnr"]
     # The PSNR curves skip rolled-back (non-finite) steps like the variance does; the best
     # seen is over the returned candidate (the EMA when on) and the noisy-input output alike.

@@ -44,6 +44,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any, str]] = {
     "lr": (_opt(float | None, "lr"), None, "lr"),
     "reg_noise": (_opt(float | None, "reg_noise_std", "--reg-noise"), None, "reg_noise_std"),
     "ema": (_opt(float | None, "exp_weight", "--ema"), None, "exp_weight"),
+    "ema_warmup": (_opt(int | None, "ema_warmup"), None, "ema_warmup"),
     "backtrack": (_opt(bool | None, "backtrack", "--backtrack/--no-backtrack"), None, "backtrack"),
     "net": (_opt(str | None, "net"), None, "net"),
     "input_kind": (_opt(InputKind | None, "input", "--input"), None, "input"),

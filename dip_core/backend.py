@@ -71,10 +71,27 @@ class Monitoring:
     """
 
     exp_weight: float = 0.0  # EMA of outputs (ema = w * ema + (1 - w) * out); 0: none
+    # With a warm-up k, the weight after n outputs is min(w, n / (n + k)): the average spans about the last k-th
+    # part of the outputs so far until w caps it, and forgets the first ones (0: w from the first output).
+    ema_warmup: int = 0
     window: int = 0  # windowed variance of the last `window` outputs (ES-WMV); 0: none
     reference: np.ndarray | None = None  # the clean image (h, w, C): MSE of the output and of the EMA
     trace_output: bool = False  # with a reference: MSE of net(z) too (one more forward per step)
     keep_states: bool = False  # the parameters after a step may be kept (`keep(..., Kept.STATE)`)
+
+
+def ema_weight(monitoring: Monitoring, n: float) -> float:
+    """The EMA's weight for the output that follows `n` averaged ones (the host's form of the backends' update)."""
+    w, k = monitoring.exp_weight, monitoring.ema_warmup
+    return min(w, n / (n + k)) if k else w
+
+
+def ema_count(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The EMA's count of outputs in a snapshot's or the monitors' arrays (float32, a scalar). Checkpoints before
+    format 5 kept only whether it had started (`ema_on`): 1 then, which is exact for an EMA without warm-up (the
+    only kind those releases ran)."""
+    n = arrays["ema_n"] if "ema_n" in arrays else arrays["ema_on"]
+    return np.asarray(n, np.float32)
 
 
 @dataclass(frozen=True)
@@ -133,7 +150,7 @@ class Monitors(Protocol):
         ...
 
     def keep_ema(self) -> tuple[Any, Any]:
-        """The EMA and whether it has started: what a snapshot keeps."""
+        """The EMA and how many outputs it has averaged (0: not started): what a snapshot keeps."""
         ...
 
     def restore(self, ema: tuple[Any, Any]) -> None:

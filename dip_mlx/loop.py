@@ -13,7 +13,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_description, step_stats
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, ema_count, step_description, step_stats
 from dip_core.fit.checkpoint import under
 from dip_core.model.method import Method
 from dip_core.model.weights import Weights
@@ -148,8 +148,8 @@ class MLXSession:
 
     @_placed
     def ema(self) -> np.ndarray | None:
-        ema, on = self.monitors.keep_ema()
-        return self.backend.to_numpy(ema) if self.monitoring.exp_weight and on.item() else None
+        ema, n = self.monitors.keep_ema()
+        return self.backend.to_numpy(ema) if self.monitoring.exp_weight and n.item() > 0 else None
 
     @_placed
     def output(self, slot: str | None = None) -> np.ndarray:
@@ -180,16 +180,16 @@ class MLXSession:
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         """A snapshot as named numpy arrays (for a checkpoint file)."""
-        params, opt_state, key, (ema, ema_on) = snap
+        params, opt_state, key, (ema, ema_n) = snap
         arrays = {f"net/{k}": np.array(v) for k, v in tree_flatten(params)}
         arrays.update({f"opt/{k}": np.array(v) for k, v in tree_flatten(opt_state)})
-        arrays.update(key=np.array(key), ema=np.array(ema), ema_on=np.array(ema_on))
+        arrays.update(key=np.array(key), ema=np.array(ema), ema_n=np.array(ema_n))
         return arrays
 
     @_placed
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
         """The snapshot that `to_arrays` wrote."""
-        ema = (mx.array(arrays["ema"]), mx.array(arrays["ema_on"]))
+        ema = (mx.array(arrays["ema"]), mx.array(ema_count(arrays)))
         return (_tree(arrays, "net/"), _tree(arrays, "opt/"), mx.array(arrays["key"]), ema)
 
     @_placed

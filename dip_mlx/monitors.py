@@ -20,10 +20,10 @@ from typing import Any
 import mlx.core as mx
 import numpy as np
 
-from dip_core.backend import Monitoring
+from dip_core.backend import Monitoring, ema_count
 
 # A step's scalars come back as one vector, in the order of dip_core.backend.STAT_FIELDS.
-_STATE = ("ema", "ema_on", "healthy", "s1", "s2", "shift", "count")
+_STATE = ("ema", "ema_n", "healthy", "s1", "s2", "shift", "count")
 
 
 class MLXMonitors:
@@ -46,7 +46,7 @@ class MLXMonitors:
         pixels = math.prod(shape) if w else 0
         self.arrays: dict[str, mx.array] = {
             "ema": mx.zeros(shape),
-            "ema_on": mx.array(False),
+            "ema_n": mx.array(0.0),  # outputs averaged so far
             "healthy": mx.array(True),
             "s1": mx.zeros((pixels,)),
             "s2": mx.zeros((pixels,)),
@@ -57,7 +57,7 @@ class MLXMonitors:
         self.pushes = 0  # outputs queued into the window (= its count while every step is finite)
         ref = m.reference
         self.reference = mx.zeros((0,)) if ref is None else mx.array(np.asarray(ref, np.float32)[None])
-        self.key = (m.exp_weight, w, ref is not None, m.trace_output)  # what the update function depends on
+        self.key = (m.exp_weight, m.ema_warmup, w, ref is not None, m.trace_output)  # what the update depends on
         self.function = _update_function(*self.key)
         self.fresh: list[mx.array] = []
 
@@ -95,12 +95,12 @@ class MLXMonitors:
         return self.arrays["ema"]
 
     def keep_ema(self) -> tuple[mx.array, mx.array]:
-        """The EMA and whether it has started (what a snapshot carries)."""
-        return self.arrays["ema"], self.arrays["ema_on"]
+        """The EMA and how many outputs it has averaged (what a snapshot carries)."""
+        return self.arrays["ema"], self.arrays["ema_n"]
 
     def restore(self, ema: tuple[mx.array, mx.array]) -> None:
         """Back to a snapshot's EMA; the steps after it are monitored again (a rollback: waits for the device)."""
-        self.arrays.update(ema=ema[0], ema_on=ema[1], healthy=mx.array(True))
+        self.arrays.update(ema=ema[0], ema_n=ema[1], healthy=mx.array(True))
         self.pushes = int(self.arrays["count"].item())
 
     def to_arrays(self) -> dict[str, np.ndarray]:
@@ -109,21 +109,22 @@ class MLXMonitors:
         return arrays
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
-        self.arrays = {k: mx.array(arrays[k]) for k in _STATE}
+        self.arrays = {k: mx.array(arrays[k]) for k in _STATE if k != "ema_n"} | {"ema_n": mx.array(ema_count(arrays))}
         self.ring = [mx.array(r) for r in arrays["ring"]] if self.monitoring.window else []
         self.pushes = int(arrays["count"])
 
 
 @functools.cache
-def _update_function(w: float, window: int, with_ref: bool, trace: bool) -> Any:
+def _update_function(w: float, warmup: int, window: int, with_ref: bool, trace: bool) -> Any:
     """The update of one step and its scalars, as a pure function of arrays (made once per kind of monitoring)."""
 
-    def update(loss, out, traced, ref, old, ema, ema_on, healthy, s1, s2, shift, count):
+    def update(loss, out, traced, ref, old, ema, ema_n, healthy, s1, s2, shift, count):
         ok = healthy & mx.isfinite(loss) & mx.all(mx.isfinite(out))
         nan = mx.array(math.nan)
         if w:
-            ema = mx.where(ok, mx.where(ema_on, w * ema + (1 - w) * out, out), ema)
-            ema_on = ema_on | ok
+            weight = mx.minimum(w, ema_n / (ema_n + warmup)) if warmup else w  # dip_core.backend.ema_weight
+            ema = mx.where(ok, mx.where(ema_n > 0, weight * ema + (1 - weight) * out, out), ema)
+            ema_n = ema_n + ok.astype(mx.float32)
         row, variance = old, nan
         if window:
             x = out.reshape(-1)
@@ -144,7 +145,7 @@ def _update_function(w: float, window: int, with_ref: bool, trace: bool) -> Any:
             if trace:
                 mse_output = mx.mean(mx.square(traced - ref))
         stats = mx.stack([loss, ok.astype(mx.float32), variance, mse, mse_ema, mse_output])
-        return ema, ema_on, ok, s1, s2, shift, count, row, stats
+        return ema, ema_n, ok, s1, s2, shift, count, row, stats
 
     return update
 

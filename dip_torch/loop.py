@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, step_description, step_stats
+from dip_core.backend import Kept, Monitoring, SessionSpec, StepStats, ema_count, step_description, step_stats
 from dip_core.fit.checkpoint import under
 from dip_core.model.method import Method
 from dip_core.model.weights import Weights
@@ -168,8 +168,8 @@ class TorchSession:
         return self.backend.to_numpy(self._slots[slot])
 
     def ema(self) -> np.ndarray | None:
-        ema, on = self.monitors.keep_ema()
-        return self.backend.to_numpy(ema) if self.monitoring.exp_weight and bool(on) else None
+        ema, n = self.monitors.keep_ema()
+        return self.backend.to_numpy(ema) if self.monitoring.exp_weight and float(n) > 0 else None
 
     @torch.no_grad()
     def output(self, slot: str | None = None) -> np.ndarray:
@@ -202,14 +202,14 @@ class TorchSession:
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
         """A snapshot as named numpy arrays (for a checkpoint file)."""
-        net_state, opt_state, gen_state, (ema, ema_on) = snap
+        net_state, opt_state, gen_state, (ema, ema_n) = snap
         arrays = {f"net/{k}": _numpy(v) for k, v in net_state.items()}
         for index, slots in opt_state["state"].items():
             for name, value in slots.items():
                 arrays[f"opt/{index}/{name}"] = _numpy(value)
         arrays["opt/lr"] = np.array([g["lr"] for g in opt_state["param_groups"]], np.float64)
         arrays["gen"] = gen_state.numpy().copy()
-        arrays.update(ema=_numpy(ema), ema_on=_numpy(ema_on))
+        arrays.update(ema=_numpy(ema), ema_n=_numpy(ema_n))
         return arrays
 
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
@@ -225,7 +225,7 @@ class TorchSession:
         groups = copy.deepcopy(self.opt.state_dict()["param_groups"])
         for group, lr in zip(groups, arrays["opt/lr"], strict=True):
             group["lr"] = float(lr)
-        ema = (_tensor(arrays["ema"], dev), _tensor(arrays["ema_on"], dev))
+        ema = (_tensor(arrays["ema"], dev), _tensor(ema_count(arrays), dev))
         return (net_state, {"state": state, "param_groups": groups}, torch.from_numpy(arrays["gen"].copy()), ema)
 
     def state_arrays(self) -> dict[str, np.ndarray]:

@@ -25,10 +25,10 @@ import math
 import numpy as np
 import torch
 
-from dip_core.backend import Monitoring
+from dip_core.backend import Monitoring, ema_count
 
 # A step's scalars come back as one vector, in the order of dip_core.backend.STAT_FIELDS.
-_STATE = ("ema", "ema_on", "healthy", "ring", "s1", "s2", "shift", "count")
+_STATE = ("ema", "ema_n", "healthy", "ring", "s1", "s2", "shift", "count")
 
 
 class TorchMonitors:
@@ -44,7 +44,7 @@ class TorchMonitors:
             return torch.zeros(s, device=device)
 
         self.ema = zeros(*shape)
-        self.ema_on = torch.zeros((), dtype=torch.bool, device=device)
+        self.ema_n = torch.zeros((), device=device)  # outputs averaged so far
         self.healthy = torch.ones((), dtype=torch.bool, device=device)
         self.ring = zeros(w, pixels) if w else zeros(0)
         self.s1, self.s2, self.shift = zeros(*size), zeros(*size), zeros(*size)
@@ -65,9 +65,12 @@ class TorchMonitors:
         self.healthy = ok
         w = m.exp_weight
         if w:
-            blended = torch.where(self.ema_on, w * self.ema + (1 - w) * out, out)
+            k = m.ema_warmup
+            n = self.ema_n
+            weight = torch.clamp(n / (n + k), max=w) if k else w  # dip_core.backend.ema_weight
+            blended = torch.where(n > 0, weight * self.ema + (1 - weight) * out, out)
             self.ema = torch.where(ok, blended, self.ema)
-            self.ema_on = self.ema_on | ok
+            self.ema_n = n + ok.float()
         variance = self._nan
         if m.window:
             variance = self._push(out.reshape(-1), ok, m.window, refresh)
@@ -107,12 +110,12 @@ class TorchMonitors:
         return torch.where(self.count >= window, variance, self._nan)
 
     def keep_ema(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The EMA and whether it has started (what a snapshot carries; never changed in place)."""
-        return self.ema, self.ema_on
+        """The EMA and how many outputs it has averaged (what a snapshot carries; never changed in place)."""
+        return self.ema, self.ema_n
 
     def restore(self, ema: tuple[torch.Tensor, torch.Tensor]) -> None:
         """Back to a snapshot's EMA; the steps after it are monitored again (a rollback: waits for the device)."""
-        self.ema, self.ema_on = ema
+        self.ema, self.ema_n = ema
         self.healthy = torch.ones_like(self.healthy)
         self.pushes = int(self.count)
 
@@ -120,6 +123,7 @@ class TorchMonitors:
         return {k: getattr(self, k).detach().cpu().numpy().copy() for k in _STATE}
 
     def load(self, arrays: dict[str, np.ndarray]) -> None:
+        arrays = {**arrays, "ema_n": ema_count(arrays)}  # a checkpoint before format 5 has `ema_on`
         for k in _STATE:
             setattr(self, k, torch.from_numpy(arrays[k].copy()).to(self.healthy.device))
         self.pushes = int(arrays["count"])

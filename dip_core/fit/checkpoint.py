@@ -22,9 +22,10 @@ import numpy as np
 from dip_core.errors import UserError
 from dip_core.system.atomic import atomic_write
 
-FORMAT = "dip-checkpoint/4"  # 2: the discrepancy check's state; 3: the trackers' and the monitors' states;
-# 4: an array equal to one written before it is written once (`same` in the meta)
-READABLE = ("dip-checkpoint/3", FORMAT)  # 3 is 4 without `same`
+FORMAT = "dip-checkpoint/5"  # 2: the discrepancy check's state; 3: the trackers' and the monitors' states;
+# 4: an array equal to one written before it is written once (`same` in the meta); 5: the EMA's count of outputs
+# (`ema_n`) where 3 and 4 said whether it had started (`ema_on`)
+READABLE = ("dip-checkpoint/3", "dip-checkpoint/4", FORMAT)  # 3 is 4 without `same`
 # Arrays from this size up are compared with the others (hashed); smaller ones are not worth the hashing.
 SHARE_FROM_BYTES = 4096
 

@@ -156,6 +156,7 @@ class _Loop:
         session.start(
             Monitoring(
                 exp_weight=settings.exp_weight,
+                ema_warmup=settings.ema_warmup,
                 window=settings.window if track else 0,
                 reference=reference,
                 trace_output=settings.trace_output and reference is not None,

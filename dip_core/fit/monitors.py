@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dip_core.backend import Kept, Monitoring, StepStats, step_description
+from dip_core.backend import Kept, Monitoring, StepStats, ema_weight, step_description
 from dip_core.fit.checkpoint import under
 from dip_core.fit.stopping import WindowVariance
 from dip_core.problem.metrics import mse
@@ -55,6 +55,7 @@ class HostSession:
     def start(self, monitoring: Monitoring) -> None:
         self._monitoring = monitoring
         self._ema: np.ndarray | None = None
+        self._ema_n = 0  # outputs averaged so far
         self._window = WindowVariance(monitoring.window) if monitoring.window else None
         self._slots: dict[str, np.ndarray] = {}
         self._states: dict[str, Any] = {}
@@ -72,9 +73,10 @@ class HostSession:
         if not ok:
             self._last = _HostHandle(self._count, StepStats(loss, False), None, None, None)
             return self._last
-        w = m.exp_weight
-        if w:
+        if m.exp_weight:
+            w = ema_weight(m, self._ema_n)
             self._ema = out if self._ema is None else w * self._ema + (1 - w) * out
+            self._ema_n += 1
         variance = self._window.push(out) if self._window is not None else None
         ref = m.reference
         stats = StepStats(
@@ -82,7 +84,7 @@ class HostSession:
             finite=True,
             variance=variance,
             mse=mse(out, ref) if ref is not None else None,
-            mse_ema=mse(self._ema, ref) if ref is not None and w and self._ema is not None else None,
+            mse_ema=mse(self._ema, ref) if ref is not None and m.exp_weight and self._ema is not None else None,
             mse_output=mse(self.net_output(), ref) if ref is not None and m.trace_output else None,
         )
         state = self.model_snapshot() if m.keep_states else None
@@ -117,10 +119,10 @@ class HostSession:
         return out
 
     def snapshot(self) -> Any:
-        return self.model_snapshot(), None if self._ema is None else self._ema.copy()
+        return self.model_snapshot(), None if self._ema is None else self._ema.copy(), self._ema_n
 
     def restore(self, snap: Any) -> None:
-        model, ema = snap
+        model, ema, self._ema_n = snap
         self.model_restore(model)
         self._ema = None if ema is None else ema.copy()
         self._healthy = True
@@ -128,14 +130,15 @@ class HostSession:
             self._last.state = self.model_snapshot()  # the state kept for the step just booked: the restored one
 
     def to_arrays(self, snap: Any) -> dict[str, np.ndarray]:
-        model, ema = snap
+        model, ema, n = snap
         arrays = {"model": np.asarray(model)}
         if ema is not None:
-            arrays["ema"] = ema
+            arrays["ema"], arrays["ema_n"] = ema, np.array(n, np.int64)
         return arrays
 
     def from_arrays(self, arrays: dict[str, np.ndarray]) -> Any:
-        return arrays["model"], arrays.get("ema")
+        ema = arrays.get("ema")
+        return arrays["model"], ema, int(arrays.get("ema_n", ema is not None))  # dip 0.4: whether it had started
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         arrays = {f"now/{k}": v for k, v in self.to_arrays(self.snapshot()).items()}

@@ -11,6 +11,7 @@ point (`DiscrepancyPoint`); they differ in the latter's level, in when the run e
 
 from __future__ import annotations
 
+import bisect
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields
@@ -57,8 +58,33 @@ def patience_at(settings: FitSettings, minimum_iter: int) -> int:
 
 
 def ema_lag(weight: float) -> int:
-    """How many steps an EMA of this weight lags the outputs it averages."""
+    """How many steps an EMA of this weight lags the outputs it averages (once it has averaged many)."""
     return round(weight / (1 - weight))
+
+
+class EmaCentre:
+    """When the EMA is centred on an output: its centre (the mean iteration of the outputs it averages, weighted as
+    it weighs them) follows the same recursion as the EMA itself. Without warm-up the lag is taken as `lag` at every
+    iteration, as dip 0.4 did; with one (dip_core.backend.Monitoring.ema_warmup) it grows with the iteration,
+    about i / warmup until the weight reaches its cap. Counts every step as averaged (a rolled-back one is not)."""
+
+    def __init__(self, lag: int, warmup: int) -> None:
+        self.lag, self.warmup = lag, warmup
+        self.weight = max(lag, 0) / (max(lag, 0) + 1)  # the cap, back from the lag (exact for 0.99, 0.95, 0.9, ...)
+        self.centres = [0.0]  # after t outputs (t = 0: none yet)
+
+    def lag_at(self, i: int) -> int:
+        """Steps after output i until the EMA's centre first reaches it."""
+        if self.lag < 0:
+            return 0
+        if not self.warmup:
+            return self.lag
+        c = self.centres
+        while c[-1] < i:
+            n = len(c) - 1  # outputs averaged before this one
+            w = min(self.weight, n / (n + self.warmup))
+            c.append(w * c[-1] + (1 - w) * (n + 1))
+        return bisect.bisect_left(c, i) - i
 
 
 class ScalarState:
@@ -71,20 +97,31 @@ class ScalarState:
         for f in fields(self):  # type: ignore[arg-type]
             if f.init and f.name in values:
                 setattr(self, f.name, type(getattr(self, f.name))(values[f.name]))
+        post_init = getattr(self, "__post_init__", None)
+        if post_init is not None:
+            post_init()  # what it derives from the fields (the EMA's centre)
 
 
 @dataclass
 class VarianceMinimum(ScalarState):
     """ES-WMV: the output where the windowed variance of outputs is least, kept in slot "wmv"."""
 
-    lag: int = -1  # steps the EMA lags the outputs; -1: no EMA (the output there is net(z), from its state)
+    lag: int = -1  # steps the EMA lags the outputs once warm; -1: no EMA (the output there is net(z), from its state)
     minimum: float = math.inf
     iter: int = 0  # iteration of the minimum (0: none yet)
     loss: float = math.inf  # the loss (mean of the last LOSS_WINDOW) there
+    warmup: int = 0  # the EMA's warm-up (its lag grows with the iteration; EmaCentre)
+
+    def __post_init__(self) -> None:
+        self.centre = EmaCentre(self.lag, self.warmup)
 
     def centred(self, i: int) -> tuple[Request, ...]:
-        """With EMA, the average centred on the minimum is the one `lag` steps after it."""
-        return (("wmv", Kept.EMA),) if self.lag >= 0 and self.iter and i == self.iter + self.lag else ()
+        """With EMA, the average centred on the minimum is the one its lag after it."""
+        return (
+            (("wmv", Kept.EMA),)
+            if self.lag >= 0 and self.iter and i == self.iter + self.centre.lag_at(self.iter)
+            else ()
+        )
 
     def take(self, i: int, variance: float, recent: float) -> tuple[Request, ...]:
         """A new minimum at step i: what to keep there."""
@@ -99,6 +136,14 @@ class DiscrepancyPoint(ScalarState):
     lag: int = -1
     iter: int = 0  # first iteration whose mean loss reached the level (0: not yet)
     ready: bool = False  # its output is in hand (with EMA: once the average centred on it exists)
+    warmup: int = 0
+
+    def __post_init__(self) -> None:
+        self.centre = EmaCentre(self.lag, self.warmup)
+
+    def due(self) -> int:
+        """The iteration whose EMA is centred on the point (the point itself without EMA)."""
+        return self.iter + self.centre.lag_at(self.iter)
 
     def update(self, i: int, recent: float, level: float) -> tuple[Request, ...]:
         """Take in step i's mean loss: what to keep there."""
@@ -108,7 +153,7 @@ class DiscrepancyPoint(ScalarState):
             if self.lag < 0:
                 keep, self.ready = (("disc", Kept.STATE),), True
         # `>=`: a step rolled back at iter + lag is not booked here, and the next one takes its place.
-        if self.lag >= 0 and self.iter and not self.ready and i >= self.iter + self.lag:
+        if self.lag >= 0 and self.iter and not self.ready and i >= self.due():
             keep, self.ready = (*keep, ("disc", Kept.EMA)), True
         return keep
 
@@ -130,8 +175,8 @@ class StoppingRule(ABC):
         self.settings = settings
         self.auto = settings.stop is Stop.AUTO
         lag = ema_lag(settings.exp_weight) if settings.exp_weight > 0 else -1
-        self.wmv = VarianceMinimum(lag)
-        self.disc = DiscrepancyPoint(lag) if settings.noise_power else None
+        self.wmv = VarianceMinimum(lag, warmup=settings.ema_warmup)
+        self.disc = DiscrepancyPoint(lag, warmup=settings.ema_warmup) if settings.noise_power else None
         self.level = self.discrepancy_level(settings)
 
     @staticmethod
@@ -216,7 +261,7 @@ class DefaultRule(StoppingRule):
         if d is None:
             return False
         if d.iter:
-            return d.ready or i >= d.iter + max(d.lag, 0)
+            return d.ready or i >= d.due()
         return d.lag <= 0 and least_mean_with_next(losses) <= self.level
 
     def choice(self) -> tuple[int, str]:
@@ -251,7 +296,7 @@ class FixedPatienceRule(StoppingRule):
 
     def may_settle(self, i: int, losses: list[float]) -> bool:
         d = self.disc
-        if d is None or not self.waited(i) or (not d.ready and i < d.iter + d.lag):
+        if d is None or not self.waited(i) or (not d.ready and i < d.due()):
             return False
         return is_overfit(self.settings, least_mean_with_next(losses))
 

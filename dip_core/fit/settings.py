@@ -25,6 +25,7 @@ LOSS_RATIO = 1.0
 class FitSettings:
     iters: int
     exp_weight: float = 0.0  # EMA of outputs; 0 = off
+    ema_warmup: int = 0  # the EMA's weight after n outputs is at most n / (n + this) (0: exp_weight from the start)
     backtrack: bool = False
     backtrack_db: float = 5.0
     check_every: int = 100
@@ -50,6 +51,8 @@ class FitSettings:
         patience = 1 if self.patience is None else self.patience
         if self.iters < 1 or self.window < 2 or patience < 1 or self.check_every < 1 or self.save_every < 0:
             raise ValueError(f"iters, patience, check_every >= 1, window >= 2 and save_every >= 0, got {self}")
+        if self.ema_warmup < 0:
+            raise ValueError(f"the EMA's warm-up is >= 0, got {self.ema_warmup}")
         if not 0 < self.loss_ratio <= 2:
             raise ValueError(f"the loss ratio is in (0, 2], got {self.loss_ratio}")
 

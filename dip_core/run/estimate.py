@@ -124,7 +124,9 @@ def measure(prepared: Prepared | PreparedTiles) -> Estimate:
     """Time the first fit of a prepared run on a session of its own."""
     p = prepared.first if isinstance(prepared, PreparedTiles) else prepared
     fs = p.fit_settings
-    ms = time_steps(p.backend.session(p.spec), Monitoring(exp_weight=fs.exp_weight, window=fs.window))
+    ms = time_steps(
+        p.backend.session(p.spec), Monitoring(exp_weight=fs.exp_weight, ema_warmup=fs.ema_warmup, window=fs.window)
+    )
     return estimate_of(prepared, ms)
 
 

@@ -24,7 +24,7 @@ from dip_core.system.precision import Precision
 # Preset fields a run may override (None keeps the preset's value); see dip_core.problem.presets.Preset.
 PRESET_OVERRIDES = (
     "iters", "lr", "reg_noise_std", "exp_weight", "backtrack", "backtrack_db", "check_every", "net", "input",
-    "input_channels", "fit_level_db",
+    "input_channels", "fit_level_db", "ema_warmup",
 )  # fmt: skip
 
 
@@ -68,6 +68,9 @@ class RunOptions:
     lr: float | None = opt(None, "Adam learning rate.")
     reg_noise_std: float | None = opt(None, "Std of the noise added to z at every step.", 0)
     exp_weight: float | None = opt(None, "EMA weight of outputs in [0, 1); 0 turns it off.", 0)
+    ema_warmup: int | None = opt(
+        None, "The EMA's weight after n outputs is at most n/(n + this): it forgets the first ones. 0: the paper's.", 0
+    )
     backtrack: bool | None = opt(None, "Roll back on collapse.")
     backtrack_db: float | None = opt(None, "PSNR drop (dB) between checks that counts as a collapse.")
     check_every: int | None = opt(None, "Iterations between collapse checks.", 1)
@@ -114,9 +117,7 @@ class RunOptions:
     )
     fit_level_db: float | None = opt(
         None,
-        "Stop where the fit to the low-resolution input first reaches this PSNR (dB), on that iteration's output: "
-        "a clean input has no noise level to stop at. Default: the preset's (drp: 40; dip: none, the output "
-        "variance chooses).",
+        "Stop where the fit to the low-resolution input first reaches this PSNR (dB). Default: drp 40, dip none.",
         high=100,
         above=0,
     )

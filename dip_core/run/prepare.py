@@ -286,6 +286,7 @@ def prepare(
     fit_settings = FitSettings(
         iters=settings.iters,
         exp_weight=settings.exp_weight,
+        ema_warmup=settings.ema_warmup,
         backtrack=settings.backtrack,
         backtrack_db=settings.backtrack_db,
         check_every=settings.check_every,

@@ -382,7 +382,8 @@ def test_the_auto_stop_table_replays_what_fit_decides(noisy, noise_sigma, overri
     ema = full["preset"]["exp_weight"] > 0
     row = {
         "loss_curve": full["loss_curve"], "variance_curve": full["variance_curve"], "ema": ema,
-        "exp_weight": full["preset"]["exp_weight"], "noisy_psnr": full["psnr_curve"], "final_psnr": 0.0,
+        "exp_weight": full["preset"]["exp_weight"], "ema_warmup": full["preset"].get("ema_warmup", 0),
+        "noisy_psnr": full["psnr_curve"], "final_psnr": 0.0,
         "candidate_psnr": full["psnr_ema_curve"] if ema else full["psnr_output_curve"],
     }  # fmt: skip
     stopping = full["stopping"]  # the level the loss is compared with: a given sigma, or the estimate below it

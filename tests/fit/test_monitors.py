@@ -78,11 +78,12 @@ def _torch_run(m: Monitoring, outs: list[np.ndarray]) -> tuple[list[list[float]]
     return rows, mon.ema[0].permute(1, 2, 0).numpy()
 
 
+@pytest.mark.parametrize("warmup", [0, 3])  # the paper's EMA; one that forgets its start (weight n / (n + 3))
 @pytest.mark.parametrize("name", BACKENDS)
-def test_device_monitors_match_the_numpy_reference(name):
+def test_device_monitors_match_the_numpy_reference(name, warmup):
     outs = _outputs(40)
     reference = np.full((H, W, C), 0.45, np.float32)
-    m = Monitoring(exp_weight=0.8, window=WINDOW, reference=reference)
+    m = Monitoring(exp_weight=0.8, ema_warmup=warmup, window=WINDOW, reference=reference)
     host = _Replay(outs)
     host.start(m)
     expected, saved = [], None
@@ -106,6 +107,45 @@ def test_device_monitors_match_the_numpy_reference(name):
     np.testing.assert_allclose(ema, host.ema(), rtol=1e-6)
     # the window took in every finite, monitored output: the variance exists from the W-th of them on
     assert sum(w.variance is not None for w in expected) == len(outs) - (RESTORED - BAD) - WINDOW + 1
+
+
+def test_the_warm_up_forgets_the_first_outputs_and_the_centre_follows_the_average():
+    """With warm-up k the weight after n outputs is min(w, n / (n + k)): averaging the iteration numbers themselves
+    gives the EMA's centre, which EmaCentre computes; the lag grows about as i / k until the cap."""
+    from dip_core.fit.rules import EmaCentre, ema_lag
+
+    class Count(_Replay):
+        def advance(self):
+            self.t += 1
+            return 0.0, np.full((1, 1, 1), float(self.t))
+
+    for warmup in (0, 9):
+        host = Count([])
+        host.start(Monitoring(exp_weight=0.99, ema_warmup=warmup))
+        centres = []
+        for _ in range(1200):
+            host.step()
+            centres.append(float(host.ema()[0, 0, 0]))
+        centre = EmaCentre(ema_lag(0.99), warmup)
+        if warmup:
+            assert centres[99] == pytest.approx(0.9 * 100, abs=1.5)  # the last tenth, where the paper's...
+            for i in (10, 90, 400, 1000):  # the first T whose centre reaches i
+                due = next(t for t, c in enumerate(centres, start=1) if c >= i - 1e-9)
+                assert due - i == centre.lag_at(i), i
+            assert centre.lag_at(90) == 10 and centre.lag_at(2000) == 99
+        else:
+            assert centres[99] < 70  # ... still holds the first outputs: 37 % of its weight on the first one
+            assert centre.lag_at(90) == centre.lag_at(2000) == 99  # dip 0.4's constant lag
+
+
+@pytest.mark.parametrize(
+    "snapshot", [{"ema_on": np.array(True)}, {"ema_on": np.array(False)}, {"ema_n": np.array(7.0)}]
+)
+def test_a_checkpoint_before_format_5_gives_its_ema_a_count(snapshot):
+    from dip_core.backend import ema_count
+
+    want = {"ema_n": 7.0}.get(next(iter(snapshot)), float(next(iter(snapshot.values()))))
+    assert ema_count(snapshot) == np.float32(want) and ema_count(snapshot).dtype == np.float32
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from dip_core.problem.degrade import OpKind, add_noise, add_photon_noise
 from dip_core.problem.fidelity import Fidelity, FidelityKind
 from dip_core.problem.image import from_array, load_image, save_image
 from dip_core.problem.metrics import noise_sigma_estimate, peak_estimate, psnr
-from dip_core.problem.presets import PRESETS, preset_for
+from dip_core.problem.presets import PRESETS, PresetError, preset_for
 from dip_core.problem.registry import REGISTRY, SPECS, TASK_OPTIONS, NoiseModel, Task, describe, spec_of
 from dip_core.problem.simulate import Corruption
 from dip_core.problem.task_options import TAKEN_BY, takes
@@ -166,3 +166,11 @@ def test_a_corruption_keeps_the_files_of_dip_degrade():
     x = from_array(synthetic(16, 16))
     assert list(spec_of("poisson").simulate(x, Corruption(peak=12))) == ["_peak12.png"]
     assert list(spec_of("denoise").simulate(x, Corruption(sigma=25))) == ["_noisy25.png"]
+
+
+def test_the_ema_forgets_its_start_by_default_and_the_paper_s_average_keeps_dip_0_4_s_identity():
+    denoise = preset_for("denoise")
+    assert denoise.exp_weight == 0.99 and denoise.ema_warmup == 9 and denoise.to_dict()["ema_warmup"] == 9
+    assert "ema_warmup" not in denoise.override(ema_warmup=0).to_dict()  # dip 0.4's checkpoints of it resume
+    with pytest.raises(PresetError, match="EMA warm-up"):
+        denoise.override(ema_warmup=-1)

@@ -449,6 +449,7 @@ def _fake_sysctl(tmp_path, monkeypatch, performance: int, efficiency: int) -> No
     import platform
 
     from dip_core.system import threads
+
     script = tmp_path / "sysctl"
     script.write_text(
         "#!/bin/sh\n"
