@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.autostop run --set photos --sizes 96 --seeds 1 [--claims DIR]   # the test set
     .venv/bin/python -m bench.autostop table bench/results/*-autostop-*.json [--rows test] [--rules 1000 default]
     .venv/bin/python -m bench.autostop pictures bench/results/*-autostop-*.json [--count 3]
+    .venv/bin/python -m bench.autostop pair --before OLD.json ... --after NEW.json ... [--save PATH]
 
 `run` fits every case once with the task's paper preset (capped at --max-iters),
 tracking the windowed output variance (W=100) and the PSNR of the candidate
@@ -20,7 +21,9 @@ Two sets. The tuning set, on which rules were fitted: the cases below, on the pa
 project's synthetic scene. The test set (`--set photos`, bench/photos.py): 20 photos that scikit-image and
 matplotlib ship, never used to fit anything; `table --rows test` reports on it alone, and `--save PATH` writes the
 table and its figures (tests/fit/test_stopping_study.py replays the committed curves against them). `pictures` reruns
-the test set's worst cases under the default rule and shows its choice beside the best output.
+the test set's worst cases under the default rule and shows its choice beside the best output. `pair` compares two
+recordings of the same cases (same seed and backend: the same trajectory, another average of outputs, as
+`--ema-warmup` makes): the default rule's choice in each, in dB, and its gap to the best output of either.
 
 Cases (`--set first`): every reference case of `dip bench quality --profile quick` (denoise,
 inpaint, restore, sr; inpainting runs a fixed count by default, measured for
@@ -449,6 +452,51 @@ def table(args: argparse.Namespace) -> None:
         print(f"wrote {args.save.with_suffix('.md')} and {args.save.with_suffix('.json')}")
 
 
+def pair(args: argparse.Namespace) -> None:
+    """The default rule on two recordings of each case found in both (`--before`, `--after`): the PSNR it returns
+    in each, the change, and each one's gap to the best output of either recording (what either average could
+    have given)."""
+    before = {(r["case"], r.get("backend")): r for r in load_rows(args.before, args.rows)}
+    after = [r for r in load_rows(args.after, args.rows) if (r["case"], r.get("backend")) in before]
+    if not after:
+        raise SystemExit("error: no case is recorded in both sets")
+    levels = noise_levels(after, args.data)
+    out = ["| case | backend | before: chosen, dB | after: chosen, dB | change dB | gap to the best of both: "
+           "before / after dB |", "|---|---|---|---|---|---|"]  # fmt: skip
+    cases = {}
+    for row in after:
+        old = before[(row["case"], row.get("backend"))]
+        a, b = replay_rule(old, "default", levels[row["case"]]), replay_rule(row, "default", levels[row["case"]])
+        best = max(a["best"], b["best"])
+        cases[row["case"]] = {"before": a["auto"], "after": b["auto"], "gap_before": best - a["auto"],
+                              "gap_after": best - b["auto"], "chosen_before": a["detected"],
+                              "chosen_after": b["detected"]}  # fmt: skip
+        c = cases[row["case"]]
+        out.append(
+            f"| {row['case']} | {row.get('backend', 'torch')} | {a['detected']}, {a['auto']:.2f} "
+            f"| {b['detected']}, {b['auto']:.2f} | {b['auto'] - a['auto']:+.2f} "
+            f"| {c['gap_before']:.2f} / {c['gap_after']:.2f} |"
+        )
+    values = list(cases.values())
+    figures = {k: float(np.mean([c[k] for c in values])) for k in ("gap_before", "gap_after")}
+    figures["change"] = float(np.mean([c["after"] - c["before"] for c in values]))
+    figures["over_0.6"] = [sum(c[k] > 0.6 for c in values) for k in ("gap_before", "gap_after")]
+    out.append(
+        f"\n{len(values)} cases: the choice changes by {figures['change']:+.2f} dB on average; its mean gap to the "
+        f"best of both recordings is {figures['gap_before']:.2f} dB before, {figures['gap_after']:.2f} after "
+        f"(cases over 0.6 dB: {figures['over_0.6'][0]} before, {figures['over_0.6'][1]} after)."
+    )
+    text = "\n".join(out)
+    print(text)
+    if args.save is not None:
+        command = "python -m bench.autostop " + " ".join(sys.argv[1:])
+        summary = {"command": command, "before": [str(f) for f in args.before], "after": [str(f) for f in args.after],
+                   "figures": figures, "cases": cases}  # fmt: skip
+        write_json(args.save.with_suffix(".json"), summary)
+        write_text(args.save.with_suffix(".md"), f"Made by `{command}`\n\n{text}\n")
+        print(f"wrote {args.save.with_suffix('.md')} and {args.save.with_suffix('.json')}")
+
+
 def pictures(args: argparse.Namespace) -> None:
     """Rerun the test set's worst cases (one per photo) under the default rule and show what it returns beside the
     best output of the recording, remade by a second run stopped at that iteration."""
@@ -530,8 +578,14 @@ def main() -> None:
     p.add_argument("--count", type=int, default=3, help="how many of the worst test-set cases")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("docs/stopping-worst.png"))
+    c = sub.add_parser("pair")
+    c.add_argument("--before", type=Path, nargs="+", required=True, help="the earlier recordings")
+    c.add_argument("--after", type=Path, nargs="+", required=True, help="the same cases recorded again")
+    c.add_argument("--rows", choices=("all", "test", "tuning"), default="test", help="which recorded cases")
+    c.add_argument("--data", type=Path, help="the paper's test images (tuning rows)")
+    c.add_argument("--save", type=Path, help="also write the table to this path as .md and its figures as .json")
     args = ap.parse_args()
-    {"run": run, "table": table, "pictures": pictures}[args.cmd](args)
+    {"run": run, "table": table, "pictures": pictures, "pair": pair}[args.cmd](args)
 
 
 if __name__ == "__main__":

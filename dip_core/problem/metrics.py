@@ -130,9 +130,7 @@ def _weak_texture_sigma(x: np.ndarray, upper: float, patch: int) -> float:
     still, so the threshold is never lowered again."""
     if not math.isfinite(upper) or upper <= 0 or min(x.shape[:2]) < patch:
         return math.inf
-    windows = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(0, 1))  # (H', W', C, p, p)
-    step = max(1, math.ceil(math.sqrt(windows.shape[0] * windows.shape[1] / NOISE_MAX_PATCHES)))
-    patches = windows[::step, ::step].reshape(-1, x.shape[2], patch, patch)
+    patches = _sampled_patches(x, patch)
     means = patches.mean(axis=(2, 3))
     margin = WEAK_TEXTURE_MARGIN * upper
     quiet = _texture(patches) < _pure_noise_texture_quantile(x.shape[2], patch) * upper**2
@@ -150,11 +148,18 @@ def _patch_pca_sigma(x: np.ndarray, patch: int) -> float:
     the covariance would be rank-deficient, its smallest eigenvalues zero whatever the noise)."""
     if min(x.shape[:2]) < patch:
         return math.inf
-    windows = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(0, 1))
-    if windows.shape[0] * windows.shape[1] < NOISE_MIN_PATCH_RATIO * x.shape[2] * patch * patch:
+    positions = (x.shape[0] - patch + 1) * (x.shape[1] - patch + 1)
+    if positions < NOISE_MIN_PATCH_RATIO * x.shape[2] * patch * patch:
         return math.inf
+    return _smallest_principal_sigma(_sampled_patches(x, patch).reshape(-1, x.shape[2] * patch * patch))
+
+
+def _sampled_patches(x: np.ndarray, patch: int) -> np.ndarray:
+    """The image's patch x patch windows on a grid of at most about NOISE_MAX_PATCHES positions, (n, C, p, p):
+    the patches both noise readings take."""
+    windows = np.lib.stride_tricks.sliding_window_view(x, (patch, patch), axis=(0, 1))  # (H', W', C, p, p)
     step = max(1, math.ceil(math.sqrt(windows.shape[0] * windows.shape[1] / NOISE_MAX_PATCHES)))
-    return _smallest_principal_sigma(windows[::step, ::step].reshape(-1, x.shape[2] * patch * patch))
+    return windows[::step, ::step].reshape(-1, x.shape[2], patch, patch)
 
 
 def _smallest_principal_sigma(patches: np.ndarray) -> float:
