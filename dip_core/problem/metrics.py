@@ -81,10 +81,13 @@ def discrepancy_sigma(observed: np.ndarray, given: float | None = None) -> float
     [0, 1] is weaker than the noise that was added (sigma 75 on scikit-image's cell leaves 62), and texture inflates
     the estimate. On the stopping study's test set (53 curves) the given level alone had a 1.6 dB mean gap
     (replayed before this cap existed; `bench.autostop`'s `given` now applies it), the estimate 0.5, the smaller
-    of the two 0.36.
+    of the two 0.36. An estimate of zero (a flat image, which holds no texture to read noise from, or one too small
+    to read) bounds nothing: a given level then stands as given.
     """
     estimate = noise_sigma_estimate(observed)
-    return estimate if given is None else min(given, estimate)
+    if given is None:
+        return estimate
+    return min(given, estimate) if 0 < estimate < math.inf else given
 
 
 def noise_sigma_global(x: np.ndarray, patch: int = NOISE_PATCH) -> float:

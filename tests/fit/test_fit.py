@@ -332,6 +332,17 @@ def test_denoise_report_gives_the_noise_level(noisy):
                                         mask=np.ones(noisy.shape[:2]), **TINY_NET).report["stopping"]  # fmt: skip
 
 
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 2, 3), (24, 31, 1)])
+def test_a_given_noise_level_stands_where_the_image_gives_no_estimate(shape):
+    """A flat or tiny image reads no noise at all (an estimate of 0 bounds nothing): capped by it, a given level
+    would be 0 and the discrepancy point would never come."""
+    from dip_core.problem.metrics import discrepancy_sigma, noise_sigma_estimate
+
+    flat = np.full(shape, 0.4, np.float32)
+    assert noise_sigma_estimate(flat) == 0
+    assert discrepancy_sigma(flat, 0.1) == 0.1 and discrepancy_sigma(flat) == 0
+
+
 def test_a_given_noise_level_above_what_the_image_holds_compares_the_loss_with_the_estimate():
     """Noise clipped to [0, 1] is weaker than the noise added: a dark image with sigma 75 holds far less, and the
     stopping rule's level is the estimate; the report and the summary line say so."""
