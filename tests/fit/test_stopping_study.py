@@ -60,3 +60,27 @@ def test_the_noise_estimate_of_dip_0_3_is_worse_on_the_test_set(study, test_rows
     now = summarise([replay_rule(row, "default", levels[row["case"]]) for row in test_rows])
     before = summarise([replay_rule(row, "default", whole[row["case"]]) for row in test_rows])
     assert now["mean_gap"] < before["mean_gap"] - 0.1
+
+
+PAIR = ROOT / "bench" / "report" / "ema-warmup-pair.json"
+
+
+def test_the_average_that_forgets_its_start_keeps_its_gain_on_the_re_recorded_cases():
+    """The same cases recorded with dip 0.4's average and with --ema-warmup 9 (dip 0.5's default): the default
+    rule's choice, replayed on both, keeps the figures committed, and the newer average is the better one."""
+    pair = json.loads(PAIR.read_text())
+    before = {(r["case"], r.get("backend")): r for r in load_rows([ROOT / f for f in pair["before"]], "test")}
+    after = [r for r in load_rows([ROOT / f for f in pair["after"]], "test") if (r["case"], r.get("backend")) in before]
+    assert len(after) == len(pair["cases"]) >= 12 and all(r["ema_warmup"] == 9 for r in after)
+    assert all("ema_warmup" not in before[(r["case"], r.get("backend"))] for r in after)  # the paper's average
+    levels = noise_levels(after, None)
+    gains = []
+    for row in after:
+        old, new = before[(row["case"], row.get("backend"))], row
+        a = replay_rule(old, "default", levels[row["case"]])["auto"]
+        b = replay_rule(new, "default", levels[row["case"]])["auto"]
+        recorded = pair["cases"][row["case"]]
+        assert (a, b) == (pytest.approx(recorded["before"], abs=1e-9), pytest.approx(recorded["after"], abs=1e-9))
+        gains.append(b - a)
+    assert np.mean(gains) == pytest.approx(pair["figures"]["change"], abs=1e-9) and np.mean(gains) > 0.2
+    assert pair["figures"]["gap_after"] < pair["figures"]["gap_before"] - 0.2
