@@ -94,6 +94,12 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], run: dict[s
         np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **kept)  # type: ignore[arg-type]  # (numpy's stub)
 
 
+def _new_in_format_5(name: str) -> bool:
+    """Arrays a format 3 or 4 file lacks and a run of its settings (the paper's average, no warm-up) does without:
+    the average's count of outputs, where those kept whether it had started, and the trackers' warm-up."""
+    return name.endswith("ema_n") or (name.startswith("loop/") and name.endswith("/warmup"))
+
+
 def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, np.ndarray]) -> None:
     """A checkpoint's arrays against those a fresh run of the same settings keeps (`expected`): every one there,
     numeric, of the same shape (the curves: of any length, one per step done), and a progress that agrees with
@@ -102,10 +108,12 @@ def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, n
     def refuse(why: str) -> CheckpointError:
         return CheckpointError(f"{path} is not a checkpoint this run can go on from: {why}; start over with --force")
 
-    missing = sorted(set(expected) - set(given))
+    missing = sorted(n for n in set(expected) - set(given) if not _new_in_format_5(n))
     if missing:
         raise refuse(f"it lacks {len(missing)} of the run's arrays ({', '.join(missing[:3])})")
     for name, want in expected.items():
+        if name not in given:
+            continue  # new in format 5: an earlier file's run had its default (no warm-up)
         have = given[name]
         if have.dtype.kind not in "biuf":
             raise refuse(f"{name} holds {have.dtype} values, not numbers")

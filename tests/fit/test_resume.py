@@ -162,3 +162,37 @@ def test_an_array_equal_to_another_is_written_once_and_read_back_as_its_own(tmp_
     assert set(back) == set(arrays) and all(np.array_equal(back[k], v) for k, v in arrays.items())
     back["snap/w"][0, 0] += 1  # each its own memory: a backend may take an array over as it is
     assert back["session/w"][0, 0] == weights[0, 0]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_dip_0_4_checkpoint_resumes_with_the_paper_s_average(backend, images, tmp_path):
+    """dip 0.4 wrote format 4: whether the average had started (`ema_on`), no warm-up. With --ema-warmup 0 (its
+    average) such a file goes on to the uninterrupted result; with the default it is another run's."""
+    import json
+
+    common = {"backend": backend, "device": "cpu", "iters": 40, "seed": 5, "ema_warmup": 0, **TINY_NET}
+    whole = restore("denoise", images["noisy"], **common)
+
+    def crash(info):
+        if info.i == 27:
+            raise Crash
+
+    ckpt = tmp_path / "run.ckpt.npz"
+    with pytest.raises(Crash):
+        restore("denoise", images["noisy"], checkpoint=ckpt, checkpoint_every=10, on_step=crash, **common)
+    with np.load(ckpt) as f:
+        arrays = dict(f)
+    meta = json.loads(bytes(arrays.pop("__meta__")))
+    assert meta["format"] == "dip-checkpoint/5"
+    meta["format"] = "dip-checkpoint/4"
+    for name in list(arrays):  # as dip 0.4 wrote them
+        if name.endswith("ema_n"):
+            arrays[name.removesuffix("ema_n") + "ema_on"] = arrays.pop(name) > 0
+        elif name.startswith("loop/") and name.endswith("/warmup"):
+            del arrays[name]
+    assert any(n.endswith("ema_on") for n in arrays)
+    np.savez(ckpt, __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+    with pytest.raises(CheckpointError, match="differs in preset"):
+        restore("denoise", images["noisy"], checkpoint=ckpt, resume=True, **{**common, "ema_warmup": 9})
+    resumed = restore("denoise", images["noisy"], checkpoint=ckpt, resume=True, **common)
+    assert resumed.report["checkpoint"]["resumed"] and np.array_equal(resumed.pixels, whole.pixels)
