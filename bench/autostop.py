@@ -468,10 +468,11 @@ def pair(args: argparse.Namespace) -> None:
         old = before[(row["case"], row.get("backend"))]
         a, b = replay_rule(old, "default", levels[row["case"]]), replay_rule(row, "default", levels[row["case"]])
         best = max(a["best"], b["best"])
-        cases[row["case"]] = {"before": a["auto"], "after": b["auto"], "gap_before": best - a["auto"],
+        key = f"{row['case']}/{row.get('backend', 'torch')}"
+        cases[key] = {"before": a["auto"], "after": b["auto"], "gap_before": best - a["auto"],
                               "gap_after": best - b["auto"], "chosen_before": a["detected"],
                               "chosen_after": b["detected"]}  # fmt: skip
-        c = cases[row["case"]]
+        c = cases[key]
         out.append(
             f"| {row['case']} | {row.get('backend', 'torch')} | {a['detected']}, {a['auto']:.2f} "
             f"| {b['detected']}, {b['auto']:.2f} | {b['auto'] - a['auto']:+.2f} "

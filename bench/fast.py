@@ -33,6 +33,7 @@ from bench.fingerprint import fingerprint, machine_label
 from bench.fingerprint import slug as machine_slug
 from bench.quality import BUILTIN_CASES, Case, fit, prepare
 from dip_core.backend import available_backends
+from dip_core.fit.rules import mean_recent_loss
 from dip_core.problem.registry import spec_of
 from dip_core.run.api import restore
 from dip_core.run.report import Report
@@ -251,8 +252,8 @@ def sr_stops(data: dict[str, Any], level_db: float = 40.0) -> list[str]:
     lines = []
     for c in data["curves"]:
         loss, db = c["loss"], c["psnr"]
-        level = 10 ** (-level_db / 10)
-        hit = next((i for i in range(20, len(loss) + 1) if statistics.fmean(loss[i - 20 : i]) <= level), None)
+        level = 10 ** (-level_db / 10)  # as the rule reads the loss: the mean of the last LOSS_WINDOW finite ones
+        hit = next((i for i in range(1, len(loss) + 1) if mean_recent_loss(loss[:i]) <= level), None)
         best = max(range(len(db)), key=db.__getitem__)
         at = f"stops at {hit} ({db[hit - 1]:.2f} dB), {db[best] - db[hit - 1]:.2f} dB under" if hit else "never stops;"
         lines.append(f"{c['photo']}: {at} the best, {db[best]:.2f} dB at iteration {best + 1} of {len(db)}")
@@ -276,6 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--photo", default="chelsea", help="--picture: a photo of bench/photos.py")
     ap.add_argument("--sr-curves", nargs="+", metavar="PHOTO", help="record DRP's x4 sr curves of these photos")
     args = ap.parse_args(argv)
+    if args.seeds < 1 or args.size < 16 or args.max_iters < 1:
+        ap.error("--seeds and --max-iters must be >= 1 and --size >= 16")
     if args.sr_curves:
         backend = (args.backend or available_backends())[0]
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-drp-sr-curves-{machine_slug(machine_label(fingerprint()))}.json"
@@ -288,8 +291,6 @@ def main(argv: list[str] | None = None) -> None:
         shown = json.loads(args.show.read_text())
         print("\n".join(sr_stops(shown)) if shown.get("kind") == "drp-sr-curves" else markdown(shown))
         return
-    if args.seeds < 1 or args.size < 16 or args.max_iters < 1:
-        ap.error("--seeds and --max-iters must be >= 1 and --size >= 16")
     backends = args.backend or available_backends()
     cases = [c for c in BUILTIN_CASES if not args.case or c.name in args.case]
     folder = args.out or bench_results_dir()

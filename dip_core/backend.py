@@ -71,8 +71,8 @@ class Monitoring:
     """
 
     exp_weight: float = 0.0  # EMA of outputs (ema = w * ema + (1 - w) * out); 0: none
-    # With a warm-up k, the weight after n outputs is min(w, n / (n + k)): the average spans about the last k-th
-    # part of the outputs so far until w caps it, and forgets the first ones (0: w from the first output).
+    # With a warm-up k, the weight after n outputs is min(w, n / (n + k)): the average's centre lies about n / (k + 1)
+    # outputs back until w caps it, and it forgets the first ones (0: w from the first output).
     ema_warmup: int = 0
     window: int = 0  # windowed variance of the last `window` outputs (ES-WMV); 0: none
     reference: np.ndarray | None = None  # the clean image (h, w, C): MSE of the output and of the EMA

@@ -94,10 +94,13 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], run: dict[s
         np.savez(fh, __meta__=np.frombuffer(meta, np.uint8), **kept)  # type: ignore[arg-type]  # (numpy's stub)
 
 
-def _new_in_format_5(name: str) -> bool:
+def _new_in_format_5(name: str, given: dict[str, np.ndarray]) -> bool:
     """Arrays a format 3 or 4 file lacks and a run of its settings (the paper's average, no warm-up) does without:
-    the average's count of outputs, where those kept whether it had started, and the trackers' warm-up."""
-    return name.endswith("ema_n") or (name.startswith("loop/") and name.endswith("/warmup"))
+    the average's count of outputs, where those files kept whether it had started (`ema_on`, which must be there),
+    and the trackers' warm-up."""
+    if name.endswith("ema_n"):
+        return name.removesuffix("ema_n") + "ema_on" in given
+    return name.startswith("loop/") and name.endswith("/warmup") and any(n.endswith("ema_on") for n in given)
 
 
 def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, np.ndarray]) -> None:
@@ -108,7 +111,7 @@ def check_arrays(path: Path, expected: dict[str, np.ndarray], given: dict[str, n
     def refuse(why: str) -> CheckpointError:
         return CheckpointError(f"{path} is not a checkpoint this run can go on from: {why}; start over with --force")
 
-    missing = sorted(n for n in set(expected) - set(given) if not _new_in_format_5(n))
+    missing = sorted(n for n in set(expected) - set(given) if not _new_in_format_5(n, given))
     if missing:
         raise refuse(f"it lacks {len(missing)} of the run's arrays ({', '.join(missing[:3])})")
     for name, want in expected.items():

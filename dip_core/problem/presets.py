@@ -28,10 +28,10 @@ class Preset:
     lr: float = 0.01  # Adam learning rate
     reg_noise_std: float = 1.0 / 30.0  # std of the noise added to z at every step
     exp_weight: float = 0.0  # EMA of outputs: ema = w * ema + (1 - w) * out; 0 = off
-    # The EMA's weight after n outputs is at most n / (n + ema_warmup): it averages about the last ninth of the run
-    # so far until exp_weight caps it (after 891 outputs at 0.99), and forgets the first, blurred outputs, which the
-    # paper's average (0: from the first output) still held at 37 % after 100 steps. Chosen in dip 0.5 (README,
-    # "How well it stops by itself"): a stop in the first few hundred steps (sigma 50-75) returned their blur.
+    # The EMA's weight after n outputs is at most n / (n + ema_warmup): its centre lies about a tenth of the run
+    # behind the latest output until exp_weight caps it (after 891 outputs at 0.99), and it forgets the first,
+    # blurred outputs, which the paper's average (0: from the first output) still held at 37 % after 100 steps.
+    # Chosen in dip 0.5 (docs/stopping.md): a stop in the first few hundred steps (sigma 50-75) returned their blur.
     ema_warmup: int = 9
     backtrack: bool = False  # roll back when PSNR against the input drops > backtrack_db
     backtrack_db: float = 5.0
@@ -93,8 +93,8 @@ class Preset:
                 del d[name]
         if d["fit_level_db"] is None:
             del d["fit_level_db"]  # as earlier releases described every preset without one
-        if not d["ema_warmup"]:
-            del d["ema_warmup"]  # the paper's EMA, which runs before dip 0.5 ran: their checkpoints resume
+        if not d["ema_warmup"] or not d["exp_weight"]:
+            del d["ema_warmup"]  # the paper's average, or none: as releases before 0.5 wrote it (checkpoints resume)
         return d
 
 

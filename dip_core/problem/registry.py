@@ -109,6 +109,7 @@ _DRP = {
 # loss at that level. x4 from 128 px, MLX, seed 0: chosen on chelsea, astronaut and coffee (stops at 102-145
 # iterations, 0.02-0.10 dB under the best); then camera, grass and hubble (66-269 iterations, 0.01-0.29 dB under).
 # DIP's sr runs its 2000 iterations: on chelsea and astronaut its last output was 0.13-0.19 dB under DRP's choice.
+# Measured at x4 only; x2 and x8 take the same level untried.
 _DRP_SR = {
     **_DRP, "net": "drp-wide", "input_channels": 1, "lr": 0.5, "tv_weight": 0.75,
     "fit_level_db": 40.0, "loss_ratio": 1.0,

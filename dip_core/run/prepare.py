@@ -96,7 +96,7 @@ class NoiseLevel:
         if self.fidelity.kind is FidelityKind.POISSON:
             return {"peak": self.fidelity.peak, "peak_source": self.source, "fidelity": self.fidelity.kind.value}
         if self.source == "fit level" and self.power:
-            return {"fit_level_db": -10 * math.log10(self.power)}
+            return {"fit_level_db": round(-10 * math.log10(self.power), 9)}
         if self.sigma is not None:
             level = {"noise_sigma": 255 * self.sigma, "noise_sigma_source": self.source}
             if self.level_sigma is not None and self.level_sigma < self.sigma:

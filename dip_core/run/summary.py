@@ -13,7 +13,7 @@ def chooser(report: Report) -> str:
     if stopping.get("peak") is not None:
         level, source = f"peak {stopping['peak']:.3g} photons", stopping.get("peak_source", "")
     elif stopping.get("fit_level_db") is not None:
-        return f"the fit level (the input fitted to {stopping['fit_level_db']:.0f} dB)"
+        return f"the fit level (the input fitted to {stopping['fit_level_db']:g} dB)"
     elif stopping.get("noise_sigma") is not None:
         level, source = f"sigma {stopping['noise_sigma']:.1f}", stopping.get("noise_sigma_source", "")
         if stopping.get("noise_level_sigma") is not None:

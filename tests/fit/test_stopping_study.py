@@ -79,7 +79,7 @@ def test_the_average_that_forgets_its_start_keeps_its_gain_on_the_re_recorded_ca
         old, new = before[(row["case"], row.get("backend"))], row
         a = replay_rule(old, "default", levels[row["case"]])["auto"]
         b = replay_rule(new, "default", levels[row["case"]])["auto"]
-        recorded = pair["cases"][row["case"]]
+        recorded = pair["cases"][f"{row['case']}/{row.get('backend', 'torch')}"]
         assert (a, b) == (pytest.approx(recorded["before"], abs=1e-9), pytest.approx(recorded["after"], abs=1e-9))
         gains.append(b - a)
     assert np.mean(gains) == pytest.approx(pair["figures"]["change"], abs=1e-9) and np.mean(gains) > 0.2
