@@ -541,6 +541,7 @@ def markdown(table: ChipTable) -> str:
         out += ["| " + " | ".join(_md(c) for c in cells) + " |" for cells in run.cells] + [""]
     if not table.fast:
         out += [FAST_NONE, ""]
+    out.pop()  # the blank line after the section: the next one brings its own
     for info in table.machines:
         if info.paper:
             p = info.paper
